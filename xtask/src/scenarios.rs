@@ -1,0 +1,105 @@
+//! The nested scenarios: one dom0 script each (`images/testbed/scenarios/<name>.sh`), a
+//! timeout, and the outcome `cargo xtask test` expects.
+use std::time::Duration;
+
+use crate::images::{self, Images};
+use crate::sh::{self, Result};
+use crate::testbed::{self, Outcome, Report, Run};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Expect {
+    Success,
+    /// The run must end in FAILURE with this text in the message: the harness's own
+    /// negative check.
+    FailureContaining(&'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub timeout_s: u64,
+    pub expect: Expect,
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "linux-dd",
+        about: "Linux PVH driver domain serves dom0 and a Linux domU; data verified; detach",
+        timeout_s: 420,
+        expect: Expect::Success,
+    },
+    Scenario {
+        name: "selfcheck-fail",
+        about: "negative self-check: a corrupted disk must make the harness report FAILURE",
+        timeout_s: 180,
+        expect: Expect::FailureContaining("data mismatch"),
+    },
+];
+
+pub fn find(name: &str) -> Result<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name).ok_or_else(|| {
+        let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+        format!("unknown scenario `{name}`; known: {}", names.join(", "))
+    })
+}
+
+/// Runs a scenario; a run lost to a test-bed fault (no result, and fault lines in the
+/// logs) is retried once. A failed check is never retried.
+pub fn run(
+    images: &Images,
+    sc: &Scenario,
+    verbose: bool,
+    extra: Vec<(String, std::path::PathBuf)>,
+) -> Result<Report> {
+    let script = sh::root().join(format!("images/testbed/scenarios/{}.sh", sc.name));
+    let run = Run {
+        name: sc.name,
+        script,
+        extra,
+        timeout: Duration::from_secs(sc.timeout_s),
+        verbose,
+    };
+    let mut report = testbed::boot(images, &run)?;
+    testbed::summarize(&report);
+    let lost = matches!(report.outcome, Outcome::Crash(_) | Outcome::Error(_))
+        && report.testbed_faults > 0;
+    if lost {
+        sh::say(format!(
+            "TEST-BED FAULT ({} fault lines): the emulation failed, not a check; retrying once",
+            report.testbed_faults
+        ));
+        testbed::print_tails(&report, 30);
+        report = testbed::boot(images, &run)?;
+        testbed::summarize(&report);
+    }
+    Ok(report)
+}
+
+/// Whether a report is what the scenario expects.
+pub fn judge(sc: &Scenario, report: &Report) -> std::result::Result<(), String> {
+    match (sc.expect, &report.outcome) {
+        (Expect::Success, Outcome::Success) => Ok(()),
+        (Expect::FailureContaining(t), Outcome::Failure(m)) if m.contains(t) => Ok(()),
+        (Expect::Success, o) => Err(format!("{}: expected SUCCESS, got {o:?}", sc.name)),
+        (Expect::FailureContaining(t), o) => Err(format!(
+            "{}: expected FAILURE containing {t:?}, got {o:?}",
+            sc.name
+        )),
+    }
+}
+
+/// `cargo xtask scenario <name>`: exit code from the outcome (0 success, 1 failure,
+/// 2 error, 3 crash).
+pub fn cmd_scenario(name: &str, verbose: bool) -> Result<i32> {
+    let sc = find(name)?;
+    let images = images::build()?;
+    let report = run(&images, sc, verbose, Vec::new())?;
+    if report.outcome != Outcome::Success {
+        testbed::print_tails(&report, 40);
+        if let Some(s) = &report.last_step {
+            sh::say(format!("failed in step: {s}"));
+        }
+    }
+    Ok(report.outcome.exit_code())
+}
