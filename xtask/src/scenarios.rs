@@ -50,7 +50,7 @@ pub fn run(
     images: &Images,
     sc: &Scenario,
     verbose: bool,
-    extra: Vec<(String, std::path::PathBuf)>,
+    extra: Vec<(String, crate::cpio::Entry)>,
 ) -> Result<Report> {
     let script = sh::root().join(format!("images/testbed/scenarios/{}.sh", sc.name));
     let run = Run {

@@ -6,7 +6,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::cpio::Archive;
+use crate::cpio::{Archive, Entry};
 use crate::images::{self, Images};
 use crate::sh::{self, Result};
 
@@ -62,8 +62,8 @@ pub struct Run<'a> {
     pub name: &'a str,
     /// The dom0 script, run as `/scenario/run.sh`.
     pub script: PathBuf,
-    /// Extra files laid over dom0's image (archive path → host file).
-    pub extra: Vec<(String, PathBuf)>,
+    /// Extra files laid over dom0's image (archive path → entry).
+    pub extra: Vec<(String, Entry)>,
     pub timeout: Duration,
     /// Print every serial line (the demo), not just the protocol lines.
     pub verbose: bool,
@@ -118,8 +118,8 @@ pub fn boot(images: &Images, run: &Run<'_>) -> Result<Report> {
     // dom0's initrd: the cached base image with the scenario laid over it.
     let mut overlay = Archive::new();
     overlay.file("scenario/run.sh", &run.script, 0o644);
-    for (at, src) in &run.extra {
-        overlay.file(at, src, 0o755);
+    for (at, entry) in &run.extra {
+        overlay.insert(at, entry.clone());
     }
     let overlay_path = dir.join("overlay.cpio");
     images::write_archive(&overlay, &overlay_path)?;

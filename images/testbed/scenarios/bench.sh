@@ -1,0 +1,70 @@
+# Scenario bench: the workload matrix from dom0 (CPU 0) against each backend in
+# $BACKENDS (a driver domain alone on CPU 1), all in one boot so figures compare.
+# Settings come from /scenario/bench.env, written by `cargo xtask bench`.
+. /scenario/bench.env
+
+xl_cpu() { xl list "$1" 2>/dev/null | awk 'NR == 2 { print $6 }'; }
+elapsed_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
+
+load_mod xen-blkfront || error "xen-blkfront"
+
+bench_backend() {
+    b=$1 cfg=$2 dom=$3 ready=$4 target=$5
+    step "$b: create the driver domain"
+    follow_console "$dom"
+    t0=$(now_ms)
+    xl create "$cfg" || fail "xl create $dom"
+    t_created=$(now_ms)
+    wait_for 120 grep -q "$ready" "/var/log/xen/console/guest-$dom.log" || fail "$dom never became ready"
+    t_ready=$(now_ms)
+    DD=$(xl domid "$dom")
+
+    step "$b: attach a disk to dom0"
+    xl block-attach 0 "format=raw, vdev=xvdb, access=rw, backend=$dom, target=$target" &
+    attach_pid=$!
+    wait_for 30 xs_is "/local/domain/$DD/backend/vbd/0/51728/state" 2 ||
+        wait_for 1 xs_is "/local/domain/$DD/backend/vbd/0/51728/state" 4 ||
+        fail "backend never reached InitWait"
+    t_initwait=$(now_ms)
+    wait $attach_pid || fail "xl block-attach to $dom"
+    wait_for 30 xs_is /local/domain/0/device/vbd/51728/state 4 || fail "dom0 frontend not Connected"
+    wait_for 10 test -b /dev/xvdb || fail "/dev/xvdb did not appear"
+    metric "$b.xl_create_s" "$(elapsed_s "$t0" "$t_created")"
+    metric "$b.create_to_ready_s" "$(elapsed_s "$t0" "$t_ready")"
+    metric "$b.create_to_initwait_s" "$(elapsed_s "$t0" "$t_initwait")"
+    metric "$b.memory_mib" "$(xl list "$dom" | awk 'NR == 2 { print $3 }')"
+
+    step "$b: fill the disk"
+    # Reads of never-written RAM-disk pages would measure a shortcut, not the data path.
+    dd if=/dev/zero of=/dev/xvdb bs=1048576 count="$SPAN_MIB" oflag=direct 2>/dev/null || fail "fill"
+
+    step "$b: idle CPU of the driver domain"
+    c0=$(xl_cpu "$dom"); sleep 3
+    metric "$b.idle_cpu_s_per_s" "$(awk -v a="$c0" -v b="$(xl_cpu "$dom")" 'BEGIN { printf "%.3f", (b - a) / 3 }')"
+
+    step "$b: sanity check against dd"
+    t=$(now_ms)
+    dd if=/dev/xvdb of=/dev/null bs=1048576 count="$SPAN_MIB" iflag=direct 2>/dev/null || fail "dd read"
+    metric "$b.dd_read_1m_mib_s" "$(awk -v n="$SPAN_MIB" -v a="$t" -v b="$(now_ms)" 'BEGIN { printf "%.1f", n * 1000 / (b - a) }')"
+
+    for w in $WORKLOADS; do
+        rw=${w%%:*} rest=${w#*:}; bs=${rest%%:*}; qd=${rest#*:}
+        step "$b: $rw bs=$bs qd=$qd"
+        c0=$(xl_cpu "$dom")
+        blkload --dev /dev/xvdb --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$SECONDS_PER" \
+            --span-mib "$SPAN_MIB" --label "$b.$rw.$bs.$qd" || fail "blkload $rw $bs $qd"
+        metric "$b.$rw.$bs.$qd.dd_cpu_s" "$(awk -v a="$c0" -v b="$(xl_cpu "$dom")" 'BEGIN { printf "%.2f", b - a }')"
+    done
+
+    step "$b: detach and destroy"
+    xl block-detach 0 xvdb || fail "block-detach from $dom"
+    xl destroy "$dom" || fail "destroy $dom"
+}
+
+for b in $BACKENDS; do
+    case $b in
+        linux) bench_backend linux /etc/xen/testbed/linux-dd.cfg linux-dd DD-READY /dev/ram0 ;;
+        *) error "unknown backend $b" ;;
+    esac
+done
+pass
