@@ -47,24 +47,40 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
                 }
                 backends = v.split(',').map(str::to_string).collect();
                 if let Some(b) = backends.iter().find(|b| !BACKENDS.contains(&b.as_str())) {
-                    return Err(format!("unknown backend `{b}`; available: {}", BACKENDS.join(", ")));
+                    return Err(format!(
+                        "unknown backend `{b}`; available: {}",
+                        BACKENDS.join(", ")
+                    ));
                 }
             }
             "--seconds" => {
-                seconds = it.next().ok_or("--seconds needs a value")?.parse().map_err(|e| format!("--seconds: {e}"))?;
+                seconds = it
+                    .next()
+                    .ok_or("--seconds needs a value")?
+                    .parse()
+                    .map_err(|e| format!("--seconds: {e}"))?;
             }
             o => return Err(format!("unknown bench argument `{o}`")),
         }
     }
     let images = images::build()?;
     sh::timed("build blkload (release)", || {
-        sh::output(sh::cmd(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).current_dir(sh::root()).args([
-            "build", "--release", "-q", "-p", "xtask", "--bin", "blkload",
+        sh::output(sh::cmd("cargo").current_dir(sh::root()).args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "xtask",
+            "--bin",
+            "blkload",
         ]))
         .map(|_| ())
     })?;
     let blkload = sh::root().join("target/release/blkload");
-    let workloads: Vec<String> = WORKLOADS.iter().map(|(rw, bs, qd)| format!("{rw}:{bs}:{qd}")).collect();
+    let workloads: Vec<String> = WORKLOADS
+        .iter()
+        .map(|(rw, bs, qd)| format!("{rw}:{bs}:{qd}"))
+        .collect();
     let env = format!(
         "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\n",
         backends.join(" "),
@@ -75,8 +91,20 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         name: "bench",
         script: sh::root().join("images/testbed/scenarios/bench.sh"),
         extra: vec![
-            ("usr/bin/blkload".into(), Entry::File { src: blkload, mode: 0o755 }),
-            ("scenario/bench.env".into(), Entry::Data { data: env.into_bytes(), mode: 0o644 }),
+            (
+                "usr/bin/blkload".into(),
+                Entry::File {
+                    src: blkload,
+                    mode: 0o755,
+                },
+            ),
+            (
+                "scenario/bench.env".into(),
+                Entry::Data {
+                    data: env.into_bytes(),
+                    mode: 0o644,
+                },
+            ),
         ],
         timeout: Duration::from_secs(120 + per_backend * backends.len() as u64),
         verbose: false,
@@ -98,13 +126,21 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
                 .metric(&format!("bench.{b}.{key}"))
                 .and_then(|s| serde_json::from_str(s).ok())
                 .ok_or(format!("no result for {b} {key}"))?;
-            let cpu: f64 = report.metric(&format!("{b}.{key}.dd_cpu_s")).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+            let cpu: f64 = report
+                .metric(&format!("{b}.{key}.dd_cpu_s"))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(f64::NAN);
             let gib = v["bytes"].as_f64().unwrap_or(0.0) / f64::from(1u32 << 30);
             v["dd_cpu_s"] = json!(cpu);
             v["dd_cpu_s_per_gib"] = json!(if gib > 0.0 { cpu / gib } else { f64::NAN });
             w.insert(key, v);
         }
-        let fig = |k: &str| -> Value { report.metric(&format!("{b}.{k}")).and_then(|s| s.parse::<f64>().ok()).map_or(Value::Null, |x| json!(x)) };
+        let fig = |k: &str| -> Value {
+            report
+                .metric(&format!("{b}.{k}"))
+                .and_then(|s| s.parse::<f64>().ok())
+                .map_or(Value::Null, |x| json!(x))
+        };
         results.insert(
             b.clone(),
             json!({
@@ -130,9 +166,14 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
     });
     let dir = sh::root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let text = serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?;
-    for f in [dir.join(format!("bench-{stamp}.json")), dir.join("latest.json")] {
+    for f in [
+        dir.join(format!("bench-{stamp}.json")),
+        dir.join("latest.json"),
+    ] {
         std::fs::write(&f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
     }
     sh::say(format!("wrote {}", dir.join("latest.json").display()));
@@ -141,17 +182,31 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
 
 fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
     println!();
-    println!("{:<22} {:>9} {:>9} {:>9} {:>9} {:>11}  backend", "workload", "MiB/s", "IOPS", "p50 us", "p99 us", "cpu s/GiB");
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>11}  backend",
+        "workload", "MiB/s", "IOPS", "p50 us", "p99 us", "cpu s/GiB"
+    );
     for (rw, bs, qd) in WORKLOADS {
         let key = format!("{rw}.{bs}.{qd}");
-        let name = format!("{rw} {} qd{qd}", if *bs >= 1 << 20 { format!("{}M", bs >> 20) } else { format!("{}K", bs >> 10) });
+        let name = format!(
+            "{rw} {} qd{qd}",
+            if *bs >= 1 << 20 {
+                format!("{}M", bs >> 20)
+            } else {
+                format!("{}K", bs >> 10)
+            }
+        );
         for b in backends {
             let v = &r[b]["workloads"][&key];
             let base = &r[&backends[0]]["workloads"][&key];
             let ratio = if b == &backends[0] {
                 String::new()
             } else {
-                format!("  ({:.2}x IOPS of {})", v["iops"].as_f64().unwrap_or(0.0) / base["iops"].as_f64().unwrap_or(f64::NAN), backends[0])
+                format!(
+                    "  ({:.2}x IOPS of {})",
+                    v["iops"].as_f64().unwrap_or(0.0) / base["iops"].as_f64().unwrap_or(f64::NAN),
+                    backends[0]
+                )
             };
             println!(
                 "{:<22} {:>9.1} {:>9.0} {:>9} {:>9} {:>11.2}  {b}{ratio}",

@@ -74,7 +74,7 @@ fn cmd_test() -> Result<i32> {
     host::ensure_host()?;
     let mut passed = 0usize;
     let mut failed: Vec<String> = Vec::new();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = "cargo";
     let mut check = |name: &str, r: Result<()>| match r {
         Ok(()) => {
             sh::say(format!("PASS {name}"));
@@ -88,14 +88,14 @@ fn cmd_test() -> Result<i32> {
     check(
         "fmt",
         sh::run(
-            sh::cmd(&cargo)
+            sh::cmd(cargo)
                 .current_dir(sh::root())
                 .args(["fmt", "--all", "--", "--check"]),
         ),
     );
     check(
         "clippy",
-        sh::run(sh::cmd(&cargo).current_dir(sh::root()).args([
+        sh::run(sh::cmd(cargo).current_dir(sh::root()).args([
             "clippy",
             "--workspace",
             "--all-targets",
@@ -107,7 +107,7 @@ fn cmd_test() -> Result<i32> {
     check(
         "host tests",
         sh::run(
-            sh::cmd(&cargo)
+            sh::cmd(cargo)
                 .current_dir(sh::root())
                 .args(["test", "--workspace"]),
         ),

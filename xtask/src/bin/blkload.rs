@@ -8,7 +8,11 @@
 //! together; random ones draw block-aligned offsets from a per-thread xorshift.
 //!
 //! Output: one line `METRIC bench.<label> <json>` on stdout.
-#![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss, clippy::cast_sign_loss)]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss
+)]
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -33,7 +37,16 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { dev: String::new(), write: false, random: false, bs: 4096, qd: 1, seconds: 5.0, span: 0, label: "run".into() };
+    let mut a = Args {
+        dev: String::new(),
+        write: false,
+        random: false,
+        bs: 4096,
+        qd: 1,
+        seconds: 5.0,
+        span: 0,
+        label: "run".into(),
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
     while let Some(k) = it.next() {
@@ -50,12 +63,17 @@ fn parse() -> Result<Args, String> {
             "--bs" => a.bs = v()?.parse().map_err(|e| format!("--bs: {e}"))?,
             "--qd" => a.qd = v()?.parse().map_err(|e| format!("--qd: {e}"))?,
             "--seconds" => a.seconds = v()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--span-mib" => a.span = v()?.parse::<u64>().map_err(|e| format!("--span-mib: {e}"))? << 20,
+            "--span-mib" => {
+                a.span = v()?
+                    .parse::<u64>()
+                    .map_err(|e| format!("--span-mib: {e}"))?
+                    << 20
+            }
             "--label" => a.label = v()?,
             o => return Err(format!("unknown argument {o}")),
         }
     }
-    if a.dev.is_empty() || a.bs == 0 || a.bs % 512 != 0 || a.qd == 0 || a.qd > 256 {
+    if a.dev.is_empty() || a.bs == 0 || !a.bs.is_multiple_of(512) || a.qd == 0 || a.qd > 256 {
         return Err("usage: blkload --dev DEV --rw read|write|randread|randwrite --bs N --qd N --seconds S [--span-mib M] [--label L]".into());
     }
     Ok(a)
@@ -68,7 +86,12 @@ fn aligned(buf: &mut [u8], bs: usize) -> &mut [u8] {
     &mut buf[off..off + bs]
 }
 
-fn worker(a: &Args, seq: &AtomicU64, seed: u64, deadline: Instant) -> Result<(u64, Vec<u32>), String> {
+fn worker(
+    a: &Args,
+    seq: &AtomicU64,
+    seed: u64,
+    deadline: Instant,
+) -> Result<(u64, Vec<u32>), String> {
     let f = OpenOptions::new()
         .read(true)
         .write(a.write)
@@ -98,7 +121,12 @@ fn worker(a: &Args, seq: &AtomicU64, seed: u64, deadline: Instant) -> Result<(u6
         };
         let off = block * a.bs as u64;
         let t = Instant::now();
-        let n = if a.write { f.write_at(buf, off) } else { f.read_at(buf, off) }.map_err(|e| format!("{} at {off}: {e}", if a.write { "write" } else { "read" }))?;
+        let n = if a.write {
+            f.write_at(buf, off)
+        } else {
+            f.read_at(buf, off)
+        }
+        .map_err(|e| format!("{} at {off}: {e}", if a.write { "write" } else { "read" }))?;
         if n != a.bs {
             return Err(format!("short I/O at {off}: {n} of {}", a.bs));
         }
@@ -134,7 +162,14 @@ fn main() {
     let handles: Vec<_> = (0..a.qd)
         .map(|i| {
             let (a, seq) = (Arc::clone(&a), Arc::clone(&seq));
-            std::thread::spawn(move || worker(&a, &seq, 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) * 0x1000_0001, deadline))
+            std::thread::spawn(move || {
+                worker(
+                    &a,
+                    &seq,
+                    0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x1000_0001),
+                    deadline,
+                )
+            })
         })
         .collect();
     let mut bytes = 0u64;
@@ -158,7 +193,11 @@ fn main() {
     let secs = start.elapsed().as_secs_f64();
     lat.sort_unstable();
     let pct = |p: f64| -> u32 {
-        if lat.is_empty() { 0 } else { lat[((lat.len() - 1) as f64 * p).round() as usize] }
+        if lat.is_empty() {
+            0
+        } else {
+            lat[((lat.len() - 1) as f64 * p).round() as usize]
+        }
     };
     let ios = lat.len() as u64;
     let j = serde_json::json!({
