@@ -13,6 +13,7 @@ mod bench;
 mod cpio;
 mod host;
 mod images;
+mod kernel;
 mod scenarios;
 mod sh;
 mod testbed;
@@ -27,6 +28,7 @@ usage: cargo xtask <command>
   scenario <name> [-v]       run one nested scenario (`cargo xtask scenario list`)
   bench [--backend linux] [--seconds N]
                              O_DIRECT workloads from dom0, table on stdout, JSON in target/bench
+  build                      build the unikernel image (checks its PVH entry note, prints its size)
   images                     build (or reuse) the test-bed images
   host-setup                 install the host packages the test bed and tests need
 ";
@@ -48,6 +50,7 @@ fn dispatch(args: &[String]) -> Result<i32> {
     match args.first().map(String::as_str) {
         Some("host-setup") => host::ensure_host().map(|()| 0),
         Some("images") => images::build().map(|_| 0),
+        Some("build") => kernel::build().map(|_| 0),
         Some("scenario") => match args.get(1).map(String::as_str) {
             None | Some("list") => {
                 for s in scenarios::SCENARIOS {

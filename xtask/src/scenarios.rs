@@ -20,6 +20,8 @@ pub struct Scenario {
     pub about: &'static str,
     pub timeout_s: u64,
     pub expect: Expect,
+    /// Carries the unikernel image into dom0 as `/boot/xen-blkback-rs`.
+    pub unikernel: bool,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -28,12 +30,21 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "Linux PVH driver domain serves dom0 and a Linux domU; data verified; detach",
         timeout_s: 420,
         expect: Expect::Success,
+        unikernel: false,
+    },
+    Scenario {
+        name: "selftest",
+        about: "the unikernel boots from xl create and checks xenstore, event channels, grant tables on real Xen",
+        timeout_s: 240,
+        expect: Expect::Success,
+        unikernel: true,
     },
     Scenario {
         name: "selfcheck-fail",
         about: "negative self-check: a corrupted disk must make the harness report FAILURE",
         timeout_s: 180,
         expect: Expect::FailureContaining("data mismatch"),
+        unikernel: false,
     },
 ];
 
@@ -50,8 +61,18 @@ pub fn run(
     images: &Images,
     sc: &Scenario,
     verbose: bool,
-    extra: Vec<(String, crate::cpio::Entry)>,
+    mut extra: Vec<(String, crate::cpio::Entry)>,
 ) -> Result<Report> {
+    if sc.unikernel {
+        let elf = crate::kernel::build()?;
+        extra.push((
+            "boot/xen-blkback-rs".into(),
+            crate::cpio::Entry::File {
+                src: elf,
+                mode: 0o644,
+            },
+        ));
+    }
     let script = sh::root().join(format!("images/testbed/scenarios/{}.sh", sc.name));
     let run = Run {
         name: sc.name,

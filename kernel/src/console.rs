@@ -1,0 +1,257 @@
+//! The console: Xen's PV console ring (`io/console.h`, found through
+//! `HVM_PARAM_CONSOLE_PFN`/`_EVTCHN`) once it is set up, so `xl console` and xenconsoled's
+//! logs show the output; before that, the early path.
+//!
+//! Early path: `HYPERVISOR_console_io(CONSOLEIO_write)` is refused to unprivileged domains by
+//! release builds of Xen (XSM dummy policy: only with `CONFIG_VERBOSE_DEBUG`), so the early
+//! console also writes Xen's HVM debug port 0xe9, which Xen prints on its own console as
+//! `(dN) ...` at `guest_loglvl`. Panics and exception dumps go to both, always.
+//!
+//! Every line is prefixed with seconds since boot from the pv clock and its level.
+use core::fmt::{self, Write as _};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use xen_sys_mini::io::console::XENCONS_OUT_SIZE;
+use xen_sys_mini::EvtchnPort;
+
+use crate::shared::SharedMem;
+use crate::{arch, evtchn, hypercall, sched, time};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    Error = 0,
+    Warn = 1,
+    Info = 2,
+    Debug = 3,
+}
+
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static CONSOLE_IO_WORKS: AtomicBool = AtomicBool::new(true);
+static RING: spin::Mutex<Option<PvConsole>> = spin::Mutex::new(None);
+
+/// Offsets in `struct xencons_interface`.
+const OUT_OFF: usize = 1024;
+const OUT_CONS: usize = 3080;
+const OUT_PROD: usize = 3084;
+
+#[derive(Debug)]
+struct PvConsole {
+    page: SharedMem,
+    port: EvtchnPort,
+}
+
+impl PvConsole {
+    /// Appends bytes to the out ring, waiting (bounded) for xenconsoled to make room.
+    fn write(&self, mut data: &[u8]) {
+        let (Ok(cons), Ok(prod)) = (
+            self.page.atomic_u32(OUT_CONS),
+            self.page.atomic_u32(OUT_PROD),
+        ) else {
+            return;
+        };
+        let mut waited = 0;
+        while !data.is_empty() {
+            let c = cons.load(Ordering::Acquire);
+            let p = prod.load(Ordering::Relaxed);
+            let used = p.wrapping_sub(c) as usize;
+            if used >= XENCONS_OUT_SIZE {
+                // Full (or xenconsoled wrote nonsense): kick it and wait a little; give up
+                // after ~2 s so a dead console cannot hang the driver domain.
+                evtchn::notify(self.port);
+                if waited > 200 {
+                    return;
+                }
+                waited += 1;
+                let _ = sched::poll(&[self.port], time::system_time_ns() + 10_000_000);
+                evtchn::clear(self.port);
+                continue;
+            }
+            let n = (XENCONS_OUT_SIZE - used).min(data.len());
+            for (i, b) in data[..n].iter().enumerate() {
+                let idx = (p as usize + i) % XENCONS_OUT_SIZE;
+                let _ = self
+                    .page
+                    .write_bytes(OUT_OFF + idx, core::slice::from_ref(b));
+            }
+            // The bytes must be visible before the new producer index (io/console.h).
+            prod.store(p.wrapping_add(n as u32), Ordering::Release);
+            data = &data[n..];
+        }
+        evtchn::notify(self.port);
+    }
+
+    fn flush(&self) {
+        let (Ok(cons), Ok(prod)) = (
+            self.page.atomic_u32(OUT_CONS),
+            self.page.atomic_u32(OUT_PROD),
+        ) else {
+            return;
+        };
+        for _ in 0..100 {
+            if cons.load(Ordering::Acquire) == prod.load(Ordering::Relaxed) {
+                return;
+            }
+            evtchn::notify(self.port);
+            let _ = sched::poll(&[self.port], time::system_time_ns() + 10_000_000);
+            evtchn::clear(self.port);
+        }
+    }
+}
+
+fn early_write(bytes: &[u8]) {
+    for &b in bytes {
+        arch::outb(0xe9, b);
+    }
+    if CONSOLE_IO_WORKS.load(Ordering::Relaxed) {
+        // SAFETY: CONSOLEIO_write(len, buf) reads `len` bytes from a live slice.
+        let r = unsafe {
+            hypercall::hypercall(
+                xen_sys_mini::hypercall::CONSOLE_IO,
+                u64::from(xen_sys_mini::CONSOLEIO_WRITE),
+                bytes.len() as u64,
+                bytes.as_ptr() as u64,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            CONSOLE_IO_WORKS.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+fn write_bytes(bytes: &[u8]) {
+    let ring = RING.lock();
+    match ring.as_ref() {
+        Some(c) => c.write(bytes),
+        None => early_write(bytes),
+    }
+}
+
+/// Switches output to the PV console ring at `pfn`, signalled on `port`.
+pub fn init_pv(pfn: u64, port: EvtchnPort) {
+    // SAFETY: HVM_PARAM_CONSOLE_PFN names a page Xen set up for the console, below 4 GiB and
+    // thus identity-mapped since boot; we keep it for the domain's lifetime.
+    let page = unsafe { SharedMem::new(pfn << 12, 4096) };
+    *RING.lock() = Some(PvConsole { page, port });
+}
+
+pub fn set_max_level(l: Level) {
+    MAX_LEVEL.store(l as u8, Ordering::Relaxed);
+}
+
+pub fn enabled(l: Level) -> bool {
+    l as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
+}
+
+/// Waits (bounded) until xenconsoled has read everything.
+pub fn flush() {
+    if let Some(r) = RING.try_lock() {
+        if let Some(c) = r.as_ref() {
+            c.flush();
+        }
+    }
+}
+
+/// Collects one log line and writes it in a single ring update.
+struct LineBuf {
+    buf: heapless::String<512>,
+}
+
+impl fmt::Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for ch in s.chars() {
+            if self.buf.push(ch).is_err() {
+                write_bytes(self.buf.as_bytes());
+                self.buf.clear();
+                let _ = self.buf.push(ch);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes one timestamped line at `level` (see the `info!`/`warn!`/... macros).
+pub fn log(level: Level, args: fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let ns = time::since_boot_ns();
+    let tag = match level {
+        Level::Error => "ERROR ",
+        Level::Warn => "WARN ",
+        Level::Info => "",
+        Level::Debug => "debug ",
+    };
+    let mut l = LineBuf {
+        buf: heapless::String::new(),
+    };
+    let _ = writeln!(
+        l,
+        "[{:5}.{:06}] {tag}{args}",
+        ns / 1_000_000_000,
+        (ns / 1000) % 1_000_000
+    );
+    write_bytes(l.buf.as_bytes());
+}
+
+/// For panics and exception dumps: the debug port always, and the ring if it is not locked
+/// (the failing code may hold the lock).
+pub fn emergency(args: fmt::Arguments<'_>) {
+    struct Early;
+    impl fmt::Write for Early {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for &b in s.as_bytes() {
+                arch::outb(0xe9, b);
+            }
+            Ok(())
+        }
+    }
+    let _ = Early.write_fmt(args);
+    if let Some(r) = RING.try_lock() {
+        if let Some(c) = r.as_ref() {
+            let mut l = LineBuf {
+                buf: heapless::String::new(),
+            };
+            let _ = l.write_fmt(args);
+            c.write(l.buf.as_bytes());
+        }
+    }
+}
+
+/// The console as an `embedded_io::Write` sink (raw bytes, no timestamps).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Console;
+
+impl embedded_io::ErrorType for Console {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_io::Write for Console {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        write_bytes(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        flush();
+        Ok(())
+    }
+}
+
+#[macro_export]
+macro_rules! info {
+    ($($a:tt)*) => { $crate::console::log($crate::console::Level::Info, format_args!($($a)*)) };
+}
+#[macro_export]
+macro_rules! warn {
+    ($($a:tt)*) => { $crate::console::log($crate::console::Level::Warn, format_args!($($a)*)) };
+}
+#[macro_export]
+macro_rules! error {
+    ($($a:tt)*) => { $crate::console::log($crate::console::Level::Error, format_args!($($a)*)) };
+}
+#[macro_export]
+macro_rules! debug {
+    ($($a:tt)*) => { $crate::console::log($crate::console::Level::Debug, format_args!($($a)*)) };
+}

@@ -1,0 +1,152 @@
+//! Access to memory another party writes concurrently: ring pages, grant-mapped pages,
+//! `shared_info`, the console and xenstore rings.
+//!
+//! No `&T` or `&[u8]` is ever formed into such memory (the other side may change it at any
+//! time, which a reference's aliasing rules forbid). A [`SharedMem`] is an address and a
+//! length; every access is bounds-checked and volatile or atomic (cf. Asterinas'
+//! `VmReader`, vm-memory's `VolatileSlice`).
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+
+/// Plain data: every bit pattern is a valid value, so a copy of untrusted bytes is one.
+///
+/// # Safety
+/// Implement only for integers and `#[repr(C)]` aggregates of them without padding that
+/// must hold particular values.
+pub unsafe trait Pod: Copy {}
+
+macro_rules! pod {
+    ($($t:ty),*) => { $(
+        // SAFETY: integers and `#[repr(C)]` structs/arrays of integers (checked against
+        // Xen's headers in xen-sys-mini): any bit pattern is valid.
+        unsafe impl Pod for $t {}
+    )* };
+}
+pod!(u8, u16, u32, u64, i16, i32, i64);
+pod!(
+    xen_sys_mini::io::blkif::BlkifRequest,
+    xen_sys_mini::io::blkif::BlkifRequestSegment,
+    xen_sys_mini::io::blkif::BlkifResponse,
+    xen_sys_mini::io::xs_wire::XsdSockmsg,
+    xen_sys_mini::grant_table::GrantEntryV1,
+    xen_sys_mini::hvm::start_info::HvmStartInfo,
+    xen_sys_mini::hvm::start_info::HvmModlistEntry,
+    xen_sys_mini::hvm::start_info::HvmMemmapTableEntry,
+    xen_sys_mini::VcpuTimeInfo
+);
+// SAFETY: an array of Pod is Pod.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+/// A window of identity-mapped shared memory.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedMem {
+    addr: u64,
+    len: usize,
+}
+
+/// An access outside the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfBounds;
+
+impl SharedMem {
+    /// # Safety
+    /// `[addr, addr + len)` must be mapped (identity) for as long as the value and its
+    /// copies are used, and must not overlap memory Rust code holds references to.
+    pub const unsafe fn new(addr: u64, len: usize) -> Self {
+        Self { addr, len }
+    }
+
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    fn check(&self, off: usize, size: usize, align: usize) -> Result<*mut u8, OutOfBounds> {
+        let end = off.checked_add(size).ok_or(OutOfBounds)?;
+        if end > self.len || !(self.addr as usize + off).is_multiple_of(align) {
+            return Err(OutOfBounds);
+        }
+        Ok((self.addr as usize + off) as *mut u8)
+    }
+
+    /// Copies a `T` out of the window, byte by byte (volatile): a snapshot the other side
+    /// can no longer change. Validate the copy, never the window.
+    pub fn read<T: Pod>(&self, off: usize) -> Result<T, OutOfBounds> {
+        let mut v = core::mem::MaybeUninit::<T>::zeroed();
+        // SAFETY: the MaybeUninit is `size_of::<T>()` writable bytes we own.
+        let bytes = unsafe {
+            core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), core::mem::size_of::<T>())
+        };
+        self.read_bytes(off, bytes)?;
+        // SAFETY: `T: Pod`: every bit pattern is a valid `T`, and all bytes were written.
+        Ok(unsafe { v.assume_init() })
+    }
+
+    /// Writes a `T` into the window, byte by byte (volatile).
+    pub fn write<T: Pod>(&self, off: usize, v: &T) -> Result<(), OutOfBounds> {
+        // SAFETY: `T: Pod` has no padding-dependent invariants we rely on; viewing its
+        // bytes is fine for a `Copy` value we hold a reference to.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                core::ptr::from_ref(v).cast::<u8>(),
+                core::mem::size_of::<T>(),
+            )
+        };
+        self.write_bytes(off, bytes)
+    }
+
+    /// Copies bytes out of the window.
+    pub fn read_bytes(&self, off: usize, out: &mut [u8]) -> Result<(), OutOfBounds> {
+        let p = self.check(off, out.len(), 1)?;
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: `off + i < off + out.len() <= len`: in bounds; volatile byte read.
+            *b = unsafe { p.wrapping_add(i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Copies bytes into the window.
+    pub fn write_bytes(&self, off: usize, data: &[u8]) -> Result<(), OutOfBounds> {
+        let p = self.check(off, data.len(), 1)?;
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: in bounds as above; volatile byte write.
+            unsafe { p.wrapping_add(i).write_volatile(*b) };
+        }
+        Ok(())
+    }
+
+    /// Fills bytes of the window.
+    pub fn fill(&self, off: usize, len: usize, v: u8) -> Result<(), OutOfBounds> {
+        let p = self.check(off, len, 1)?;
+        for i in 0..len {
+            // SAFETY: in bounds as above.
+            unsafe { p.wrapping_add(i).write_volatile(v) };
+        }
+        Ok(())
+    }
+
+    /// An aligned `u32` of the window as an atomic (ring indices).
+    pub fn atomic_u32(&self, off: usize) -> Result<&AtomicU32, OutOfBounds> {
+        let p = self.check(off, 4, 4)?;
+        // SAFETY: aligned, in bounds, mapped for the window's lifetime; every access to it
+        // goes through atomics (here and on the other side of the ring).
+        Ok(unsafe { AtomicU32::from_ptr(p.cast()) })
+    }
+
+    /// An aligned `u16` of the window as an atomic (grant entry flags).
+    pub fn atomic_u16(&self, off: usize) -> Result<&AtomicU16, OutOfBounds> {
+        let p = self.check(off, 2, 2)?;
+        // SAFETY: as for `atomic_u32`.
+        Ok(unsafe { AtomicU16::from_ptr(p.cast()) })
+    }
+
+    /// An aligned `u64` of the window as an atomic (event channel bitmaps).
+    pub fn atomic_u64(&self, off: usize) -> Result<&AtomicU64, OutOfBounds> {
+        let p = self.check(off, 8, 8)?;
+        // SAFETY: as for `atomic_u32`.
+        Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
+    }
+}
+
+/// A full barrier between our accesses to shared memory and the other side's.
+pub fn mb() {
+    core::sync::atomic::fence(Ordering::SeqCst);
+}

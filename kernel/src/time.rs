@@ -1,0 +1,75 @@
+//! Time from Xen's pv clock (`vcpu_time_info` in `shared_info`, `xen.h`):
+//! `system_time + ((tsc - tsc_timestamp) << tsc_shift) * tsc_to_system_mul >> 32`,
+//! retried while `version` is odd or changes (Xen is updating the record).
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use xen_sys_mini::VcpuTimeInfo;
+
+use crate::{arch, mem};
+
+static BOOT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Xen system time in ns (the clock `SCHEDOP_poll` timeouts use); 0 before `shared_info`
+/// is mapped.
+pub fn system_time_ns() -> u64 {
+    let Some(si) = mem::shared_info() else {
+        return 0;
+    };
+    // vcpu_info[0].time sits at offset 32 of vcpu_info (2 + pad + 8 + arch 16 = 32).
+    let off = core::mem::offset_of!(xen_sys_mini::VcpuInfo, time);
+    loop {
+        let Ok(t) = si.read::<VcpuTimeInfo>(off) else {
+            return 0;
+        };
+        let tsc = arch::rdtsc();
+        crate::shared::mb();
+        let Ok(v2) = si.read::<u32>(off) else {
+            return 0;
+        };
+        if t.version & 1 != 0 || t.version != v2 {
+            core::hint::spin_loop();
+            continue;
+        }
+        let mut delta = tsc.wrapping_sub(t.tsc_timestamp);
+        if t.tsc_shift >= 0 {
+            delta <<= t.tsc_shift;
+        } else {
+            delta >>= -i32::from(t.tsc_shift);
+        }
+        let scaled = ((u128::from(delta) * u128::from(t.tsc_to_system_mul)) >> 32) as u64;
+        return t.system_time.wrapping_add(scaled);
+    }
+}
+
+/// Records the moment the kernel started (for log timestamps and boot-time figures).
+pub fn mark_boot(ns: u64) {
+    BOOT_NS.store(ns, Ordering::Relaxed);
+}
+
+/// ns since `kernel_main` started (0 before the clock exists).
+pub fn since_boot_ns() -> u64 {
+    let b = BOOT_NS.load(Ordering::Relaxed);
+    let now = system_time_ns();
+    if b == 0 || now < b {
+        0
+    } else {
+        now - b
+    }
+}
+
+/// Converts a TSC delta to ns with the pv clock's current scale (0 before it exists).
+pub fn tsc_to_ns(delta: u64) -> u64 {
+    let Some(si) = mem::shared_info() else {
+        return 0;
+    };
+    let off = core::mem::offset_of!(xen_sys_mini::VcpuInfo, time);
+    let Ok(t) = si.read::<VcpuTimeInfo>(off) else {
+        return 0;
+    };
+    let d = if t.tsc_shift >= 0 {
+        delta << t.tsc_shift
+    } else {
+        delta >> -i32::from(t.tsc_shift)
+    };
+    ((u128::from(d) * u128::from(t.tsc_to_system_mul)) >> 32) as u64
+}

@@ -1,0 +1,100 @@
+//! `cargo xtask build`: the unikernel image, checked for the PVH entry note.
+use std::path::PathBuf;
+
+use crate::sh::{self, Result};
+
+pub const TARGET: &str = "x86_64-unknown-none";
+
+/// Builds the image (release) and returns its path after checking it.
+pub fn build() -> Result<PathBuf> {
+    sh::timed("build the unikernel (release, x86_64-unknown-none)", || {
+        sh::run(sh::cmd("cargo").current_dir(sh::root()).args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "kernel",
+            "--target",
+            TARGET,
+        ]))
+    })?;
+    let elf = sh::root().join(format!("target/{TARGET}/release/xen-blkback-rs"));
+    let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let entry = pvh_entry(&bytes)?;
+    let loaded = load_size(&bytes)?;
+    sh::say(format!(
+        "image {}: {} KiB file, {} KiB loaded, PVH entry (XEN_ELFNOTE_PHYS32_ENTRY) at {entry:#x}",
+        elf.display(),
+        bytes.len() / 1024,
+        loaded / 1024
+    ));
+    Ok(elf)
+}
+
+fn u16_at(b: &[u8], o: usize) -> Result<u16> {
+    b.get(o..o + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or_else(|| "truncated ELF".to_string())
+}
+fn u32_at(b: &[u8], o: usize) -> Result<u32> {
+    b.get(o..o + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| "truncated ELF".to_string())
+}
+fn u64_at(b: &[u8], o: usize) -> Result<u64> {
+    b.get(o..o + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+        .ok_or_else(|| "truncated ELF".to_string())
+}
+
+/// (p_type, p_offset, p_filesz, p_memsz) of every program header of an ELF64 file.
+fn phdrs(b: &[u8]) -> Result<Vec<(u32, u64, u64, u64)>> {
+    if b.get(..4) != Some(b"\x7fELF") || b.get(4) != Some(&2) {
+        return Err("not an ELF64 file".into());
+    }
+    let phoff = u64_at(b, 0x20)? as usize;
+    let phentsize = u16_at(b, 0x36)? as usize;
+    let phnum = u16_at(b, 0x38)? as usize;
+    (0..phnum)
+        .map(|i| {
+            let o = phoff + i * phentsize;
+            Ok((
+                u32_at(b, o)?,
+                u64_at(b, o + 8)?,
+                u64_at(b, o + 32)?,
+                u64_at(b, o + 40)?,
+            ))
+        })
+        .collect()
+}
+
+/// Bytes the loader places in memory (sum of PT_LOAD memsz).
+fn load_size(b: &[u8]) -> Result<u64> {
+    Ok(phdrs(b)?.iter().filter(|p| p.0 == 1).map(|p| p.3).sum())
+}
+
+/// The address in the "Xen" note of type `XEN_ELFNOTE_PHYS32_ENTRY` (18), found in a
+/// PT_NOTE segment, as Xen's loader finds it.
+pub fn pvh_entry(b: &[u8]) -> Result<u64> {
+    for (ty, off, filesz, _) in phdrs(b)? {
+        if ty != 4 {
+            continue;
+        }
+        let (mut o, end) = (off as usize, (off + filesz) as usize);
+        while o + 12 <= end {
+            let namesz = u32_at(b, o)? as usize;
+            let descsz = u32_at(b, o + 4)? as usize;
+            let nty = u32_at(b, o + 8)?;
+            let name = b.get(o + 12..o + 12 + namesz).unwrap_or_default();
+            let desc_off = o + 12 + namesz.next_multiple_of(4);
+            if name == b"Xen\0" && nty == 18 && descsz >= 4 {
+                return Ok(u64::from(u32_at(b, desc_off)?));
+            }
+            o = desc_off + descsz.next_multiple_of(4);
+        }
+    }
+    Err(
+        "no XEN_ELFNOTE_PHYS32_ENTRY note in a PT_NOTE segment: Xen would not boot it as PVH"
+            .into(),
+    )
+}
