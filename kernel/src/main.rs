@@ -142,6 +142,19 @@ mod runtime {
             (ready_ns / 1000) % 1000
         );
 
+        // `crashtest=ud2|panic`: prove the crash paths (register dump / panic message on the
+        // console, then SHUTDOWN_crash) in the test bed.
+        for w in boot.cmdline.split_whitespace() {
+            match w {
+                "crashtest=ud2" => {
+                    info!("crashtest: executing ud2");
+                    // SAFETY: deliberately raises #UD; the exception path never returns.
+                    unsafe { core::arch::asm!("ud2") };
+                }
+                "crashtest=panic" => panic!("crashtest: deliberate panic"),
+                _ => {}
+            }
+        }
         // The banner's rule goes out raw through the embedded-io sink.
         let _ = embedded_io::Write::write_all(
             &mut console::Console,

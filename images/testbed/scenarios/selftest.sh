@@ -24,4 +24,27 @@ done
 
 step "the unikernel powers off"
 wait_for 20 sh -c '! xl list uk-selftest >/dev/null 2>&1' || fail "uk-selftest still running after its result"
+
+# A CPU exception and a panic each end on the console with the reason, and the domain is
+# reported crashed (state "c" in xl list) rather than powered off or hung.
+for how in ud2 panic; do
+    step "crash path: $how"
+    dom=uk-crash-$how
+    log=/var/log/xen/console/guest-$dom.log
+    follow_console "$dom"
+    sed -e "s/@CMDLINE@/crashtest=$how/" -e "s/@NAME@/$dom/" /etc/xen/testbed/uk-crash.cfg > /tmp/$dom.cfg
+    xl create /tmp/$dom.cfg || fail "xl create $dom"
+    wait_for 30 sh -c "xl list $dom 2>/dev/null | awk 'NR == 2 { exit !(\$5 ~ /c/) }'" ||
+        fail "the domain was not reported crashed after $how: $(xl list $dom 2>&1 | tail -n 1)"
+    sleep 0.5
+    case $how in
+        ud2)
+            grep -q "CPU EXCEPTION 6 (#UD invalid opcode)" "$log" || fail "no #UD report on the console"
+            grep -q "rip=0x" "$log" || fail "no register dump on the console" ;;
+        panic)
+            grep -q "PANIC: panicked at" "$log" || fail "no panic report on the console"
+            grep -q "crashtest: deliberate panic" "$log" || fail "the panic message is missing" ;;
+    esac
+    xl destroy "$dom" || fail "xl destroy $dom"
+done
 pass
