@@ -1,6 +1,34 @@
-//! The blkif backend engine (filled by the blkback-engine issue).
+//! The blkif backend engine: everything a block backend does between Xen's mechanisms and
+//! a disk, as safe Rust over small traits (`hv`), so it runs and is tested on the host.
 //!
-//! Safe Rust, `no_std` + `alloc`, generic over the hypervisor traits the kernel
-//! implements, so the whole protocol runs and is tested on the host.
+//! - [`hv`]: the traits the kernel implements with hypercalls (grants, event channels,
+//!   xenstore, shared pages) and the split-phase [`store::BlockStore`].
+//! - [`abi`]: decoding ring slots (native x86_64 and x86_32 layouts) into plain values.
+//! - [`request`]: validation of one copied request into a [`request::Request`].
+//! - [`ring`]: the shared ring per `io/ring.h`, with every index the frontend writes checked.
+//! - [`xenbus`]: the backend's xenbus state machine, a pure function.
+//! - [`config`]: parsing the frontend's xenstore keys against what was advertised.
+//! - [`engine`]: one connected frontend: ring passes, batched grant work, data paths
+//!   (map, persistent, copy), responses, statistics.
+//! - [`device`]: one vbd: the state machine's actions carried out against xenstore.
+//! - [`store`]: RAM and null stores.
+//! - `testing` (feature `test-utils`): fake hypervisor and a Linux-like mock frontend.
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(clippy::arithmetic_side_effects)]
+
+extern crate alloc;
+
+pub mod abi;
+pub mod config;
+pub mod device;
+pub mod engine;
+pub mod hv;
+pub mod persistent;
+pub mod request;
+pub mod ring;
+pub mod stats;
+pub mod store;
+#[cfg(feature = "test-utils")]
+pub mod testing;
+pub mod xenbus;

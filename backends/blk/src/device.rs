@@ -1,0 +1,347 @@
+//! One vbd: the backend directory the toolstack wrote for us, the store behind it, and the
+//! connection to its frontend. `update` re-reads a snapshot of xenstore and carries out what
+//! `xenbus::step` decides; `process` runs the data path; a ring protocol violation drops
+//! this frontend only.
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use xen_sys_mini::io::blkif::VDISK_READONLY;
+use xen_sys_mini::io::xenbus::XenbusState;
+
+use crate::config::{self, parse_u32, Advertised};
+use crate::engine::{ConnectParams, Connection, DataPath, PassReport};
+use crate::hv::{DomId, EventChannel, EvtchnPort, Grants, Page, XenStore};
+use crate::request::Limits;
+use crate::store::BlockStore;
+use crate::xenbus::{self, Action, Snapshot};
+
+/// How this backend serves its devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceConfig {
+    pub adv: Advertised,
+    pub path: DataPath,
+    pub max_inflight: usize,
+    pub max_segments_per_pass: usize,
+    pub persistent_cap: usize,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            adv: Advertised::default(),
+            path: DataPath::Map,
+            max_inflight: 512,
+            max_segments_per_pass: 8192,
+            persistent_cap: crate::persistent::DEFAULT_CAP,
+        }
+    }
+}
+
+/// What `update` asks of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpdateOutcome {
+    /// Delete the backend directory (call `remove`) after a short grace.
+    pub remove_dir: bool,
+    /// The set of event channel ports changed (re-read `ports`).
+    pub ports_changed: bool,
+}
+
+#[derive(Debug)]
+pub struct Device<M, S> {
+    /// `/local/domain/<us>/backend/vbd/<frontend-id>/<devid>`
+    pub be: String,
+    /// The frontend directory named by the toolstack's `frontend` key.
+    pub fe: String,
+    pub fe_dom: DomId,
+    published: XenbusState,
+    conn: Option<Connection<M>>,
+    store: S,
+    cfg: DeviceConfig,
+    read_only: bool,
+    /// Why the last connect or pass failed, for logs and tests.
+    pub last_error: Option<String>,
+    pub removed: bool,
+}
+
+fn xs_err(e: crate::hv::StoreErr) -> String {
+    format!("xenstore: {e:?}")
+}
+
+impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
+    /// A device for the backend directory `be`. Reads the toolstack's `frontend`,
+    /// `frontend-id` and `mode` keys (toolstack-written, still checked).
+    pub fn new<X: XenStore>(
+        xs: &mut X,
+        be: &str,
+        store: S,
+        cfg: DeviceConfig,
+    ) -> Result<Self, String> {
+        let fe = xs
+            .read(&format!("{be}/frontend"))
+            .map_err(xs_err)?
+            .ok_or("no `frontend` key")?;
+        let fe_dom = xs
+            .read(&format!("{be}/frontend-id"))
+            .map_err(xs_err)?
+            .and_then(|v| parse_u32(&v))
+            .and_then(|v| u16::try_from(v).ok())
+            .ok_or("bad `frontend-id`")?;
+        // The frontend path must belong to that domain (as Linux's xenbus checks).
+        if !fe.starts_with(&format!("/local/domain/{fe_dom}/")) {
+            return Err(format!("frontend path {fe} is not in domain {fe_dom}"));
+        }
+        let mode = xs
+            .read(&format!("{be}/mode"))
+            .map_err(xs_err)?
+            .unwrap_or_else(|| String::from("w"));
+        let read_only = !mode.trim().starts_with('w') || store.info().read_only;
+        Ok(Self {
+            be: be.to_string(),
+            fe: fe.trim().to_string(),
+            fe_dom,
+            published: XenbusState::Initialising,
+            conn: None,
+            store,
+            cfg,
+            read_only,
+            last_error: None,
+            removed: false,
+        })
+    }
+
+    pub fn state(&self) -> XenbusState {
+        self.published
+    }
+
+    pub fn connection(&self) -> Option<&Connection<M>> {
+        self.conn.as_ref()
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Paths to watch: our directory (state, online) and the frontend's state.
+    pub fn watches(&self) -> [String; 2] {
+        [self.be.clone(), format!("{}/state", self.fe)]
+    }
+
+    /// Our event channel ports (to sleep on).
+    pub fn ports(&self) -> Vec<EvtchnPort> {
+        self.conn
+            .as_ref()
+            .map(Connection::ports)
+            .unwrap_or_default()
+    }
+
+    fn snapshot<X: XenStore>(&self, xs: &mut X) -> Result<Snapshot, String> {
+        let state = |v: Option<String>| {
+            v.and_then(|v| parse_u32(&v))
+                .and_then(XenbusState::from_u32)
+        };
+        let frontend = state(xs.read(&format!("{}/state", self.fe)).map_err(xs_err)?);
+        let online = xs
+            .read(&format!("{}/online", self.be))
+            .map_err(xs_err)?
+            .and_then(|v| parse_u32(&v))
+            == Some(1);
+        let backend_in_store = state(xs.read(&format!("{}/state", self.be)).map_err(xs_err)?);
+        Ok(Snapshot {
+            frontend,
+            online,
+            backend_in_store,
+            connected: self.conn.is_some(),
+        })
+    }
+
+    /// Re-reads xenstore and acts on it.
+    pub fn update<X: XenStore, G: Grants<Mapping = M>, E: EventChannel>(
+        &mut self,
+        xs: &mut X,
+        g: &mut G,
+        ev: &mut E,
+    ) -> Result<UpdateOutcome, String> {
+        let mut out = UpdateOutcome::default();
+        if self.removed {
+            return Ok(out);
+        }
+        let snap = self.snapshot(xs)?;
+        let (next, actions) = xenbus::step(self.published, &snap);
+        for a in actions {
+            match a {
+                Action::Advertise => self.advertise(xs)?,
+                Action::SetState(s) => {
+                    xs.write(&format!("{}/state", self.be), &format!("{}", s as u32))
+                        .map_err(xs_err)?;
+                }
+                Action::Disconnect => {
+                    self.disconnect(g, ev);
+                    out.ports_changed = true;
+                }
+                Action::Connect => {
+                    out.ports_changed = true;
+                    if let Err(e) = self.connect(xs, g, ev) {
+                        // The frontend gave us something unusable: say why, close.
+                        self.last_error = Some(e.clone());
+                        let _ = xs.write(&format!("{}/error", self.be), &e);
+                        xs.write(
+                            &format!("{}/state", self.be),
+                            &format!("{}", XenbusState::Closing as u32),
+                        )
+                        .map_err(xs_err)?;
+                        self.published = XenbusState::Closing;
+                        return Ok(out);
+                    }
+                }
+                Action::RemoveDir => out.remove_dir = true,
+            }
+        }
+        self.published = next;
+        Ok(out)
+    }
+
+    fn advertise<X: XenStore>(&mut self, xs: &mut X) -> Result<(), String> {
+        let a = &self.cfg.adv;
+        let pairs = [
+            (
+                "feature-max-indirect-segments",
+                a.max_indirect_segments.to_string(),
+            ),
+            ("max-ring-page-order", a.max_ring_page_order.to_string()),
+            ("multi-queue-max-queues", a.max_queues.to_string()),
+        ];
+        let pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (format!("{}/{k}", self.be), v))
+            .collect();
+        xs.write_all(&pairs).map_err(xs_err)
+    }
+
+    fn connect<X: XenStore, G: Grants<Mapping = M>, E: EventChannel>(
+        &mut self,
+        xs: &mut X,
+        g: &mut G,
+        ev: &mut E,
+    ) -> Result<(), String> {
+        let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv)
+            .map_err(|e| format!("frontend keys: {e:?}"))?;
+        let info = self.store.info();
+        let limits = Limits {
+            capacity: info.sectors,
+            read_only: self.read_only,
+            max_indirect_segments: self.cfg.adv.max_indirect_segments,
+            flush: info.flush,
+            barrier: info.flush,
+            // As advertised: no discard on a read-only disk.
+            discard: info.discard && !self.read_only,
+            discard_secure: info.discard_secure,
+        };
+        let params = ConnectParams {
+            frontend: self.fe_dom,
+            abi: fc.abi,
+            queues: fc.queues,
+            persistent: fc.persistent,
+            path: self.cfg.path,
+            limits,
+            max_inflight: self.cfg.max_inflight,
+            max_segments_per_pass: self.cfg.max_segments_per_pass,
+            persistent_cap: self.cfg.persistent_cap,
+        };
+        let conn = Connection::connect(g, ev, &params).map_err(|e| format!("connect: {e:?}"))?;
+        let b = |v: bool| String::from(if v { "1" } else { "0" });
+        let kv = [
+            ("sectors", info.sectors.to_string()),
+            (
+                "info",
+                (if self.read_only { VDISK_READONLY } else { 0 }).to_string(),
+            ),
+            ("sector-size", info.sector_size.to_string()),
+            (
+                "physical-sector-size",
+                info.physical_sector_size.to_string(),
+            ),
+            ("feature-flush-cache", b(info.flush)),
+            ("feature-barrier", b(info.flush)),
+            ("feature-discard", b(info.discard && !self.read_only)),
+            ("discard-granularity", info.physical_sector_size.to_string()),
+            ("discard-alignment", String::from("0")),
+            ("discard-secure", b(info.discard_secure)),
+            ("feature-persistent", b(self.cfg.adv.persistent)),
+            ("state", (XenbusState::Connected as u32).to_string()),
+        ];
+        let pairs: Vec<(String, String)> = kv
+            .into_iter()
+            .map(|(k, v)| (format!("{}/{k}", self.be), v))
+            .collect();
+        if let Err(e) = xs.write_all(&pairs) {
+            conn.disconnect(g, ev, &mut self.store);
+            return Err(xs_err(e));
+        }
+        self.conn = Some(conn);
+        self.last_error = None;
+        Ok(())
+    }
+
+    fn disconnect<G: Grants<Mapping = M>, E: EventChannel>(&mut self, g: &mut G, ev: &mut E) {
+        if let Some(c) = self.conn.take() {
+            c.disconnect(g, ev, &mut self.store);
+        }
+    }
+
+    /// Runs the data path. A ring protocol violation disconnects this frontend (state
+    /// Closing, an `error` node), nothing else.
+    pub fn process<X: XenStore, G: Grants<Mapping = M>, E: EventChannel>(
+        &mut self,
+        xs: &mut X,
+        g: &mut G,
+        ev: &mut E,
+    ) -> PassReport {
+        let Some(c) = self.conn.as_mut() else {
+            return PassReport::default();
+        };
+        match c.process(g, ev, &mut self.store) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("ring protocol violation: {e:?}");
+                self.last_error = Some(msg.clone());
+                self.disconnect(g, ev);
+                let _ = xs.write(&format!("{}/error", self.be), &msg);
+                let _ = xs.write(
+                    &format!("{}/state", self.be),
+                    &format!("{}", XenbusState::Closing as u32),
+                );
+                self.published = XenbusState::Closing;
+                PassReport::default()
+            }
+        }
+    }
+
+    /// Writes the counters under `<be>/statistics/`.
+    pub fn publish_stats<X: XenStore>(&self, xs: &mut X) -> Result<(), String> {
+        let Some(c) = &self.conn else { return Ok(()) };
+        let pairs: Vec<(String, String)> = c
+            .stats
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| (format!("{}/statistics/{k}", self.be), v))
+            .collect();
+        xs.write_all(&pairs).map_err(xs_err)
+    }
+
+    /// Deletes our backend directory (the toolstack waits for it on detach).
+    pub fn remove<X: XenStore>(&mut self, xs: &mut X) -> Result<(), String> {
+        xs.rm(&self.be).map_err(xs_err)?;
+        self.removed = true;
+        Ok(())
+    }
+}

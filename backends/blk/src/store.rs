@@ -1,0 +1,318 @@
+//! Backing stores, split-phase (cf. Tock TRD 3): `submit` starts an I/O and keeps its
+//! buffers; `complete` hands every finished I/O back, buffers included, on success and on
+//! error alike. Data moves between the frontend's mapped page and the store in one copy,
+//! with no intermediate buffer.
+use alloc::vec::Vec;
+
+use crate::hv::{MemError, Page};
+
+/// What the disk is, as advertised to the frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskInfo {
+    /// Size in 512-byte sectors (the unit of `sectors` and of `sector_number`).
+    pub sectors: u64,
+    pub sector_size: u32,
+    pub physical_sector_size: u32,
+    pub read_only: bool,
+    pub flush: bool,
+    pub discard: bool,
+    pub discard_secure: bool,
+}
+
+/// The operation of one store I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOp {
+    Read,
+    /// A write; `preflush`: flush earlier writes first; `fua`: flush this one after.
+    Write {
+        preflush: bool,
+        fua: bool,
+    },
+    Flush,
+    Discard {
+        secure: bool,
+    },
+}
+
+/// One piece of a frontend page: `len` bytes at `offset`.
+#[derive(Debug)]
+pub struct IoSeg<B> {
+    pub buf: B,
+    pub offset: u16,
+    pub len: u16,
+}
+
+/// One I/O, with its buffers; handed back by `complete`.
+#[derive(Debug)]
+pub struct StoreIo<B> {
+    /// The engine's tag (which request this belongs to).
+    pub tag: u64,
+    pub op: IoOp,
+    /// First 512-byte sector.
+    pub sector: u64,
+    /// For `Discard`: sectors; otherwise ignored (the segments say).
+    pub nr_sectors: u64,
+    pub segs: Vec<IoSeg<B>>,
+}
+
+/// Why an I/O failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// Outside the disk (should have been refused by validation).
+    OutOfRange,
+    ReadOnly,
+    Unsupported,
+    /// The frontend's page could not be read or written (e.g. a read-only mapping).
+    Buffer(MemError),
+    /// The device failed.
+    Io,
+}
+
+/// A finished I/O: the I/O back, and the bytes the CPU moved or why it failed.
+pub type Completion<B> = (StoreIo<B>, Result<u64, StoreError>);
+
+/// A block store. `B` is the engine's buffer type (a mapped frontend page).
+pub trait BlockStore<B: Page> {
+    fn info(&self) -> DiskInfo;
+    /// Starts an I/O; if the store cannot take it now, it comes straight back.
+    fn submit(&mut self, io: StoreIo<B>) -> Result<(), (StoreIo<B>, StoreError)>;
+    /// Moves every finished I/O into `out`.
+    fn complete(&mut self, out: &mut Vec<Completion<B>>);
+    /// For the copy path: where bytes `[off, off + len)` of the disk live, as
+    /// `(gfn, offset in frame, len)` pieces, if the store is made of our frames.
+    fn frames(&self, _off: u64, _len: u32, _out: &mut Vec<(u64, u16, u16)>) -> bool {
+        false
+    }
+}
+
+/// The memory behind a RAM store. A plain `Vec<u8>` works (no copy path); the kernel
+/// provides frames it can name by GFN.
+pub trait RamBacking {
+    fn len(&self) -> u64;
+    /// Copies disk bytes `[off, off + len)` into `page` at `page_off` (a read).
+    fn to_page(
+        &self,
+        off: u64,
+        page: &dyn Page,
+        page_off: usize,
+        len: usize,
+    ) -> Result<(), MemError>;
+    /// Copies `len` bytes of `page` at `page_off` to disk offset `off` (a write).
+    fn from_page(
+        &mut self,
+        off: u64,
+        page: &dyn Page,
+        page_off: usize,
+        len: usize,
+    ) -> Result<(), MemError>;
+    fn zero(&mut self, off: u64, len: u64);
+    /// The GFN and offset of disk byte `off`, for the copy path.
+    fn gfn(&self, _off: u64) -> Option<(u64, u16)> {
+        None
+    }
+}
+
+impl RamBacking for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.len() as u64
+    }
+    fn to_page(
+        &self,
+        off: u64,
+        page: &dyn Page,
+        page_off: usize,
+        len: usize,
+    ) -> Result<(), MemError> {
+        let s = usize::try_from(off).map_err(|_| MemError::OutOfBounds)?;
+        let src = self
+            .get(s..)
+            .and_then(|d| d.get(..len))
+            .ok_or(MemError::OutOfBounds)?;
+        page.write(page_off, src)
+    }
+    fn from_page(
+        &mut self,
+        off: u64,
+        page: &dyn Page,
+        page_off: usize,
+        len: usize,
+    ) -> Result<(), MemError> {
+        let s = usize::try_from(off).map_err(|_| MemError::OutOfBounds)?;
+        let dst = self
+            .get_mut(s..)
+            .and_then(|d| d.get_mut(..len))
+            .ok_or(MemError::OutOfBounds)?;
+        page.read(page_off, dst)
+    }
+    fn zero(&mut self, off: u64, len: u64) {
+        let (Ok(s), Ok(n)) = (usize::try_from(off), usize::try_from(len)) else {
+            return;
+        };
+        if let Some(d) = self.get_mut(s..).and_then(|d| d.get_mut(..n)) {
+            d.fill(0);
+        }
+    }
+}
+
+/// A disk in memory. I/O completes at once (still handed back through `complete`).
+#[derive(Debug)]
+pub struct RamStore<M, B> {
+    mem: M,
+    read_only: bool,
+    done: Vec<Completion<B>>,
+}
+
+/// Counters of what a store did, for tests and statistics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCounters {
+    pub flushes: u64,
+    pub discards: u64,
+}
+
+impl<M: RamBacking, B: Page> RamStore<M, B> {
+    pub fn new(mem: M, read_only: bool) -> Self {
+        Self {
+            mem,
+            read_only,
+            done: Vec::new(),
+        }
+    }
+    pub fn backing(&self) -> &M {
+        &self.mem
+    }
+    pub fn backing_mut(&mut self) -> &mut M {
+        &mut self.mem
+    }
+
+    fn run(&mut self, io: &StoreIo<B>) -> Result<u64, StoreError> {
+        let cap = self.mem.len();
+        let mut off = io.sector.checked_mul(512).ok_or(StoreError::OutOfRange)?;
+        match io.op {
+            IoOp::Flush => Ok(0),
+            IoOp::Discard { .. } => {
+                if self.read_only {
+                    return Err(StoreError::ReadOnly);
+                }
+                let len = io
+                    .nr_sectors
+                    .checked_mul(512)
+                    .ok_or(StoreError::OutOfRange)?;
+                if off.checked_add(len).is_none_or(|e| e > cap) {
+                    return Err(StoreError::OutOfRange);
+                }
+                // Discarded sectors read back as zeroes (secure or not).
+                self.mem.zero(off, len);
+                Ok(0)
+            }
+            IoOp::Read | IoOp::Write { .. } => {
+                if matches!(io.op, IoOp::Write { .. }) && self.read_only {
+                    return Err(StoreError::ReadOnly);
+                }
+                let mut moved = 0u64;
+                for s in &io.segs {
+                    let len = u64::from(s.len);
+                    if off.checked_add(len).is_none_or(|e| e > cap) {
+                        return Err(StoreError::OutOfRange);
+                    }
+                    let r = match io.op {
+                        IoOp::Read => {
+                            self.mem
+                                .to_page(off, &s.buf, usize::from(s.offset), usize::from(s.len))
+                        }
+                        _ => self.mem.from_page(
+                            off,
+                            &s.buf,
+                            usize::from(s.offset),
+                            usize::from(s.len),
+                        ),
+                    };
+                    r.map_err(StoreError::Buffer)?;
+                    off = off.saturating_add(len);
+                    moved = moved.saturating_add(len);
+                }
+                Ok(moved)
+            }
+        }
+    }
+}
+
+impl<M: RamBacking, B: Page> BlockStore<B> for RamStore<M, B> {
+    fn info(&self) -> DiskInfo {
+        DiskInfo {
+            sectors: self.mem.len() / 512,
+            sector_size: 512,
+            physical_sector_size: 4096,
+            read_only: self.read_only,
+            flush: true,
+            discard: true,
+            discard_secure: true,
+        }
+    }
+
+    fn submit(&mut self, io: StoreIo<B>) -> Result<(), (StoreIo<B>, StoreError)> {
+        let r = self.run(&io);
+        // RAM is done at once; the I/O waits here to be handed back by `complete`.
+        self.done.push((io, r));
+        Ok(())
+    }
+
+    fn complete(&mut self, out: &mut Vec<Completion<B>>) {
+        out.append(&mut self.done);
+    }
+
+    fn frames(&self, off: u64, len: u32, out: &mut Vec<(u64, u16, u16)>) -> bool {
+        let mut off = off;
+        let mut left = u64::from(len);
+        if off.checked_add(left).is_none_or(|e| e > self.mem.len()) {
+            return false;
+        }
+        while left > 0 {
+            let Some((gfn, in_frame)) = self.mem.gfn(off) else {
+                return false;
+            };
+            let n = (4096 - u64::from(in_frame)).min(left);
+            out.push((gfn, in_frame, n as u16));
+            off = off.saturating_add(n);
+            left = left.saturating_sub(n);
+        }
+        true
+    }
+}
+
+/// A store that completes every I/O without moving data: the ceiling a backend can reach
+/// when the disk costs nothing. Reads leave the frontend's pages as they were.
+#[derive(Debug)]
+pub struct NullStore<B> {
+    sectors: u64,
+    done: Vec<Completion<B>>,
+}
+
+impl<B> NullStore<B> {
+    pub fn new(sectors: u64) -> Self {
+        Self {
+            sectors,
+            done: Vec::new(),
+        }
+    }
+}
+
+impl<B: Page> BlockStore<B> for NullStore<B> {
+    fn info(&self) -> DiskInfo {
+        DiskInfo {
+            sectors: self.sectors,
+            sector_size: 512,
+            physical_sector_size: 4096,
+            read_only: false,
+            flush: true,
+            discard: true,
+            discard_secure: false,
+        }
+    }
+    fn submit(&mut self, io: StoreIo<B>) -> Result<(), (StoreIo<B>, StoreError)> {
+        self.done.push((io, Ok(0)));
+        Ok(())
+    }
+    fn complete(&mut self, out: &mut Vec<Completion<B>>) {
+        out.append(&mut self.done);
+    }
+}

@@ -1,0 +1,1217 @@
+//! Test utilities (feature `test-utils`), shared by unit tests, integration tests,
+//! proptests and the fuzzer (cf. virtio-queue's `mock.rs`):
+//!
+//! - [`FakeGrants`]: a grant table that enforces what Xen enforces (unknown refs, refs granted
+//!   to another domain, write-mapping a read-only grant, copying into one, ending access while
+//!   mapped) and counts hypercalls and live mappings; mappings of read-only grants refuse
+//!   writes and count the attempt.
+//! - [`FakeXenStore`], [`FakeEvtchn`].
+//! - [`MockFrontend`]: behaves like Linux blkfront: xenstore handshake, single- and multi-page
+//!   rings, several queues, native or x86_32 layout, persistent grants, direct and indirect
+//!   requests, reconnects; plus raw access for hostile tests.
+//! - [`Harness`]: a backend device, a fake hypervisor and frontends, driven step by step.
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+
+use xen_sys_mini::grant_table::gntst;
+use xen_sys_mini::io::blkif::*;
+use xen_sys_mini::io::xenbus::XenbusState;
+
+use crate::abi::{encode_request, encode_segment, Abi, RawBody, RawRequest, MAX_SLOT};
+use crate::device::{Device, DeviceConfig};
+use crate::hv::*;
+use crate::ring::FrontRing;
+use crate::store::{BlockStore, RamBacking, RamStore};
+
+/// The driver domain's id in tests.
+pub const BACKEND: DomId = 1;
+pub const PAGE: usize = 4096;
+
+type ReadHook = Box<dyn FnMut(&mut [u8; PAGE], usize, usize)>;
+
+struct PageState {
+    data: [u8; PAGE],
+    /// Called after every read of the page (a frontend racing the backend).
+    hook: Option<ReadHook>,
+    reads: u64,
+}
+
+/// A page of fake guest memory, shared by whoever holds a clone.
+#[derive(Clone)]
+pub struct MemPage(Rc<RefCell<PageState>>);
+
+impl core::fmt::Debug for MemPage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("MemPage")
+    }
+}
+
+impl Default for MemPage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemPage {
+    pub fn new() -> Self {
+        MemPage(Rc::new(RefCell::new(PageState {
+            data: [0; PAGE],
+            hook: None,
+            reads: 0,
+        })))
+    }
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.borrow().data.to_vec()
+    }
+    pub fn set(&self, off: usize, src: &[u8]) {
+        if let Some(d) = self
+            .0
+            .borrow_mut()
+            .data
+            .get_mut(off..)
+            .and_then(|d| d.get_mut(..src.len()))
+        {
+            d.copy_from_slice(src);
+        }
+    }
+    pub fn get(&self, off: usize, len: usize) -> Vec<u8> {
+        self.0
+            .borrow()
+            .data
+            .get(off..)
+            .and_then(|d| d.get(..len))
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+    /// Installs a hook that runs after each read (offset, length).
+    pub fn on_read(&self, hook: ReadHook) {
+        self.0.borrow_mut().hook = Some(hook);
+    }
+    pub fn reads(&self) -> u64 {
+        self.0.borrow().reads
+    }
+}
+
+impl Page for MemPage {
+    fn read(&self, off: usize, dst: &mut [u8]) -> Result<(), MemError> {
+        let mut st = self.0.borrow_mut();
+        let src = st
+            .data
+            .get(off..)
+            .and_then(|d| d.get(..dst.len()))
+            .ok_or(MemError::OutOfBounds)?;
+        dst.copy_from_slice(src);
+        st.reads = st.reads.wrapping_add(1);
+        if let Some(mut h) = st.hook.take() {
+            h(&mut st.data, off, dst.len());
+            st.hook = Some(h);
+        }
+        Ok(())
+    }
+    fn write(&self, off: usize, src: &[u8]) -> Result<(), MemError> {
+        let mut st = self.0.borrow_mut();
+        let d = st
+            .data
+            .get_mut(off..)
+            .and_then(|d| d.get_mut(..src.len()))
+            .ok_or(MemError::OutOfBounds)?;
+        d.copy_from_slice(src);
+        Ok(())
+    }
+    fn load_u32(&self, off: usize) -> Result<u32, MemError> {
+        let mut b = [0u8; 4];
+        if off % 4 != 0 {
+            return Err(MemError::OutOfBounds);
+        }
+        self.read(off, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn store_u32(&self, off: usize, v: u32) -> Result<(), MemError> {
+        if off % 4 != 0 {
+            return Err(MemError::OutOfBounds);
+        }
+        self.write(off, &v.to_le_bytes())
+    }
+    fn fence(&self) {}
+}
+
+// ---------------------------------------------------------------------------------------
+// Grants
+
+#[derive(Debug)]
+struct GrantEntry {
+    page: MemPage,
+    to: DomId,
+    readonly: bool,
+    maps: u32,
+}
+
+/// Hypercall and mapping counters of the fake grant table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GntCounters {
+    pub map_calls: u64,
+    pub map_ops: u64,
+    pub unmap_calls: u64,
+    pub unmap_ops: u64,
+    pub copy_calls: u64,
+    pub copy_ops: u64,
+    pub mapped_now: u64,
+    pub max_mapped: u64,
+    /// Writes attempted through a read-only mapping.
+    pub ro_violations: u64,
+    /// Mappings dropped without being unmapped.
+    pub leaked: u64,
+}
+
+#[derive(Debug, Default)]
+struct GntShared {
+    c: GntCounters,
+}
+
+/// A mapped grant.
+#[derive(Debug)]
+pub struct FakeMapping {
+    page: MemPage,
+    pub dom: DomId,
+    pub gref: GrantRef,
+    pub readonly: bool,
+    shared: Rc<RefCell<GntShared>>,
+    unmapped: Cell<bool>,
+}
+
+impl Page for FakeMapping {
+    fn read(&self, off: usize, dst: &mut [u8]) -> Result<(), MemError> {
+        self.page.read(off, dst)
+    }
+    fn write(&self, off: usize, src: &[u8]) -> Result<(), MemError> {
+        if self.readonly {
+            let mut s = self.shared.borrow_mut();
+            s.c.ro_violations = s.c.ro_violations.saturating_add(1);
+            return Err(MemError::ReadOnly);
+        }
+        self.page.write(off, src)
+    }
+    fn load_u32(&self, off: usize) -> Result<u32, MemError> {
+        self.page.load_u32(off)
+    }
+    fn store_u32(&self, off: usize, v: u32) -> Result<(), MemError> {
+        if self.readonly {
+            return Err(MemError::ReadOnly);
+        }
+        self.page.store_u32(off, v)
+    }
+    fn fence(&self) {}
+}
+
+impl Drop for FakeMapping {
+    fn drop(&mut self) {
+        if !self.unmapped.get() {
+            let mut s = self.shared.borrow_mut();
+            s.c.leaked = s.c.leaked.saturating_add(1);
+        }
+    }
+}
+
+/// The fake grant table of every domain.
+#[derive(Debug, Default)]
+pub struct FakeGrants {
+    entries: BTreeMap<(DomId, GrantRef), GrantEntry>,
+    next_ref: BTreeMap<DomId, GrantRef>,
+    shared: Rc<RefCell<GntShared>>,
+    /// Our own frames (store memory) by GFN, for the copy path.
+    pub locals: BTreeMap<u64, MemPage>,
+    /// Mapping slots (Xen: our grant region): more live mappings fail with `NoSlot`.
+    pub max_slots: u64,
+    pub copy_limit: usize,
+}
+
+/// Why a frontend could not end access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndAccess {
+    StillMapped,
+    Unknown,
+}
+
+impl FakeGrants {
+    pub fn new() -> Self {
+        Self {
+            max_slots: 1 << 20,
+            copy_limit: 512,
+            ..Default::default()
+        }
+    }
+
+    pub fn counters(&self) -> GntCounters {
+        self.shared.borrow().c
+    }
+
+    /// `owner` grants `page` to `to`.
+    pub fn grant(&mut self, owner: DomId, page: &MemPage, to: DomId, readonly: bool) -> GrantRef {
+        let r = self.next_ref.entry(owner).or_insert(8);
+        let gref = *r;
+        *r = r.wrapping_add(1);
+        self.entries.insert(
+            (owner, gref),
+            GrantEntry {
+                page: page.clone(),
+                to,
+                readonly,
+                maps: 0,
+            },
+        );
+        gref
+    }
+
+    /// `owner` ends access to `gref`; refused while the backend has it mapped.
+    pub fn end_access(&mut self, owner: DomId, gref: GrantRef) -> Result<(), EndAccess> {
+        match self.entries.get(&(owner, gref)) {
+            None => Err(EndAccess::Unknown),
+            Some(e) if e.maps > 0 => Err(EndAccess::StillMapped),
+            Some(_) => {
+                self.entries.remove(&(owner, gref));
+                Ok(())
+            }
+        }
+    }
+
+    pub fn live_grants(&self, owner: DomId) -> usize {
+        self.entries.keys().filter(|(o, _)| *o == owner).count()
+    }
+
+    /// Drops every grant of a domain (it was destroyed); mappings stay valid until unmapped.
+    pub fn forget_domain(&mut self, owner: DomId) {
+        self.entries.retain(|(o, _), e| *o != owner || e.maps > 0);
+    }
+
+    fn count(&self, f: impl FnOnce(&mut GntCounters)) {
+        f(&mut self.shared.borrow_mut().c);
+    }
+
+    fn copy_target(&self, p: &CopyPtr, write: bool) -> Result<(MemPage, usize), i16> {
+        match *p {
+            CopyPtr::Gref { dom, gref, offset } => {
+                let e = self.entries.get(&(dom, gref)).ok_or(gntst::BAD_GNTREF)?;
+                if e.to != BACKEND {
+                    return Err(gntst::PERMISSION_DENIED);
+                }
+                if write && e.readonly {
+                    return Err(gntst::GENERAL_ERROR);
+                }
+                Ok((e.page.clone(), usize::from(offset)))
+            }
+            CopyPtr::Local { gfn, offset } => {
+                let pg = self.locals.get(&gfn).ok_or(gntst::BAD_COPY_ARG)?;
+                Ok((pg.clone(), usize::from(offset)))
+            }
+        }
+    }
+}
+
+impl Grants for FakeGrants {
+    type Mapping = FakeMapping;
+
+    fn map(&mut self, reqs: &[MapReq]) -> Vec<Result<FakeMapping, GrantError>> {
+        self.count(|c| {
+            c.map_calls += 1;
+            c.map_ops += reqs.len() as u64;
+        });
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let live = self.counters().mapped_now;
+            let res = match self.entries.get_mut(&(r.dom, r.gref)) {
+                None => Err(GrantError::Status(gntst::BAD_GNTREF)),
+                Some(e) if e.to != BACKEND => Err(GrantError::Status(gntst::PERMISSION_DENIED)),
+                // Xen: "Attempt to write-pin a r/o grant entry".
+                Some(e) if e.readonly && !r.readonly => {
+                    Err(GrantError::Status(gntst::GENERAL_ERROR))
+                }
+                Some(_) if live >= self.max_slots => Err(GrantError::NoSlot),
+                Some(e) => {
+                    e.maps += 1;
+                    Ok(FakeMapping {
+                        page: e.page.clone(),
+                        dom: r.dom,
+                        gref: r.gref,
+                        readonly: r.readonly,
+                        shared: Rc::clone(&self.shared),
+                        unmapped: Cell::new(false),
+                    })
+                }
+            };
+            if res.is_ok() {
+                self.count(|c| {
+                    c.mapped_now += 1;
+                    c.max_mapped = c.max_mapped.max(c.mapped_now);
+                });
+            }
+            out.push(res);
+        }
+        out
+    }
+
+    fn unmap(&mut self, maps: Vec<FakeMapping>) -> Vec<Result<(), GrantError>> {
+        self.count(|c| {
+            c.unmap_calls += 1;
+            c.unmap_ops += maps.len() as u64;
+        });
+        maps.into_iter()
+            .map(|m| {
+                m.unmapped.set(true);
+                if let Some(e) = self.entries.get_mut(&(m.dom, m.gref)) {
+                    e.maps = e.maps.saturating_sub(1);
+                }
+                self.count(|c| c.mapped_now -= 1);
+                Ok(())
+            })
+            .collect()
+    }
+
+    fn copy(&mut self, ops: &[CopyOp]) -> Vec<Result<(), GrantError>> {
+        self.count(|c| {
+            c.copy_calls += 1;
+            c.copy_ops += ops.len() as u64;
+        });
+        ops.iter()
+            .map(|op| {
+                let (src, so) = self
+                    .copy_target(&op.src, false)
+                    .map_err(GrantError::Status)?;
+                let (dst, d_off) = self
+                    .copy_target(&op.dst, true)
+                    .map_err(GrantError::Status)?;
+                let len = usize::from(op.len);
+                if so + len > PAGE || d_off + len > PAGE {
+                    return Err(GrantError::Status(gntst::BAD_COPY_ARG));
+                }
+                let bytes = src.get(so, len);
+                dst.set(d_off, &bytes);
+                Ok(())
+            })
+            .collect()
+    }
+
+    fn copy_batch_limit(&self) -> usize {
+        self.copy_limit
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Event channels and xenstore
+
+/// Event channels: frontends allocate unbound ports; the backend binds to them.
+#[derive(Debug, Default)]
+pub struct FakeEvtchn {
+    unbound: BTreeMap<(DomId, EvtchnPort), ()>,
+    bound: BTreeMap<EvtchnPort, (DomId, EvtchnPort)>,
+    next: EvtchnPort,
+    /// Notifications sent by the backend, per (frontend, frontend port).
+    pub notified: BTreeMap<(DomId, EvtchnPort), u64>,
+}
+
+impl FakeEvtchn {
+    pub fn alloc_unbound(&mut self, dom: DomId) -> EvtchnPort {
+        self.next += 1;
+        self.unbound.insert((dom, self.next), ());
+        self.next
+    }
+    pub fn bound_count(&self) -> usize {
+        self.bound.len()
+    }
+    pub fn notifications(&self, dom: DomId, port: EvtchnPort) -> u64 {
+        self.notified.get(&(dom, port)).copied().unwrap_or(0)
+    }
+}
+
+impl EventChannel for FakeEvtchn {
+    fn bind(&mut self, remote: DomId, remote_port: EvtchnPort) -> Result<EvtchnPort, i32> {
+        if self.unbound.remove(&(remote, remote_port)).is_none() {
+            return Err(22);
+        }
+        self.next += 1;
+        self.bound.insert(self.next, (remote, remote_port));
+        Ok(self.next)
+    }
+    fn notify(&mut self, port: EvtchnPort) {
+        if let Some(&k) = self.bound.get(&port) {
+            *self.notified.entry(k).or_insert(0) += 1;
+        }
+    }
+    fn close(&mut self, port: EvtchnPort) {
+        self.bound.remove(&port);
+    }
+}
+
+/// Xenstore as a flat map of paths.
+#[derive(Debug, Default)]
+pub struct FakeXenStore {
+    pub tree: BTreeMap<String, String>,
+    pub transactions: u64,
+}
+
+impl FakeXenStore {
+    pub fn get(&self, path: &str) -> Option<&str> {
+        self.tree.get(path).map(String::as_str)
+    }
+    pub fn set(&mut self, path: &str, v: &str) {
+        self.tree.insert(path.to_string(), v.to_string());
+    }
+    pub fn exists(&self, path: &str) -> bool {
+        let pre = format!("{path}/");
+        self.tree.keys().any(|k| k == path || k.starts_with(&pre))
+    }
+    pub fn remove_tree(&mut self, path: &str) {
+        let pre = format!("{path}/");
+        self.tree.retain(|k, _| k != path && !k.starts_with(&pre));
+    }
+}
+
+impl XenStore for FakeXenStore {
+    fn read(&mut self, path: &str) -> Result<Option<String>, StoreErr> {
+        Ok(self.tree.get(path).cloned())
+    }
+    fn write(&mut self, path: &str, value: &str) -> Result<(), StoreErr> {
+        self.set(path, value);
+        Ok(())
+    }
+    fn rm(&mut self, path: &str) -> Result<(), StoreErr> {
+        self.remove_tree(path);
+        Ok(())
+    }
+    fn directory(&mut self, path: &str) -> Result<Vec<String>, StoreErr> {
+        let pre = format!("{path}/");
+        let mut v: Vec<String> = self
+            .tree
+            .keys()
+            .filter_map(|k| k.strip_prefix(&pre))
+            .map(|r| r.split('/').next().unwrap_or("").to_string())
+            .collect();
+        v.dedup();
+        Ok(v)
+    }
+    fn write_all(&mut self, pairs: &[(String, String)]) -> Result<(), StoreErr> {
+        self.transactions += 1;
+        for (k, v) in pairs {
+            self.set(k, v);
+        }
+        Ok(())
+    }
+}
+
+/// Store memory the fake grant table can reach by GFN (copy-path tests).
+#[derive(Debug)]
+pub struct FrameBacking {
+    pages: Vec<MemPage>,
+    base_gfn: u64,
+}
+
+impl FrameBacking {
+    /// `bytes` of zeroed store memory registered in `g` at GFNs from `base_gfn`.
+    pub fn new(g: &mut FakeGrants, bytes: usize, base_gfn: u64) -> Self {
+        let pages: Vec<MemPage> = (0..bytes.div_ceil(PAGE)).map(|_| MemPage::new()).collect();
+        for (i, p) in pages.iter().enumerate() {
+            g.locals.insert(base_gfn + i as u64, p.clone());
+        }
+        Self { pages, base_gfn }
+    }
+    pub fn bytes(&self, off: usize, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        let mut o = off;
+        while out.len() < len {
+            let n = (PAGE - o % PAGE).min(len - out.len());
+            out.extend(
+                self.pages
+                    .get(o / PAGE)
+                    .map(|p| p.get(o % PAGE, n))
+                    .unwrap_or_else(|| vec![0; n]),
+            );
+            o += n;
+        }
+        out
+    }
+}
+
+impl RamBacking for FrameBacking {
+    fn len(&self) -> u64 {
+        (self.pages.len() * PAGE) as u64
+    }
+    fn to_page(
+        &self,
+        off: u64,
+        page: &dyn Page,
+        page_off: usize,
+        len: usize,
+    ) -> Result<(), MemError> {
+        let data = self.bytes(off as usize, len);
+        page.write(page_off, &data)
+    }
+    fn from_page(
+        &mut self,
+        off: u64,
+        page: &dyn Page,
+        page_off: usize,
+        len: usize,
+    ) -> Result<(), MemError> {
+        let mut buf = vec![0u8; len];
+        page.read(page_off, &mut buf)?;
+        let mut o = off as usize;
+        let mut done = 0;
+        while done < len {
+            let n = (PAGE - o % PAGE).min(len - done);
+            self.pages
+                .get(o / PAGE)
+                .ok_or(MemError::OutOfBounds)?
+                .set(o % PAGE, &buf[done..done + n]);
+            o += n;
+            done += n;
+        }
+        Ok(())
+    }
+    fn zero(&mut self, off: u64, len: u64) {
+        let mut o = off as usize;
+        let end = (off + len) as usize;
+        while o < end {
+            let n = (PAGE - o % PAGE).min(end - o);
+            if let Some(p) = self.pages.get(o / PAGE) {
+                p.set(o % PAGE, &vec![0; n]);
+            }
+            o += n;
+        }
+    }
+    fn gfn(&self, off: u64) -> Option<(u64, u16)> {
+        let i = off / PAGE as u64;
+        ((i as usize) < self.pages.len()).then(|| (self.base_gfn + i, (off % PAGE as u64) as u16))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The mock frontend
+
+/// How the mock frontend configures itself (what Linux blkfront would choose).
+#[derive(Debug, Clone, Copy)]
+pub struct FrontendOpts {
+    pub abi: Abi,
+    pub ring_page_order: u32,
+    pub queues: u32,
+    pub persistent: bool,
+    /// Largest segment count it uses in one request (> 11: indirect if offered).
+    pub max_segments: u16,
+}
+
+impl Default for FrontendOpts {
+    fn default() -> Self {
+        Self {
+            abi: Abi::Native,
+            ring_page_order: 0,
+            queues: 1,
+            persistent: false,
+            max_segments: 11,
+        }
+    }
+}
+
+/// What the frontend expects back for a request.
+#[derive(Debug, Clone)]
+struct Shadow {
+    op: u8,
+    /// Data pages and their grants (released after the response unless persistent).
+    pages: Vec<(MemPage, GrantRef)>,
+    /// Indirect descriptor pages.
+    ind: Vec<(MemPage, GrantRef)>,
+    /// For reads: where the data is (page index, offset, len).
+    layout: Vec<(usize, usize, usize)>,
+}
+
+/// A completed request as the frontend sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    pub id: u64,
+    pub op: u8,
+    pub status: i16,
+    /// READ data.
+    pub data: Vec<u8>,
+}
+
+/// A Linux-like blkfront in domain `dom`.
+#[derive(Debug)]
+pub struct MockFrontend {
+    pub dom: DomId,
+    pub devid: u32,
+    pub fe: String,
+    pub be: String,
+    pub opts: FrontendOpts,
+    rings: Vec<FrontRing<MemPage>>,
+    pub ring_pages: Vec<Vec<MemPage>>,
+    ring_grefs: Vec<GrantRef>,
+    pub ports: Vec<EvtchnPort>,
+    shadow: BTreeMap<u64, (usize, Shadow)>,
+    next_id: u64,
+    /// Granted pages kept for reuse (persistent grants).
+    pool: Vec<(MemPage, GrantRef)>,
+    next_queue: usize,
+    /// Grants the backend still had mapped when the frontend tried to end access.
+    pub busy_grants: u64,
+    /// Responses whose id or operation did not match an outstanding request.
+    pub bogus_responses: u64,
+}
+
+impl MockFrontend {
+    /// What libxl does for `xl block-attach <dom> ... backend=<dd>`: both directories.
+    pub fn toolstack_attach(
+        xs: &mut FakeXenStore,
+        dom: DomId,
+        devid: u32,
+        params: &str,
+        mode: &str,
+    ) -> (String, String) {
+        let fe = format!("/local/domain/{dom}/device/vbd/{devid}");
+        let be = format!("/local/domain/{BACKEND}/backend/vbd/{dom}/{devid}");
+        for (k, v) in [
+            ("frontend", fe.as_str()),
+            ("frontend-id", &dom.to_string()),
+            ("online", "1"),
+            ("removable", "0"),
+            ("bootable", "1"),
+            ("state", "1"),
+            ("dev", "xvdb"),
+            ("type", "phy"),
+            ("mode", mode),
+            ("device-type", "disk"),
+            ("params", params),
+        ] {
+            xs.set(&format!("{be}/{k}"), v);
+        }
+        for (k, v) in [
+            ("backend", be.as_str()),
+            ("backend-id", &BACKEND.to_string()),
+            ("state", "1"),
+            ("virtual-device", &devid.to_string()),
+            ("device-type", "disk"),
+        ] {
+            xs.set(&format!("{fe}/{k}"), v);
+        }
+        (fe, be)
+    }
+
+    pub fn new(dom: DomId, devid: u32, fe: String, be: String, opts: FrontendOpts) -> Self {
+        Self {
+            dom,
+            devid,
+            fe,
+            be,
+            opts,
+            rings: Vec::new(),
+            ring_pages: Vec::new(),
+            ring_grefs: Vec::new(),
+            ports: Vec::new(),
+            shadow: BTreeMap::new(),
+            next_id: 0x1000,
+            pool: Vec::new(),
+            next_queue: 0,
+            busy_grants: 0,
+            bogus_responses: 0,
+        }
+    }
+
+    pub fn backend_state(&self, xs: &FakeXenStore) -> Option<u32> {
+        xs.get(&format!("{}/state", self.be))
+            .and_then(crate::config::parse_u32)
+    }
+
+    fn be_u32(&self, xs: &FakeXenStore, k: &str) -> u32 {
+        xs.get(&format!("{}/{k}", self.be))
+            .and_then(crate::config::parse_u32)
+            .unwrap_or(0)
+    }
+
+    /// blkfront's `talk_to_blkback`: rings, grants, event channels, keys, Initialised.
+    pub fn connect(&mut self, xs: &mut FakeXenStore, g: &mut FakeGrants, ev: &mut FakeEvtchn) {
+        let order = self
+            .opts
+            .ring_page_order
+            .min(self.be_u32(xs, "max-ring-page-order"));
+        let nq = self
+            .opts
+            .queues
+            .min(self.be_u32(xs, "multi-queue-max-queues").max(1));
+        self.opts.ring_page_order = order;
+        self.opts.queues = nq;
+        let fe = self.fe.clone();
+        for q in 0..nq {
+            let dir = if nq == 1 {
+                fe.clone()
+            } else {
+                format!("{fe}/queue-{q}")
+            };
+            let pages: Vec<MemPage> = (0..(1u32 << order)).map(|_| MemPage::new()).collect();
+            let mut refs = Vec::new();
+            for (i, p) in pages.iter().enumerate() {
+                let r = g.grant(self.dom, p, BACKEND, false);
+                refs.push(r);
+                let key = if order == 0 {
+                    String::from("ring-ref")
+                } else {
+                    format!("ring-ref{i}")
+                };
+                xs.set(&format!("{dir}/{key}"), &r.to_string());
+            }
+            self.ring_grefs.extend(&refs);
+            let ring = FrontRing::init(pages.clone(), self.opts.abi)
+                .unwrap_or_else(|_| panic!("ring init"));
+            self.rings.push(ring);
+            self.ring_pages.push(pages);
+            let port = ev.alloc_unbound(self.dom);
+            self.ports.push(port);
+            xs.set(&format!("{dir}/event-channel"), &port.to_string());
+        }
+        if order > 0 {
+            xs.set(&format!("{fe}/ring-page-order"), &order.to_string());
+        }
+        if nq > 1 {
+            xs.set(&format!("{fe}/multi-queue-num-queues"), &nq.to_string());
+        }
+        xs.set(
+            &format!("{fe}/protocol"),
+            if self.opts.abi == Abi::X86_32 {
+                "x86_32-abi"
+            } else {
+                "x86_64-abi"
+            },
+        );
+        xs.set(
+            &format!("{fe}/feature-persistent"),
+            if self.opts.persistent { "1" } else { "0" },
+        );
+        xs.set(&format!("{fe}/state"), "3");
+    }
+
+    /// blkfront sees the backend Connected and goes Connected too.
+    pub fn connected(&mut self, xs: &mut FakeXenStore) -> bool {
+        if self.backend_state(xs) == Some(4) {
+            xs.set(&format!("{}/state", self.fe), "4");
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn set_state(&self, xs: &mut FakeXenStore, s: XenbusState) {
+        xs.set(&format!("{}/state", self.fe), &(s as u32).to_string());
+    }
+
+    /// blkfront's teardown: ends access to rings (refused while the backend still maps
+    /// them) and forgets its rings; returns how many grants were still mapped.
+    pub fn release_rings(&mut self, g: &mut FakeGrants) -> usize {
+        let mut busy = 0;
+        for r in core::mem::take(&mut self.ring_grefs) {
+            if g.end_access(self.dom, r).is_err() {
+                busy += 1;
+            }
+        }
+        for (_, r) in core::mem::take(&mut self.pool) {
+            if g.end_access(self.dom, r).is_err() {
+                busy += 1;
+            }
+        }
+        self.rings.clear();
+        self.ring_pages.clear();
+        self.ports.clear();
+        self.shadow.clear();
+        busy
+    }
+
+    pub fn sectors(&self, xs: &FakeXenStore) -> u64 {
+        xs.get(&format!("{}/sectors", self.be))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn data_page(&mut self, g: &mut FakeGrants, readonly: bool) -> (MemPage, GrantRef) {
+        if self.opts.persistent {
+            if let Some(p) = self.pool.pop() {
+                return p;
+            }
+            let p = MemPage::new();
+            let r = g.grant(self.dom, &p, BACKEND, false);
+            return (p, r);
+        }
+        let p = MemPage::new();
+        let r = g.grant(self.dom, &p, BACKEND, readonly);
+        (p, r)
+    }
+
+    fn release(&mut self, g: &mut FakeGrants, pages: Vec<(MemPage, GrantRef)>) {
+        for (p, r) in pages {
+            if self.opts.persistent {
+                self.pool.push((p, r));
+            } else if g.end_access(self.dom, r).is_err() {
+                self.busy_grants += 1;
+            }
+        }
+    }
+
+    fn queue(&mut self) -> usize {
+        let q = self.next_queue % self.rings.len().max(1);
+        self.next_queue = self.next_queue.wrapping_add(1);
+        q
+    }
+
+    /// Number of request slots free on queue `q`.
+    pub fn free_slots(&self, q: usize) -> u32 {
+        self.rings.get(q).map_or(0, FrontRing::free)
+    }
+
+    fn uses_indirect(&self, xs: &FakeXenStore, nsegs: usize) -> bool {
+        nsegs > BLKIF_MAX_SEGMENTS_PER_REQUEST
+            && u32::from(self.opts.max_segments) > 11
+            && self.be_u32(xs, "feature-max-indirect-segments") > 11
+    }
+
+    /// Queues a READ or WRITE of `len` bytes at `sector` (one request: direct up to 11
+    /// pages, indirect above if the backend offers it). `data` is the WRITE payload.
+    /// `page_off` shifts the data within the first page (sector aligned).
+    pub fn rw(
+        &mut self,
+        xs: &FakeXenStore,
+        g: &mut FakeGrants,
+        write: bool,
+        sector: u64,
+        len: usize,
+        data: Option<&[u8]>,
+        page_off: usize,
+    ) -> u64 {
+        let mut layout = Vec::new();
+        let mut left = len;
+        let mut off = page_off;
+        while left > 0 {
+            let n = (PAGE - off).min(left);
+            layout.push((layout.len(), off, n));
+            left -= n;
+            off = 0;
+        }
+        let mut pages = Vec::new();
+        let mut segs = Vec::new();
+        let mut pos = 0;
+        for &(_, o, n) in &layout {
+            let (p, r) = self.data_page(g, write);
+            if let Some(d) = data {
+                p.set(o, &d[pos..pos + n]);
+            }
+            pos += n;
+            segs.push(BlkifRequestSegment {
+                gref: r,
+                first_sect: (o / 512) as u8,
+                last_sect: ((o + n) / 512 - 1) as u8,
+            });
+            pages.push((p, r));
+        }
+        let op = if write { BLKIF_OP_WRITE } else { BLKIF_OP_READ };
+        let id = self.next_id;
+        self.next_id += 1;
+        let q = self.queue();
+        let mut ind = Vec::new();
+        let raw = if self.uses_indirect(xs, segs.len()) {
+            let mut grefs = [0u32; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
+            for (i, chunk) in segs.chunks(BLKIF_SEGS_PER_INDIRECT_FRAME).enumerate() {
+                let (p, r) = self.data_page(g, true);
+                for (j, s) in chunk.iter().enumerate() {
+                    p.set(j * 8, &encode_segment(s));
+                }
+                grefs[i] = r;
+                ind.push((p, r));
+            }
+            RawRequest {
+                operation: BLKIF_OP_INDIRECT,
+                id,
+                body: RawBody::Indirect {
+                    indirect_op: op,
+                    nr_segments: segs.len() as u16,
+                    sector,
+                    handle: 0,
+                    grefs,
+                },
+            }
+        } else {
+            let mut seg = [BlkifRequestSegment::default(); 11];
+            for (d, s) in seg.iter_mut().zip(&segs) {
+                *d = *s;
+            }
+            RawRequest {
+                operation: op,
+                id,
+                body: RawBody::Rw {
+                    nr_segments: segs.len() as u8,
+                    handle: 0,
+                    sector,
+                    seg,
+                },
+            }
+        };
+        self.put(q, &encode_request(self.opts.abi, &raw));
+        self.shadow.insert(
+            id,
+            (
+                q,
+                Shadow {
+                    op,
+                    pages,
+                    ind,
+                    layout,
+                },
+            ),
+        );
+        id
+    }
+
+    /// Queues FLUSH_DISKCACHE (no data) or DISCARD.
+    pub fn simple(&mut self, operation: u8, sector: u64, nr_sectors: u64, secure: bool) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = if operation == BLKIF_OP_DISCARD {
+            RawBody::Discard {
+                flag: if secure { BLKIF_DISCARD_SECURE } else { 0 },
+                handle: 0,
+                sector,
+                nr_sectors,
+            }
+        } else {
+            RawBody::Rw {
+                nr_segments: 0,
+                handle: 0,
+                sector,
+                seg: [BlkifRequestSegment::default(); 11],
+            }
+        };
+        let q = self.queue();
+        self.put(
+            q,
+            &encode_request(
+                self.opts.abi,
+                &RawRequest {
+                    operation,
+                    id,
+                    body,
+                },
+            ),
+        );
+        self.shadow.insert(
+            id,
+            (
+                q,
+                Shadow {
+                    op: operation,
+                    pages: Vec::new(),
+                    ind: Vec::new(),
+                    layout: Vec::new(),
+                },
+            ),
+        );
+        id
+    }
+
+    /// Queues raw slot bytes (hostile). The response is matched by `id` = `expect_id`,
+    /// operation `expect_op`.
+    pub fn raw(&mut self, q: usize, slot: &[u8; MAX_SLOT], expect_id: u64, expect_op: u8) -> u32 {
+        let idx = self.put(q, slot);
+        self.shadow.insert(
+            expect_id,
+            (
+                q,
+                Shadow {
+                    op: expect_op,
+                    pages: Vec::new(),
+                    ind: Vec::new(),
+                    layout: Vec::new(),
+                },
+            ),
+        );
+        idx
+    }
+
+    fn put(&mut self, q: usize, slot: &[u8; MAX_SLOT]) -> u32 {
+        self.rings
+            .get_mut(q)
+            .and_then(|r| r.put_request(slot).ok())
+            .unwrap_or(0)
+    }
+
+    /// Publishes queued requests on every queue.
+    pub fn push(&mut self) {
+        for r in &mut self.rings {
+            let _ = r.push_requests();
+        }
+    }
+
+    pub fn ring(&mut self, q: usize) -> Option<&mut FrontRing<MemPage>> {
+        self.rings.get_mut(q)
+    }
+
+    /// Collects responses, copies READ data out, releases grants.
+    pub fn complete(&mut self, g: &mut FakeGrants) -> Vec<Done> {
+        let mut out = Vec::new();
+        for q in 0..self.rings.len() {
+            let rsps = self
+                .rings
+                .get_mut(q)
+                .and_then(|r| r.take_responses().ok())
+                .unwrap_or_default();
+            for (id, op, status) in rsps {
+                let Some((sq, sh)) = self.shadow.remove(&id) else {
+                    self.bogus_responses += 1;
+                    continue;
+                };
+                if sq != q || sh.op != op {
+                    self.bogus_responses += 1;
+                }
+                let mut data = Vec::new();
+                if sh.op == BLKIF_OP_READ && status == BLKIF_RSP_OKAY {
+                    for &(i, o, n) in &sh.layout {
+                        data.extend(sh.pages[i].0.get(o, n));
+                    }
+                }
+                self.release(g, sh.pages);
+                self.release(g, sh.ind);
+                out.push(Done {
+                    id,
+                    op,
+                    status,
+                    data,
+                });
+            }
+        }
+        out
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.shadow.len()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Harness
+
+/// The backend's store in tests.
+pub type TestStore = RamStore<Vec<u8>, Rc<FakeMapping>>;
+pub type TestDevice = Device<FakeMapping, TestStore>;
+
+/// A fake hypervisor with a backend device per frontend.
+#[derive(Debug, Default)]
+pub struct Harness {
+    pub xs: FakeXenStore,
+    pub g: FakeGrants,
+    pub ev: FakeEvtchn,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self {
+            xs: FakeXenStore::default(),
+            g: FakeGrants::new(),
+            ev: FakeEvtchn::default(),
+        }
+    }
+
+    /// libxl attaches a `size`-byte RAM disk to `dom`; returns the backend device (probed:
+    /// InitWait) and the frontend.
+    pub fn attach(
+        &mut self,
+        dom: DomId,
+        devid: u32,
+        size: usize,
+        read_only: bool,
+        cfg: DeviceConfig,
+        opts: FrontendOpts,
+    ) -> (TestDevice, MockFrontend) {
+        let (fe, be) = MockFrontend::toolstack_attach(
+            &mut self.xs,
+            dom,
+            devid,
+            "ram",
+            if read_only { "r" } else { "w" },
+        );
+        let store = RamStore::new(vec![0u8; size], read_only);
+        let mut dev =
+            Device::new(&mut self.xs, &be, store, cfg).unwrap_or_else(|e| panic!("device: {e}"));
+        dev.update(&mut self.xs, &mut self.g, &mut self.ev)
+            .unwrap_or_else(|e| panic!("probe: {e}"));
+        (dev, MockFrontend::new(dom, devid, fe, be, opts))
+    }
+
+    /// `attach` with any store.
+    pub fn attach_store<S: BlockStore<Rc<FakeMapping>>>(
+        &mut self,
+        dom: DomId,
+        devid: u32,
+        store: S,
+        mode: &str,
+        cfg: DeviceConfig,
+        opts: FrontendOpts,
+    ) -> (Device<FakeMapping, S>, MockFrontend) {
+        let (fe, be) = MockFrontend::toolstack_attach(&mut self.xs, dom, devid, "custom", mode);
+        let mut dev =
+            Device::new(&mut self.xs, &be, store, cfg).unwrap_or_else(|e| panic!("device: {e}"));
+        dev.update(&mut self.xs, &mut self.g, &mut self.ev)
+            .unwrap_or_else(|e| panic!("probe: {e}"));
+        (dev, MockFrontend::new(dom, devid, fe, be, opts))
+    }
+
+    /// Runs the handshake to Connected on both sides.
+    pub fn connect<S: BlockStore<Rc<FakeMapping>>>(
+        &mut self,
+        dev: &mut Device<FakeMapping, S>,
+        fe: &mut MockFrontend,
+    ) -> bool {
+        fe.connect(&mut self.xs, &mut self.g, &mut self.ev);
+        let _ = dev.update(&mut self.xs, &mut self.g, &mut self.ev);
+        let ok = fe.connected(&mut self.xs);
+        let _ = dev.update(&mut self.xs, &mut self.g, &mut self.ev);
+        ok
+    }
+
+    /// Pushes the frontend's requests, runs the backend, collects responses.
+    pub fn run<S: BlockStore<Rc<FakeMapping>>>(
+        &mut self,
+        dev: &mut Device<FakeMapping, S>,
+        fe: &mut MockFrontend,
+    ) -> Vec<Done> {
+        fe.push();
+        let mut out = Vec::new();
+        for _ in 0..64 {
+            let r = dev.process(&mut self.xs, &mut self.g, &mut self.ev);
+            out.extend(fe.complete(&mut self.g));
+            if !r.more && fe.outstanding() == 0 {
+                break;
+            }
+            if !r.more && r.requests == 0 {
+                break;
+            }
+        }
+        out
+    }
+
+    pub fn update<S: BlockStore<Rc<FakeMapping>>>(
+        &mut self,
+        dev: &mut Device<FakeMapping, S>,
+    ) -> crate::device::UpdateOutcome {
+        dev.update(&mut self.xs, &mut self.g, &mut self.ev)
+            .unwrap_or_default()
+    }
+}
+
+/// Deterministic test data.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

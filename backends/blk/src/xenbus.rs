@@ -1,0 +1,317 @@
+//! The backend's xenbus state machine as a pure function: what the device should do given
+//! what it last published and a snapshot of what xenstore says now. Level-triggered (every
+//! watch event re-reads the whole snapshot), so lost or coalesced watch events, and two
+//! changes between looks, cannot leave it behind.
+//!
+//! It follows stock libxl and Linux blkfront (shared/testbed.md): advertise and go to
+//! InitWait at probe (libxl waits for exactly that); connect when the frontend is
+//! Initialised or Connected; follow Closing and Closed; reconnect when a closed frontend
+//! starts over; when the toolstack detaches (`online` = 0, or our `state` set to Closing
+//! by libxl) and the frontend is gone or closed, go Closed and delete our own directory,
+//! which is what libxl waits for.
+use alloc::vec::Vec;
+
+use xen_sys_mini::io::xenbus::XenbusState;
+
+/// What xenstore says now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The frontend's `state`, `None` if its directory is gone (domain destroyed) or the
+    /// value is not a state.
+    pub frontend: Option<XenbusState>,
+    /// Our `online` (written by the toolstack).
+    pub online: bool,
+    /// Our `state` as it is in xenstore (the toolstack may have written it).
+    pub backend_in_store: Option<XenbusState>,
+    /// Whether a connection (mapped rings) exists.
+    pub connected: bool,
+}
+
+/// What to do, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Write the probe keys (features, limits).
+    Advertise,
+    /// Read the frontend's keys, map its rings, bind its event channels; then, on
+    /// success, write the connect keys and `state` = Connected in one transaction. The
+    /// executor reports failure by setting `state` = Closing with an error node.
+    Connect,
+    /// Unmap everything of the frontend, close its event channels.
+    Disconnect,
+    SetState(XenbusState),
+    /// Delete our backend directory (after a short grace, so the toolstack sees Closed
+    /// first).
+    RemoveDir,
+}
+
+/// The next state we publish and the actions to get there.
+pub fn step(published: XenbusState, s: &Snapshot) -> (XenbusState, Vec<Action>) {
+    use XenbusState as X;
+    let mut a = Vec::new();
+    let detaching =
+        !s.online || (s.backend_in_store == Some(X::Closing) && published != X::Closing);
+    let fe_done = matches!(s.frontend, None | Some(X::Closed) | Some(X::Unknown));
+    if detaching || (!s.online && published == X::Closed) {
+        if fe_done
+            || (!s.connected && matches!(s.frontend, Some(X::Initialising) | Some(X::InitWait)))
+        {
+            if s.connected {
+                a.push(Action::Disconnect);
+            }
+            if published != X::Closed || s.backend_in_store != Some(X::Closed) {
+                a.push(Action::SetState(X::Closed));
+            }
+            if !s.online {
+                a.push(Action::RemoveDir);
+            }
+            return (X::Closed, a);
+        }
+        // The frontend still runs: it sees our Closing and finishes its I/O first.
+        if published != X::Closing {
+            a.push(Action::SetState(X::Closing));
+        }
+        return (X::Closing, a);
+    }
+    match s.frontend {
+        None | Some(X::Unknown) => {
+            // Frontend gone: drop it, wait for the toolstack to set online = 0.
+            if s.connected {
+                a.push(Action::Disconnect);
+            }
+            if published != X::Closed {
+                a.push(Action::SetState(X::Closed));
+            }
+            (X::Closed, a)
+        }
+        Some(X::Initialising) | Some(X::InitWait) => match published {
+            X::InitWait => (X::InitWait, a),
+            X::Initialising | X::Closed | X::Unknown => {
+                a.push(Action::Advertise);
+                a.push(Action::SetState(X::InitWait));
+                (X::InitWait, a)
+            }
+            // The frontend started over without closing (a reboot of the guest kernel):
+            // drop the old connection, offer a new one.
+            _ => {
+                if s.connected {
+                    a.push(Action::Disconnect);
+                }
+                a.push(Action::Advertise);
+                a.push(Action::SetState(X::InitWait));
+                (X::InitWait, a)
+            }
+        },
+        Some(X::Initialised) | Some(X::Connected) => match published {
+            X::Connected if s.connected => (X::Connected, a),
+            X::InitWait | X::Connected => {
+                if s.connected {
+                    a.push(Action::Disconnect);
+                }
+                a.push(Action::Connect);
+                (X::Connected, a)
+            }
+            // Closing/Closed: a frontend must go back to Initialising to reconnect.
+            other => (other, a),
+        },
+        Some(X::Closing) => {
+            if s.connected {
+                a.push(Action::Disconnect);
+            }
+            if published != X::Closing {
+                a.push(Action::SetState(X::Closing));
+            }
+            (X::Closing, a)
+        }
+        Some(X::Closed) => {
+            if s.connected {
+                a.push(Action::Disconnect);
+            }
+            if published != X::Closed {
+                a.push(Action::SetState(X::Closed));
+            }
+            (X::Closed, a)
+        }
+        Some(X::Reconfiguring) | Some(X::Reconfigured) => (published, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use XenbusState as X;
+
+    fn snap(fe: Option<X>, online: bool, be: X, connected: bool) -> Snapshot {
+        Snapshot {
+            frontend: fe,
+            online,
+            backend_in_store: Some(be),
+            connected,
+        }
+    }
+
+    #[test]
+    fn probe_then_connect_then_close_then_reconnect() {
+        let (s, a) = step(
+            X::Initialising,
+            &snap(Some(X::Initialising), true, X::Initialising, false),
+        );
+        assert_eq!(
+            (s, a.as_slice()),
+            (
+                X::InitWait,
+                &[Action::Advertise, Action::SetState(X::InitWait)][..]
+            )
+        );
+        // libxl's frontend dir says Initialising until blkfront runs: nothing to do.
+        assert_eq!(
+            step(
+                X::InitWait,
+                &snap(Some(X::Initialising), true, X::InitWait, false)
+            ),
+            (X::InitWait, alloc::vec![])
+        );
+        let (s, a) = step(
+            X::InitWait,
+            &snap(Some(X::Initialised), true, X::InitWait, false),
+        );
+        assert_eq!((s, a.as_slice()), (X::Connected, &[Action::Connect][..]));
+        assert_eq!(
+            step(
+                X::Connected,
+                &snap(Some(X::Connected), true, X::Connected, true)
+            ),
+            (X::Connected, alloc::vec![])
+        );
+        let (s, a) = step(
+            X::Connected,
+            &snap(Some(X::Closing), true, X::Connected, true),
+        );
+        assert_eq!(
+            (s, a.as_slice()),
+            (
+                X::Closing,
+                &[Action::Disconnect, Action::SetState(X::Closing)][..]
+            )
+        );
+        let (s, a) = step(X::Closing, &snap(Some(X::Closed), true, X::Closing, false));
+        assert_eq!(
+            (s, a.as_slice()),
+            (X::Closed, &[Action::SetState(X::Closed)][..])
+        );
+        // The frontend comes back (module reloaded): offer again.
+        let (s, a) = step(
+            X::Closed,
+            &snap(Some(X::Initialising), true, X::Closed, false),
+        );
+        assert_eq!(
+            (s, a.as_slice()),
+            (
+                X::InitWait,
+                &[Action::Advertise, Action::SetState(X::InitWait)][..]
+            )
+        );
+    }
+
+    #[test]
+    fn libxl_detach_removes_the_directory_once_the_frontend_closed() {
+        // libxl writes online=0 and our state=5; blkfront still Connected: go Closing only.
+        let (s, a) = step(
+            X::Connected,
+            &snap(Some(X::Connected), false, X::Closing, true),
+        );
+        assert_eq!(
+            (s, a.as_slice()),
+            (X::Closing, &[Action::SetState(X::Closing)][..])
+        );
+        // blkfront closes: disconnect, Closed, remove our directory.
+        let (s, a) = step(X::Closing, &snap(Some(X::Closed), false, X::Closing, true));
+        assert_eq!(
+            (s, a.as_slice()),
+            (
+                X::Closed,
+                &[
+                    Action::Disconnect,
+                    Action::SetState(X::Closed),
+                    Action::RemoveDir
+                ][..]
+            )
+        );
+    }
+
+    #[test]
+    fn frontend_destroyed_mid_io() {
+        let (s, a) = step(X::Connected, &snap(None, true, X::Connected, true));
+        assert_eq!(
+            (s, a.as_slice()),
+            (
+                X::Closed,
+                &[Action::Disconnect, Action::SetState(X::Closed)][..]
+            )
+        );
+        // Then the toolstack cleans up.
+        let (s, a) = step(X::Closed, &snap(None, false, X::Closing, false));
+        assert_eq!(
+            (s, a.as_slice()),
+            (
+                X::Closed,
+                &[Action::SetState(X::Closed), Action::RemoveDir][..]
+            )
+        );
+    }
+
+    #[test]
+    fn frontend_restarts_without_closing() {
+        let (s, a) = step(
+            X::Connected,
+            &snap(Some(X::Initialising), true, X::Connected, true),
+        );
+        assert_eq!(
+            (s, a.as_slice()),
+            (
+                X::InitWait,
+                &[
+                    Action::Disconnect,
+                    Action::Advertise,
+                    Action::SetState(X::InitWait)
+                ][..]
+            )
+        );
+    }
+
+    #[test]
+    fn every_input_gives_an_answer_and_connect_only_from_initwait_or_connected() {
+        let all = [
+            X::Unknown,
+            X::Initialising,
+            X::InitWait,
+            X::Initialised,
+            X::Connected,
+            X::Closing,
+            X::Closed,
+            X::Reconfiguring,
+            X::Reconfigured,
+        ];
+        for &p in &all {
+            for fe in all.iter().map(|&x| Some(x)).chain([None]) {
+                for online in [true, false] {
+                    for connected in [true, false] {
+                        let (_, a) = step(p, &snap(fe, online, p, connected));
+                        if a.contains(&Action::Connect) {
+                            assert!(
+                                matches!(p, X::InitWait | X::Connected),
+                                "connect from {p:?}"
+                            );
+                            assert!(online);
+                        }
+                        if a.contains(&Action::RemoveDir) {
+                            assert!(!online, "removed the directory while online");
+                        }
+                        if a.contains(&Action::Disconnect) {
+                            assert!(connected, "disconnect without a connection");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
