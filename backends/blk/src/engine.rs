@@ -547,7 +547,7 @@ impl<M: crate::hv::Page> Connection<M> {
                 .map(|(s, buf)| IoSeg {
                     buf,
                     offset: s.offset(),
-                    len: s.len(),
+                    len: s.bytes(),
                 })
                 .collect();
             self.submit(store, w, segs, unmap);
@@ -571,7 +571,7 @@ impl<M: crate::hv::Page> Connection<M> {
             let mut off = w.req.sector.saturating_mul(512);
             for s in &w.segs {
                 pieces.clear();
-                if !store.frames(off, u32::from(s.len()), &mut pieces) {
+                if !store.frames(off, u32::from(s.bytes()), &mut pieces) {
                     w.failed = Some(Invalid::BeyondCapacity);
                     break;
                 }
@@ -592,7 +592,7 @@ impl<M: crate::hv::Page> Connection<M> {
                     owner.push(wi);
                     in_page = in_page.saturating_add(len);
                 }
-                off = off.saturating_add(u64::from(s.len()));
+                off = off.saturating_add(u64::from(s.bytes()));
             }
         }
         let limit = g.copy_batch_limit().max(1);

@@ -59,9 +59,11 @@ impl Segment {
     pub fn offset(&self) -> u16 {
         u16::from(self.first_sect).saturating_mul(512)
     }
-    /// Bytes.
-    pub fn len(&self) -> u16 {
-        (self.sectors() as u16).saturating_mul(512)
+    /// Bytes (512..=4096).
+    pub fn bytes(&self) -> u16 {
+        u16::try_from(self.sectors())
+            .unwrap_or(0)
+            .saturating_mul(512)
     }
 }
 

@@ -30,6 +30,14 @@ pub enum RingError {
     BadSize,
 }
 
+/// Byte offset of slot `idx` (`RING_GET_REQUEST`/`RING_GET_RESPONSE`: `idx & (size - 1)`;
+/// `size` is a power of two).
+fn slot_offset(abi: Abi, size: u32, idx: u32) -> usize {
+    let i = (idx & size.wrapping_sub(1)) as usize;
+    i.saturating_mul(abi.slot_size())
+        .saturating_add(SRING_HEADER_SIZE)
+}
+
 /// Several pages seen as one byte range (a multi-page ring is contiguous to the frontend,
 /// but each page is mapped separately here).
 #[derive(Debug)]
@@ -63,13 +71,16 @@ impl<P: Page> RingMem<P> {
         let mut done = 0;
         while done < dst.len() {
             let (p, in_page) = self.page(off)?;
-            let n = (XEN_PAGE_SIZE - in_page).min(dst.len() - done);
+            let n = XEN_PAGE_SIZE
+                .saturating_sub(in_page)
+                .min(dst.len().saturating_sub(done));
+            let end = done.saturating_add(n);
             p.read(
                 in_page,
-                dst.get_mut(done..done + n).ok_or(MemError::OutOfBounds)?,
+                dst.get_mut(done..end).ok_or(MemError::OutOfBounds)?,
             )?;
-            done += n;
-            off += n;
+            done = end;
+            off = off.saturating_add(n);
         }
         Ok(())
     }
@@ -78,13 +89,13 @@ impl<P: Page> RingMem<P> {
         let mut done = 0;
         while done < src.len() {
             let (p, in_page) = self.page(off)?;
-            let n = (XEN_PAGE_SIZE - in_page).min(src.len() - done);
-            p.write(
-                in_page,
-                src.get(done..done + n).ok_or(MemError::OutOfBounds)?,
-            )?;
-            done += n;
-            off += n;
+            let n = XEN_PAGE_SIZE
+                .saturating_sub(in_page)
+                .min(src.len().saturating_sub(done));
+            let end = done.saturating_add(n);
+            p.write(in_page, src.get(done..end).ok_or(MemError::OutOfBounds)?)?;
+            done = end;
+            off = off.saturating_add(n);
         }
         Ok(())
     }
@@ -105,16 +116,17 @@ pub struct BackRing<P> {
 }
 
 impl<P: Page> BackRing<P> {
-    /// A ring over `pages` (as mapped, in order), with the frontend's indices where the
-    /// frontend initialised them (`SHARED_RING_INIT` puts everything at 0; we start from
-    /// what `req_prod`... no: from `rsp_prod`, which the frontend set before connecting).
+    /// A ring over `pages` (as mapped, in order). Like `BACK_RING_ATTACH`, our private
+    /// indices start at the `rsp_prod` the frontend initialised (0 after
+    /// `SHARED_RING_INIT`); every later check is relative to them.
     pub fn new(pages: Vec<P>, abi: Abi) -> Result<Self, RingError> {
         let size = abi.ring_size(pages.len());
-        if size == 0 || size > u32::MAX as usize {
-            return Err(RingError::BadSize);
-        }
+        let needed = size
+            .checked_mul(abi.slot_size())
+            .and_then(|b| b.checked_add(SRING_HEADER_SIZE));
+        let size = u32::try_from(size).map_err(|_| RingError::BadSize)?;
         let mem = RingMem::new(pages);
-        if mem.len() < SRING_HEADER_SIZE + size * abi.slot_size() {
+        if size == 0 || needed.is_none_or(|n| mem.len() < n) {
             return Err(RingError::BadSize);
         }
         // BACK_RING_ATTACH: start consuming where responses were produced.
@@ -125,7 +137,7 @@ impl<P: Page> BackRing<P> {
         Ok(Self {
             mem,
             abi,
-            size: size as u32,
+            size,
             req_cons: start,
             rsp_prod_pvt: start,
         })
@@ -149,8 +161,7 @@ impl<P: Page> BackRing<P> {
     }
 
     fn slot_off(&self, idx: u32) -> usize {
-        let i = (idx & (self.size - 1)) as usize;
-        SRING_HEADER_SIZE + i * self.abi.slot_size()
+        slot_offset(self.abi, self.size, idx)
     }
 
     /// `RING_HAS_UNCONSUMED_REQUESTS` with `RING_REQUEST_PROD_OVERFLOW` checked first.
@@ -178,7 +189,7 @@ impl<P: Page> BackRing<P> {
             return Ok(None);
         }
         let mut slot = [0u8; MAX_SLOT];
-        let n = self.abi.slot_size();
+        let n = self.abi.slot_size().min(MAX_SLOT);
         self.mem
             .read(self.slot_off(self.req_cons), &mut slot[..n])
             .map_err(RingError::Memory)?;
@@ -199,7 +210,10 @@ impl<P: Page> BackRing<P> {
         }
         let (bytes, n) = encode_response(self.abi, id, operation, status);
         self.mem
-            .write(self.slot_off(self.rsp_prod_pvt), &bytes[..n])
+            .write(
+                self.slot_off(self.rsp_prod_pvt),
+                bytes.get(..n).unwrap_or_default(),
+            )
             .map_err(RingError::Memory)?;
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
         Ok(true)
@@ -248,7 +262,7 @@ pub struct FrontRing<P> {
 impl<P: Page> FrontRing<P> {
     /// `SHARED_RING_INIT` + `FRONT_RING_INIT`.
     pub fn init(pages: Vec<P>, abi: Abi) -> Result<Self, RingError> {
-        let size = abi.ring_size(pages.len());
+        let size = u32::try_from(abi.ring_size(pages.len())).map_err(|_| RingError::BadSize)?;
         if size == 0 {
             return Err(RingError::BadSize);
         }
@@ -263,7 +277,7 @@ impl<P: Page> FrontRing<P> {
         Ok(Self {
             mem,
             abi,
-            size: size as u32,
+            size,
             req_prod_pvt: 0,
             rsp_cons: 0,
         })
@@ -282,10 +296,9 @@ impl<P: Page> FrontRing<P> {
     /// Writes a request slot (raw bytes: tests put anything there).
     pub fn put_request(&mut self, slot: &[u8; MAX_SLOT]) -> Result<u32, RingError> {
         let idx = self.req_prod_pvt;
-        let i = (idx & (self.size - 1)) as usize;
-        let off = SRING_HEADER_SIZE + i * self.abi.slot_size();
+        let off = slot_offset(self.abi, self.size, idx);
         self.mem
-            .write(off, &slot[..self.abi.slot_size()])
+            .write(off, slot.get(..self.abi.slot_size()).unwrap_or_default())
             .map_err(RingError::Memory)?;
         self.req_prod_pvt = idx.wrapping_add(1);
         Ok(idx)
@@ -293,7 +306,7 @@ impl<P: Page> FrontRing<P> {
 
     /// Offset of request slot `idx` in the ring (for tests that rewrite a slot).
     pub fn slot_offset(&self, idx: u32) -> usize {
-        SRING_HEADER_SIZE + ((idx & (self.size - 1)) as usize) * self.abi.slot_size()
+        slot_offset(self.abi, self.size, idx)
     }
 
     /// `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`.
@@ -321,10 +334,9 @@ impl<P: Page> FrontRing<P> {
         let prod = h.load_u32(RSP_PROD).map_err(RingError::Memory)?;
         let mut out = Vec::new();
         while self.rsp_cons != prod {
-            let i = (self.rsp_cons & (self.size - 1)) as usize;
-            let off = SRING_HEADER_SIZE + i * self.abi.slot_size();
+            let off = slot_offset(self.abi, self.size, self.rsp_cons);
             let mut b = [0u8; 16];
-            let n = self.abi.rsp_size();
+            let n = self.abi.rsp_size().min(16);
             self.mem.read(off, &mut b[..n]).map_err(RingError::Memory)?;
             out.push(crate::abi::decode_response(self.abi, &b[..n]));
             self.rsp_cons = self.rsp_cons.wrapping_add(1);
@@ -337,13 +349,10 @@ impl<P: Page> FrontRing<P> {
 
     /// The raw bytes of response slot `idx` (to check padding).
     pub fn response_bytes(&self, idx: u32) -> Result<[u8; 16], RingError> {
-        let i = (idx & (self.size - 1)) as usize;
         let mut b = [0u8; 16];
+        let n = self.abi.rsp_size().min(16);
         self.mem
-            .read(
-                SRING_HEADER_SIZE + i * self.abi.slot_size(),
-                &mut b[..self.abi.rsp_size()],
-            )
+            .read(slot_offset(self.abi, self.size, idx), &mut b[..n])
             .map_err(RingError::Memory)?;
         Ok(b)
     }

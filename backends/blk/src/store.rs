@@ -88,7 +88,8 @@ pub trait BlockStore<B: Page> {
 /// The memory behind a RAM store. A plain `Vec<u8>` works (no copy path); the kernel
 /// provides frames it can name by GFN.
 pub trait RamBacking {
-    fn len(&self) -> u64;
+    /// Size in bytes.
+    fn size(&self) -> u64;
     /// Copies disk bytes `[off, off + len)` into `page` at `page_off` (a read).
     fn to_page(
         &self,
@@ -98,7 +99,7 @@ pub trait RamBacking {
         len: usize,
     ) -> Result<(), MemError>;
     /// Copies `len` bytes of `page` at `page_off` to disk offset `off` (a write).
-    fn from_page(
+    fn store_page(
         &mut self,
         off: u64,
         page: &dyn Page,
@@ -113,7 +114,7 @@ pub trait RamBacking {
 }
 
 impl RamBacking for Vec<u8> {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.len() as u64
     }
     fn to_page(
@@ -130,7 +131,7 @@ impl RamBacking for Vec<u8> {
             .ok_or(MemError::OutOfBounds)?;
         page.write(page_off, src)
     }
-    fn from_page(
+    fn store_page(
         &mut self,
         off: u64,
         page: &dyn Page,
@@ -185,7 +186,7 @@ impl<M: RamBacking, B: Page> RamStore<M, B> {
     }
 
     fn run(&mut self, io: &StoreIo<B>) -> Result<u64, StoreError> {
-        let cap = self.mem.len();
+        let cap = self.mem.size();
         let mut off = io.sector.checked_mul(512).ok_or(StoreError::OutOfRange)?;
         match io.op {
             IoOp::Flush => Ok(0),
@@ -219,7 +220,7 @@ impl<M: RamBacking, B: Page> RamStore<M, B> {
                             self.mem
                                 .to_page(off, &s.buf, usize::from(s.offset), usize::from(s.len))
                         }
-                        _ => self.mem.from_page(
+                        _ => self.mem.store_page(
                             off,
                             &s.buf,
                             usize::from(s.offset),
@@ -239,7 +240,7 @@ impl<M: RamBacking, B: Page> RamStore<M, B> {
 impl<M: RamBacking, B: Page> BlockStore<B> for RamStore<M, B> {
     fn info(&self) -> DiskInfo {
         DiskInfo {
-            sectors: self.mem.len() / 512,
+            sectors: self.mem.size() / 512,
             sector_size: 512,
             physical_sector_size: 4096,
             read_only: self.read_only,
@@ -263,15 +264,15 @@ impl<M: RamBacking, B: Page> BlockStore<B> for RamStore<M, B> {
     fn frames(&self, off: u64, len: u32, out: &mut Vec<(u64, u16, u16)>) -> bool {
         let mut off = off;
         let mut left = u64::from(len);
-        if off.checked_add(left).is_none_or(|e| e > self.mem.len()) {
+        if off.checked_add(left).is_none_or(|e| e > self.mem.size()) {
             return false;
         }
         while left > 0 {
             let Some((gfn, in_frame)) = self.mem.gfn(off) else {
                 return false;
             };
-            let n = (4096 - u64::from(in_frame)).min(left);
-            out.push((gfn, in_frame, n as u16));
+            let n = 4096u64.saturating_sub(u64::from(in_frame)).min(left);
+            out.push((gfn, in_frame, u16::try_from(n).unwrap_or(0)));
             off = off.saturating_add(n);
             left = left.saturating_sub(n);
         }

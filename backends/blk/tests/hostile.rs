@@ -1,6 +1,8 @@
 //! Hostile frontends: every malformed request gets an error response with its `id` echoed;
 //! a broken ring disconnects that frontend only; a frontend rewriting a request after
 //! publishing it cannot make the backend act on two values; floods do not hurt neighbours.
+// Casts here are on the tests' own small values.
+#![allow(clippy::cast_possible_truncation)]
 use blkback::abi::{encode_request, Abi, RawBody, RawRequest, MAX_SLOT};
 use blkback::device::DeviceConfig;
 use blkback::testing::*;

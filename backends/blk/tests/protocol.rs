@@ -1,5 +1,7 @@
 //! The engine against the Linux-like mock frontend: handshake, data verified byte for byte
 //! on every path and layout, batching asserted from hypercall counts, resources released.
+// Casts here are on the tests' own small values.
+#![allow(clippy::cast_possible_truncation)]
 use blkback::abi::Abi;
 use blkback::device::DeviceConfig;
 use blkback::engine::DataPath;
