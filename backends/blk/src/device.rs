@@ -136,6 +136,15 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         [self.be.clone(), format!("{}/state", self.fe)]
     }
 
+    /// Sets the watches this device reacts to, with `token` (the service maps events back
+    /// to the device by it).
+    pub fn watch<X: XenStore>(&self, xs: &mut X, token: &str) -> Result<(), String> {
+        for p in self.watches() {
+            xs.watch(&p, token).map_err(xs_err)?;
+        }
+        Ok(())
+    }
+
     /// Our event channel ports (to sleep on).
     pub fn ports(&self) -> Vec<EvtchnPort> {
         self.conn
@@ -339,7 +348,10 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     }
 
     /// Deletes our backend directory (the toolstack waits for it on detach).
-    pub fn remove<X: XenStore>(&mut self, xs: &mut X) -> Result<(), String> {
+    pub fn remove<X: XenStore>(&mut self, xs: &mut X, token: &str) -> Result<(), String> {
+        for p in self.watches() {
+            let _ = xs.unwatch(&p, token);
+        }
         xs.rm(&self.be).map_err(xs_err)?;
         self.removed = true;
         Ok(())

@@ -106,6 +106,9 @@ pub trait XenStore {
     fn directory(&mut self, path: &str) -> Result<Vec<String>, StoreErr>;
     /// Writes every pair atomically (one transaction, retried on conflict).
     fn write_all(&mut self, pairs: &[(String, String)]) -> Result<(), StoreErr>;
+    /// Fires an event for `path` (and below) with `token` now and on every change.
+    fn watch(&mut self, path: &str, token: &str) -> Result<(), StoreErr>;
+    fn unwatch(&mut self, path: &str, token: &str) -> Result<(), StoreErr>;
 }
 
 /// Our own frames: memory the copy path (and a RAM store) can name by GFN.

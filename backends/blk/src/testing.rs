@@ -461,6 +461,8 @@ impl EventChannel for FakeEvtchn {
 pub struct FakeXenStore {
     pub tree: BTreeMap<String, String>,
     pub transactions: u64,
+    /// Watches set: (path, token).
+    pub watches: Vec<(String, String)>,
 }
 
 impl FakeXenStore {
@@ -507,6 +509,18 @@ impl XenStore for FakeXenStore {
         self.transactions += 1;
         for (k, v) in pairs {
             self.set(k, v);
+        }
+        Ok(())
+    }
+    fn watch(&mut self, path: &str, token: &str) -> Result<(), StoreErr> {
+        self.watches.push((path.to_string(), token.to_string()));
+        Ok(())
+    }
+    fn unwatch(&mut self, path: &str, token: &str) -> Result<(), StoreErr> {
+        let before = self.watches.len();
+        self.watches.retain(|(p, t)| p != path || t != token);
+        if self.watches.len() == before {
+            return Err(StoreErr::NotFound);
         }
         Ok(())
     }
@@ -1146,6 +1160,8 @@ impl Harness {
         let store = RamStore::new(vec![0u8; size], read_only);
         let mut dev =
             Device::new(&mut self.xs, &be, store, cfg).unwrap_or_else(|e| panic!("device: {e}"));
+        dev.watch(&mut self.xs, &be)
+            .unwrap_or_else(|e| panic!("watch: {e}"));
         dev.update(&mut self.xs, &mut self.g, &mut self.ev)
             .unwrap_or_else(|e| panic!("probe: {e}"));
         (dev, MockFrontend::new(dom, devid, fe, be, opts))
@@ -1164,6 +1180,8 @@ impl Harness {
         let (fe, be) = MockFrontend::toolstack_attach(&mut self.xs, dom, devid, "custom", mode);
         let mut dev =
             Device::new(&mut self.xs, &be, store, cfg).unwrap_or_else(|e| panic!("device: {e}"));
+        dev.watch(&mut self.xs, &be)
+            .unwrap_or_else(|e| panic!("watch: {e}"));
         dev.update(&mut self.xs, &mut self.g, &mut self.ev)
             .unwrap_or_else(|e| panic!("probe: {e}"));
         (dev, MockFrontend::new(dom, devid, fe, be, opts))

@@ -547,8 +547,14 @@ fn close_reconnect_detach_and_directory_removal() {
     let o = h.update(&mut dev);
     assert!(o.remove_dir);
     assert_eq!(h.xs.get(&format!("{}/state", fe.be)), Some("6"));
-    dev.remove(&mut h.xs).unwrap();
+    assert_eq!(
+        h.xs.watches.len(),
+        2,
+        "the device watches its directory and the frontend state"
+    );
+    dev.remove(&mut h.xs, &fe.be).unwrap();
     assert!(!h.xs.exists(&fe.be));
+    assert!(h.xs.watches.is_empty(), "watches dropped with the device");
     assert_eq!(h.g.counters().mapped_now, 0);
     assert_eq!(h.g.counters().leaked, 0);
 }
