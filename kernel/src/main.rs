@@ -25,6 +25,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
+mod blk;
+#[cfg(target_os = "none")]
 mod evtchn;
 #[cfg(target_os = "none")]
 mod gnttab;
@@ -38,6 +40,8 @@ mod mem;
 mod sched;
 #[cfg(target_os = "none")]
 mod selftest;
+#[cfg(target_os = "none")]
+mod service;
 #[cfg(target_os = "none")]
 mod shared;
 #[cfg(target_os = "none")]
@@ -169,17 +173,30 @@ mod runtime {
                 sched::crash()
             }
         }
-        info!("no service configured yet (the blkback service lands with the driver-domain issue); idling");
-        loop {
-            match store.next_event(time::system_time_ns() + 60_000_000_000) {
-                Ok(Some(e)) => debug!("watch event {} ({})", e.path, e.token),
-                Ok(None) => {}
-                Err(e) => {
-                    error!("xenstore: {e}");
-                    sched::yield_now();
+        // Service defaults: `path=copy|map`, `persistent=0|1`, `indirect=<segments>`.
+        let mut defaults = crate::service::Defaults {
+            copy: false,
+            persistent: true,
+            max_indirect_segments: 256,
+        };
+        for w in boot.cmdline.split_whitespace() {
+            match w.split_once('=') {
+                Some(("path", v)) => defaults.copy = v == "copy",
+                Some(("persistent", v)) => defaults.persistent = v != "0",
+                Some(("indirect", v)) => {
+                    if let Some(n) = v.parse::<u16>().ok().filter(|n| (12..=4096).contains(n)) {
+                        defaults.max_indirect_segments = n;
+                    }
                 }
+                _ => {}
             }
         }
+        let modules = boot
+            .modules
+            .iter()
+            .map(|(pa, size, _)| (*pa, *size))
+            .collect();
+        crate::service::Service::new(store, domid, defaults, modules).run()
     }
 }
 

@@ -232,6 +232,20 @@ impl Page {
     pub fn gfn(&self) -> u64 {
         self.pa >> 12
     }
+    /// The frame's bytes. Sound because the frame is ours alone: it is not granted with
+    /// mapping rights (the copy path lets Xen copy into it only during a hypercall, while no
+    /// such borrow is alive), and the borrow is tied to `self`.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: see above; 4096 bytes of identity-mapped RAM owned by `self`.
+        unsafe { core::slice::from_raw_parts(self.pa as *const u8, PAGE_SIZE as usize) }
+    }
+
+    /// The frame's bytes, mutably (same reasoning as `bytes`; `&mut self` excludes others).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `bytes`, and the exclusive borrow of `self` makes it unique.
+        unsafe { core::slice::from_raw_parts_mut(self.pa as *mut u8, PAGE_SIZE as usize) }
+    }
+
     /// The page as shared memory (it may be granted to another domain).
     pub fn mem(&self) -> SharedMem {
         // SAFETY: we own the frame for the lifetime of `self`; it is identity-mapped.
@@ -306,8 +320,9 @@ pub fn init(boot: &BootInfo) -> Result<(), &'static str> {
         f.ranges = ranges;
     }
 
-    // Heap: a quarter of free memory, between 4 and 64 MiB.
-    let heap_size = (free_bytes() / 4).clamp(4 << 20, 64 << 20) & !(PAGE_SIZE - 1);
+    // Heap: an eighth of free memory, between 4 and 16 MiB (request bookkeeping, the
+    // persistent-grant pools, xenstore buffers); RAM disks take frames, not heap.
+    let heap_size = (free_bytes() / 8).clamp(4 << 20, 16 << 20) & !(PAGE_SIZE - 1);
     let heap = take_contiguous(heap_size).ok_or("not enough contiguous memory for the heap")?;
     // SAFETY: [heap, heap + heap_size) was free RAM, now reserved for the allocator only.
     unsafe { HEAP.lock().init(heap as *mut u8, heap_size as usize) };

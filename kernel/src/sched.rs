@@ -37,11 +37,6 @@ pub fn crash() -> ! {
     crate::arch::halt_forever()
 }
 
-pub fn yield_now() {
-    // SAFETY: SCHEDOP_yield takes no argument.
-    let _ = unsafe { hypercall::hypercall(SCHED_OP, u64::from(SCHEDOP_YIELD), 0, 0, 0, 0) };
-}
-
 /// Sleeps until one of `ports` is pending or Xen system time reaches `deadline_ns`
 /// (0 = no deadline). Returns at once if a port is already pending.
 pub fn poll(ports: &[EvtchnPort], deadline_ns: u64) -> XenResult<()> {

@@ -93,22 +93,45 @@ impl SharedMem {
         self.write_bytes(off, bytes)
     }
 
-    /// Copies bytes out of the window.
+    /// Copies bytes out of the window: volatile accesses, 8 bytes at a time where the
+    /// window is 8-byte aligned (data pages always are), bytes at the edges.
     pub fn read_bytes(&self, off: usize, out: &mut [u8]) -> Result<(), OutOfBounds> {
         let p = self.check(off, out.len(), 1)?;
-        for (i, b) in out.iter_mut().enumerate() {
-            // SAFETY: `off + i < off + out.len() <= len`: in bounds; volatile byte read.
-            *b = unsafe { p.wrapping_add(i).read_volatile() };
+        let mut i = 0;
+        while i < out.len() {
+            let q = p.wrapping_add(i);
+            if (q as usize).is_multiple_of(8) && out.len() - i >= 8 {
+                // SAFETY: `[off + i, off + i + 8)` is inside the checked window and 8-byte
+                // aligned; a volatile load of plain data.
+                let v = unsafe { q.cast::<u64>().read_volatile() };
+                out[i..i + 8].copy_from_slice(&v.to_ne_bytes());
+                i += 8;
+            } else {
+                // SAFETY: `off + i` is inside the checked window; volatile byte read.
+                out[i] = unsafe { q.read_volatile() };
+                i += 1;
+            }
         }
         Ok(())
     }
 
-    /// Copies bytes into the window.
+    /// Copies bytes into the window (same access pattern as `read_bytes`).
     pub fn write_bytes(&self, off: usize, data: &[u8]) -> Result<(), OutOfBounds> {
         let p = self.check(off, data.len(), 1)?;
-        for (i, b) in data.iter().enumerate() {
-            // SAFETY: in bounds as above; volatile byte write.
-            unsafe { p.wrapping_add(i).write_volatile(*b) };
+        let mut i = 0;
+        while i < data.len() {
+            let q = p.wrapping_add(i);
+            if (q as usize).is_multiple_of(8) && data.len() - i >= 8 {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&data[i..i + 8]);
+                // SAFETY: inside the checked window, 8-byte aligned; volatile store.
+                unsafe { q.cast::<u64>().write_volatile(u64::from_ne_bytes(w)) };
+                i += 8;
+            } else {
+                // SAFETY: inside the checked window; volatile byte write.
+                unsafe { q.write_volatile(data[i]) };
+                i += 1;
+            }
         }
         Ok(())
     }

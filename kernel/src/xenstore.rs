@@ -97,6 +97,11 @@ impl XenStore {
         }
     }
 
+    /// The event channel of the ring.
+    pub fn port(&self) -> EvtchnPort {
+        self.port
+    }
+
     fn idx(&self, off: usize) -> XsResult<&core::sync::atomic::AtomicU32> {
         self.page
             .atomic_u32(off)

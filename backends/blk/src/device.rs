@@ -335,6 +335,16 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         }
     }
 
+    /// Drops the connection whatever xenstore says (our directory vanished under us).
+    pub fn force_disconnect<G: Grants<Mapping = M>, E: EventChannel>(
+        &mut self,
+        g: &mut G,
+        ev: &mut E,
+    ) {
+        self.disconnect(g, ev);
+        self.published = XenbusState::Closed;
+    }
+
     /// Writes the counters under `<be>/statistics/`.
     pub fn publish_stats<X: XenStore>(&self, xs: &mut X) -> Result<(), String> {
         let Some(c) = &self.conn else { return Ok(()) };
