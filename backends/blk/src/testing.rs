@@ -1396,11 +1396,19 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                     *x = b.u8();
                 }
                 let raw = crate::abi::decode_request(abi, &slot);
+                // A random READ may name any of our grants, the ring pages included, and
+                // overwrite them with disk data: after that our own ring is garbage.
+                if raw.operation == BLKIF_OP_READ || raw.operation == BLKIF_OP_INDIRECT {
+                    forged = true;
+                }
                 fe.raw(q, &slot, raw.id, crate::request::rsp_op_of(&raw));
                 clean = false;
             }
             9 => {
-                // A valid request with one byte changed.
+                // A valid request with one byte changed, on a page of its own (never the
+                // ring: a corrupted segment count can only reach garbage refs).
+                let page = MemPage::new();
+                let gref = h.g.grant(fe.dom, &page, BACKEND, false);
                 let r = RawRequest {
                     operation: BLKIF_OP_READ,
                     id: b.u64(),
@@ -1409,7 +1417,7 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                         handle: 0,
                         sector: 0,
                         seg: [BlkifRequestSegment {
-                            gref: 8,
+                            gref,
                             first_sect: 0,
                             last_sect: 7,
                         }; 11],
@@ -1419,6 +1427,11 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                 let pos = usize::from(b.u8()) % abi.slot_size();
                 slot[pos] ^= b.u8() | 1;
                 let raw = crate::abi::decode_request(abi, &slot);
+                // The flipped byte may have turned our page's ref into the ring's.
+                let ours = matches!(raw.body, RawBody::Rw { seg, .. } if seg[0].gref == gref);
+                if raw.operation == BLKIF_OP_INDIRECT || (raw.operation == BLKIF_OP_READ && !ours) {
+                    forged = true;
+                }
                 fe.raw(q, &slot, raw.id, crate::request::rsp_op_of(&raw));
                 clean = false;
             }
@@ -1440,6 +1453,13 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                         grefs: [gref; 8],
                     },
                 };
+                if let RawBody::Indirect {
+                    indirect_op: BLKIF_OP_READ,
+                    ..
+                } = r.body
+                {
+                    forged = true;
+                }
                 let raw_bytes = encode_request(abi, &r);
                 fe.raw(q, &raw_bytes, r.id, crate::request::rsp_op_of(&r));
                 clean = false;
