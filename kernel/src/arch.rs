@@ -161,20 +161,12 @@ pub fn image_range() -> (u64, u64) {
 /// Identity-maps `[start, end)` (2 MiB aligned, above 4 GiB) with 2 MiB pages, allocating
 /// page-directory pages with `alloc_page` (which returns a zeroed, identity-mapped page).
 /// Used for the reserved region where foreign grants are mapped.
-pub fn map_identity_2m(
-    start: u64,
-    end: u64,
-    mut alloc_page: impl FnMut() -> Option<u64>,
-) -> Result<(), &'static str> {
+pub fn map_identity_2m(start: u64, end: u64, mut alloc_page: impl FnMut() -> Option<u64>) -> Result<(), &'static str> {
     const P: u64 = 1;
     const RW: u64 = 2;
     const PS: u64 = 1 << 7;
     const TWO_MB: u64 = 2 << 20;
-    if !start.is_multiple_of(TWO_MB)
-        || !end.is_multiple_of(TWO_MB)
-        || end <= start
-        || end > (1 << 46)
-    {
+    if !start.is_multiple_of(TWO_MB) || !end.is_multiple_of(TWO_MB) || end <= start || end > (1 << 46) {
         return Err("bad region for the identity map");
     }
     // boot_pml4 is the page-table root built at boot, identity-mapped, 4 KiB.
@@ -229,9 +221,7 @@ pub fn flush_tlb() {
 pub fn outb(port: u16, v: u8) {
     // SAFETY: the only ports used are Xen's debug port 0xe9 (HVM guests' debug console,
     // printed by Xen as "(dN) ..."), which has no side effect on guest state.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
 }
 
 /// CPUID leaf `leaf`, subleaf 0: (eax, ebx, ecx, edx).
@@ -355,8 +345,7 @@ pub fn init_idt() {
     let stubs = unsafe { exc_stub_table };
     for (v, handler) in stubs.into_iter().enumerate() {
         // 64-bit interrupt gate: selector 0x08, present, DPL0, type 0xE.
-        let low =
-            (handler & 0xffff) | (0x08 << 16) | (0x8E00u64 << 32) | ((handler & 0xffff_0000) << 32);
+        let low = (handler & 0xffff) | (0x08 << 16) | (0x8E00u64 << 32) | ((handler & 0xffff_0000) << 32);
         idt.0[2 * v] = low;
         idt.0[2 * v + 1] = handler >> 32;
     }
@@ -364,9 +353,7 @@ pub fn init_idt() {
     let desc: [u64; 2] = [ptr, (idt.0.as_ptr() as u64) >> 48];
     // SAFETY: `desc` is a valid 10-byte IDT descriptor for a static table that lives
     // forever; LIDT reads it once.
-    unsafe {
-        asm!("lidt [{}]", in(reg) desc.as_ptr().cast::<u8>(), options(readonly, nostack, preserves_flags))
-    };
+    unsafe { asm!("lidt [{}]", in(reg) desc.as_ptr().cast::<u8>(), options(readonly, nostack, preserves_flags)) };
 }
 
 const EXCEPTION_NAMES: [&str; 32] = [
@@ -411,10 +398,7 @@ extern "C" fn exception_handler(frame: *const ExceptionFrame) -> ! {
     let cr2: u64;
     // SAFETY: reading CR2 has no side effect.
     unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
-    let name = EXCEPTION_NAMES
-        .get(f.vector as usize)
-        .copied()
-        .unwrap_or("?");
+    let name = EXCEPTION_NAMES.get(f.vector as usize).copied().unwrap_or("?");
     crate::console::emergency(format_args!(
         "\nCPU EXCEPTION {} ({name}) error_code={:#x}\n\
          rip={:#018x} cs={:#x} rflags={:#x} rsp={:#018x} ss={:#x} cr2={:#018x}\n\

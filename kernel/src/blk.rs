@@ -70,25 +70,13 @@ impl hv::Grants for Grants {
     type Mapping = ForeignMap;
 
     fn map(&mut self, reqs: &[MapReq]) -> Vec<Result<ForeignMap, GrantError>> {
-        let reqs: Vec<gnttab::MapReq> = reqs
-            .iter()
-            .map(|r| gnttab::MapReq {
-                dom: r.dom,
-                gref: r.gref,
-                readonly: r.readonly,
-            })
-            .collect();
-        gnttab::map_batch(&reqs)
-            .into_iter()
-            .map(|r| r.map_err(grant_err))
-            .collect()
+        let reqs: Vec<gnttab::MapReq> =
+            reqs.iter().map(|r| gnttab::MapReq { dom: r.dom, gref: r.gref, readonly: r.readonly }).collect();
+        gnttab::map_batch(&reqs).into_iter().map(|r| r.map_err(grant_err)).collect()
     }
 
     fn unmap(&mut self, maps: Vec<ForeignMap>) -> Vec<Result<(), GrantError>> {
-        gnttab::unmap_batch(maps)
-            .into_iter()
-            .map(|r| r.map_err(grant_err))
-            .collect()
+        gnttab::unmap_batch(maps).into_iter().map(|r| r.map_err(grant_err)).collect()
     }
 
     fn copy(&mut self, ops: &[CopyOp]) -> Vec<Result<(), GrantError>> {
@@ -96,14 +84,8 @@ impl hv::Grants for Grants {
             CopyPtr::Gref { dom, gref, offset } => gnttab::CopyPtr::Gref { dom, gref, offset },
             CopyPtr::Local { gfn, offset } => gnttab::CopyPtr::Local { gfn, offset },
         };
-        let mut raw: Vec<_> = ops
-            .iter()
-            .map(|o| gnttab::copy_op(conv(o.src), conv(o.dst), o.len))
-            .collect();
-        gnttab::copy_batch(&mut raw)
-            .into_iter()
-            .map(|r| r.map_err(grant_err))
-            .collect()
+        let mut raw: Vec<_> = ops.iter().map(|o| gnttab::copy_op(conv(o.src), conv(o.dst), o.len)).collect();
+        gnttab::copy_batch(&mut raw).into_iter().map(|r| r.map_err(grant_err)).collect()
     }
 }
 
@@ -221,26 +203,14 @@ impl RamBacking for FrameDisk {
         self.frames.len() as u64 * 4096
     }
     // One copy each way, straight between our frame and the frontend's page.
-    fn to_page(
-        &self,
-        off: u64,
-        page: &dyn hv::Page,
-        page_off: usize,
-        len: usize,
-    ) -> Result<(), MemError> {
+    fn to_page(&self, off: u64, page: &dyn hv::Page, page_off: usize, len: usize) -> Result<(), MemError> {
         for (fi, in_frame, done, n) in pieces(off, len) {
             let f = self.frames.get(fi).ok_or(MemError::OutOfBounds)?;
             page.write(page_off + done, &f.bytes()[in_frame..in_frame + n])?;
         }
         Ok(())
     }
-    fn store_page(
-        &mut self,
-        off: u64,
-        page: &dyn hv::Page,
-        page_off: usize,
-        len: usize,
-    ) -> Result<(), MemError> {
+    fn store_page(&mut self, off: u64, page: &dyn hv::Page, page_off: usize, len: usize) -> Result<(), MemError> {
         for (fi, in_frame, done, n) in pieces(off, len) {
             let f = self.frames.get_mut(fi).ok_or(MemError::OutOfBounds)?;
             page.read(page_off + done, &mut f.bytes_mut()[in_frame..in_frame + n])?;
@@ -273,8 +243,7 @@ impl ModuleDisk {
     /// allocator (mem::init does that), identity-mapped, and handed out only once.
     pub unsafe fn new(paddr: u64, size: u64) -> Self {
         // SAFETY: guaranteed by the caller: memory nobody else uses, for good.
-        let bytes =
-            unsafe { core::slice::from_raw_parts_mut(paddr as *mut u8, (size & !511) as usize) };
+        let bytes = unsafe { core::slice::from_raw_parts_mut(paddr as *mut u8, (size & !511) as usize) };
         Self { bytes, paddr }
     }
 }
@@ -283,40 +252,16 @@ impl RamBacking for ModuleDisk {
     fn size(&self) -> u64 {
         self.bytes.len() as u64
     }
-    fn to_page(
-        &self,
-        off: u64,
-        page: &dyn hv::Page,
-        page_off: usize,
-        len: usize,
-    ) -> Result<(), MemError> {
-        let s = self
-            .bytes
-            .get(off as usize..)
-            .and_then(|b| b.get(..len))
-            .ok_or(MemError::OutOfBounds)?;
+    fn to_page(&self, off: u64, page: &dyn hv::Page, page_off: usize, len: usize) -> Result<(), MemError> {
+        let s = self.bytes.get(off as usize..).and_then(|b| b.get(..len)).ok_or(MemError::OutOfBounds)?;
         page.write(page_off, s)
     }
-    fn store_page(
-        &mut self,
-        off: u64,
-        page: &dyn hv::Page,
-        page_off: usize,
-        len: usize,
-    ) -> Result<(), MemError> {
-        let d = self
-            .bytes
-            .get_mut(off as usize..)
-            .and_then(|b| b.get_mut(..len))
-            .ok_or(MemError::OutOfBounds)?;
+    fn store_page(&mut self, off: u64, page: &dyn hv::Page, page_off: usize, len: usize) -> Result<(), MemError> {
+        let d = self.bytes.get_mut(off as usize..).and_then(|b| b.get_mut(..len)).ok_or(MemError::OutOfBounds)?;
         page.read(page_off, d)
     }
     fn zero(&mut self, off: u64, len: u64) {
-        if let Some(d) = self
-            .bytes
-            .get_mut(off as usize..)
-            .and_then(|b| b.get_mut(..len as usize))
-        {
+        if let Some(d) = self.bytes.get_mut(off as usize..).and_then(|b| b.get_mut(..len as usize)) {
             d.fill(0);
         }
     }
@@ -363,10 +308,7 @@ fn parse_size(s: &str) -> Option<u64> {
     if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) || num.len() > 12 {
         return None;
     }
-    num.parse::<u64>()
-        .ok()?
-        .checked_mul(mul)
-        .filter(|&v| v >= 4096 && v % 512 == 0)
+    num.parse::<u64>().ok()?.checked_mul(mul).filter(|&v| v >= 4096 && v % 512 == 0)
 }
 
 /// Parses `target=` (the backend's `params` key): `ram:64M`, `null:1G`, `module`,
@@ -374,11 +316,7 @@ fn parse_size(s: &str) -> Option<u64> {
 pub fn parse_target(params: &str) -> Result<Target, String> {
     let mut parts = params.trim().split(':');
     let kind = parts.next().unwrap_or("");
-    let mut t = Target {
-        kind: TargetKind::Ram(0),
-        copy: None,
-        persistent: None,
-    };
+    let mut t = Target { kind: TargetKind::Ram(0), copy: None, persistent: None };
     let mut rest: Vec<&str> = parts.collect();
     t.kind = match kind {
         "ram" | "null" => {
@@ -386,11 +324,8 @@ pub fn parse_target(params: &str) -> Result<Target, String> {
                 return Err(format!("`{kind}` needs a size, e.g. {kind}:64M"));
             }
             let size = rest.remove(0);
-            let size = parse_size(size).ok_or_else(|| {
-                format!(
-                    "bad size `{size}` (digits, optional K/M/G, at least 4K, a multiple of 512)"
-                )
-            })?;
+            let size = parse_size(size)
+                .ok_or_else(|| format!("bad size `{size}` (digits, optional K/M/G, at least 4K, a multiple of 512)"))?;
             if kind == "ram" {
                 TargetKind::Ram(size)
             } else {
@@ -407,11 +342,7 @@ pub fn parse_target(params: &str) -> Result<Target, String> {
             };
             TargetKind::Module(n)
         }
-        other => {
-            return Err(format!(
-                "unknown target `{other}`: use ram:<size>, null:<size> or module[:<n>]"
-            ))
-        }
+        other => return Err(format!("unknown target `{other}`: use ram:<size>, null:<size> or module[:<n>]")),
     };
     for opt in rest {
         match opt {
@@ -419,11 +350,7 @@ pub fn parse_target(params: &str) -> Result<Target, String> {
             "map" => t.copy = Some(false),
             "nopersist" => t.persistent = Some(false),
             "persist" => t.persistent = Some(true),
-            o => {
-                return Err(format!(
-                    "unknown target option `{o}` (copy, map, nopersist)"
-                ))
-            }
+            o => return Err(format!("unknown target option `{o}` (copy, map, nopersist)")),
         }
     }
     Ok(t)

@@ -44,10 +44,7 @@ struct PvConsole {
 impl PvConsole {
     /// Appends bytes to the out ring, waiting (bounded) for xenconsoled to make room.
     fn write(&self, mut data: &[u8]) {
-        let (Ok(cons), Ok(prod)) = (
-            self.page.atomic_u32(OUT_CONS),
-            self.page.atomic_u32(OUT_PROD),
-        ) else {
+        let (Ok(cons), Ok(prod)) = (self.page.atomic_u32(OUT_CONS), self.page.atomic_u32(OUT_PROD)) else {
             return;
         };
         let mut waited = 0;
@@ -70,9 +67,7 @@ impl PvConsole {
             let n = (XENCONS_OUT_SIZE - used).min(data.len());
             for (i, b) in data[..n].iter().enumerate() {
                 let idx = (p as usize + i) % XENCONS_OUT_SIZE;
-                let _ = self
-                    .page
-                    .write_bytes(OUT_OFF + idx, core::slice::from_ref(b));
+                let _ = self.page.write_bytes(OUT_OFF + idx, core::slice::from_ref(b));
             }
             // The bytes must be visible before the new producer index (io/console.h).
             prod.store(p.wrapping_add(n as u32), Ordering::Release);
@@ -82,10 +77,7 @@ impl PvConsole {
     }
 
     fn flush(&self) {
-        let (Ok(cons), Ok(prod)) = (
-            self.page.atomic_u32(OUT_CONS),
-            self.page.atomic_u32(OUT_PROD),
-        ) else {
+        let (Ok(cons), Ok(prod)) = (self.page.atomic_u32(OUT_CONS), self.page.atomic_u32(OUT_PROD)) else {
             return;
         };
         for _ in 0..100 {
@@ -184,15 +176,8 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
         Level::Info => "",
         Level::Debug => "debug ",
     };
-    let mut l = LineBuf {
-        buf: heapless::String::new(),
-    };
-    let _ = writeln!(
-        l,
-        "[{:5}.{:06}] {tag}{args}",
-        ns / 1_000_000_000,
-        (ns / 1000) % 1_000_000
-    );
+    let mut l = LineBuf { buf: heapless::String::new() };
+    let _ = writeln!(l, "[{:5}.{:06}] {tag}{args}", ns / 1_000_000_000, (ns / 1000) % 1_000_000);
     write_bytes(l.buf.as_bytes());
 }
 
@@ -211,9 +196,7 @@ pub fn emergency(args: fmt::Arguments<'_>) {
     let _ = Early.write_fmt(args);
     if let Some(r) = RING.try_lock() {
         if let Some(c) = r.as_ref() {
-            let mut l = LineBuf {
-                buf: heapless::String::new(),
-            };
+            let mut l = LineBuf { buf: heapless::String::new() };
             let _ = l.write_fmt(args);
             c.write(l.buf.as_bytes());
         }

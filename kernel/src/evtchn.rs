@@ -19,21 +19,13 @@ fn op<T>(cmd: u32, arg: &mut T) -> XenResult<u64> {
 
 /// A port `remote` may bind to (`EVTCHNOP_alloc_unbound`).
 pub fn alloc_unbound(remote: DomId) -> XenResult<EvtchnPort> {
-    let mut a = EvtchnAllocUnbound {
-        dom: DOMID_SELF,
-        remote_dom: remote,
-        port: 0,
-    };
+    let mut a = EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: remote, port: 0 };
     op(EVTCHNOP_ALLOC_UNBOUND, &mut a).map(|_| a.port)
 }
 
 /// Connects to `remote_port` of `remote` (`EVTCHNOP_bind_interdomain`); returns our port.
 pub fn bind_interdomain(remote: DomId, remote_port: EvtchnPort) -> XenResult<EvtchnPort> {
-    let mut a = EvtchnBindInterdomain {
-        remote_dom: remote,
-        remote_port,
-        local_port: 0,
-    };
+    let mut a = EvtchnBindInterdomain { remote_dom: remote, remote_port, local_port: 0 };
     op(EVTCHNOP_BIND_INTERDOMAIN, &mut a).map(|_| a.local_port)
 }
 
@@ -55,11 +47,7 @@ pub fn close(port: EvtchnPort) -> XenResult<()> {
 
 /// `EVTCHNOP_status` of one of our ports: (`EVTCHNSTAT_*`, remote domain, remote port).
 pub fn status(port: EvtchnPort) -> XenResult<(u32, DomId, EvtchnPort)> {
-    let mut a = EvtchnStatus {
-        dom: DOMID_SELF,
-        port,
-        ..Default::default()
-    };
+    let mut a = EvtchnStatus { dom: DOMID_SELF, port, ..Default::default() };
     op(EVTCHNOP_STATUS, &mut a).map(|_| (a.status, a.u.dom, a.u.port))
 }
 

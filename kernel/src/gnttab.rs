@@ -86,9 +86,7 @@ pub fn counters() -> Counters {
         copy_calls: COPY_CALLS.load(Ordering::Relaxed),
         copy_ops: COPY_OPS.load(Ordering::Relaxed),
         copy_errors: COPY_ERRORS.load(Ordering::Relaxed),
-        mapped_now: g
-            .as_ref()
-            .map_or(0, |s| u64::from(MAP_SLOTS) - s.free_slots.len() as u64),
+        mapped_now: g.as_ref().map_or(0, |s| u64::from(MAP_SLOTS) - s.free_slots.len() as u64),
         safety_net_unmaps: SAFETY_NET.load(Ordering::Relaxed),
     }
 }
@@ -110,12 +108,8 @@ fn op_array<T>(cmd: u32, ops: &mut [T]) -> XenResult<u64> {
 
 /// Sets up our grant table and the mapping slots.
 pub fn init() -> Result<(), &'static str> {
-    let mut q = GnttabQuerySize {
-        dom: DOMID_SELF,
-        ..Default::default()
-    };
-    op_array(GNTTABOP_QUERY_SIZE, core::slice::from_mut(&mut q))
-        .map_err(|_| "GNTTABOP_query_size failed")?;
+    let mut q = GnttabQuerySize { dom: DOMID_SELF, ..Default::default() };
+    op_array(GNTTABOP_QUERY_SIZE, core::slice::from_mut(&mut q)).map_err(|_| "GNTTABOP_query_size failed")?;
     if q.status != gntst::OKAY {
         return Err("GNTTABOP_query_size: bad status");
     }
@@ -131,21 +125,13 @@ pub fn init() -> Result<(), &'static str> {
     let table = unsafe { SharedMem::new(base << 12, (frames as usize) * 4096) };
     let free_refs = (RESERVED_REFS..entries).rev().collect();
     let free_slots = (0..MAP_SLOTS).rev().collect();
-    *STATE.lock() = Some(State {
-        table,
-        free_refs,
-        free_slots,
-        slot_base_gfn: base + OWN_AREA_PAGES,
-    });
+    *STATE.lock() = Some(State { table, free_refs, free_slots, slot_base_gfn: base + OWN_AREA_PAGES });
     Ok(())
 }
 
 /// Our grant table's version (`GNTTABOP_get_version`).
 pub fn version() -> XenResult<u32> {
-    let mut v = GnttabGetVersion {
-        dom: DOMID_SELF,
-        ..Default::default()
-    };
+    let mut v = GnttabGetVersion { dom: DOMID_SELF, ..Default::default() };
     op_array(GNTTABOP_GET_VERSION, core::slice::from_mut(&mut v)).map(|_| v.version)
 }
 
@@ -177,10 +163,7 @@ pub fn end_access(r: GrantRef) -> Result<(), GntError> {
     if r < RESERVED_REFS || r as usize * 8 >= s.table.len() {
         return Err(GntError::BadRef);
     }
-    let f = s
-        .table
-        .atomic_u16(r as usize * 8)
-        .map_err(|_| GntError::BadRef)?;
+    let f = s.table.atomic_u16(r as usize * 8).map_err(|_| GntError::BadRef)?;
     let mut cur = f.load(Ordering::Acquire);
     loop {
         if cur & GTF_TYPE_MASK == GTF_INVALID {
@@ -225,16 +208,10 @@ impl Drop for ForeignMap {
     fn drop(&mut self) {
         // Safety net: a mapping nobody unmapped. One hypercall for one op; counted.
         SAFETY_NET.fetch_add(1, Ordering::Relaxed);
-        let mut op = GnttabUnmapGrantRef {
-            host_addr: self.paddr,
-            dev_bus_addr: 0,
-            handle: self.handle,
-            status: 0,
-        };
+        let mut op = GnttabUnmapGrantRef { host_addr: self.paddr, dev_bus_addr: 0, handle: self.handle, status: 0 };
         UNMAP_CALLS.fetch_add(1, Ordering::Relaxed);
         UNMAP_OPS.fetch_add(1, Ordering::Relaxed);
-        let ok = op_array(GNTTABOP_UNMAP_GRANT_REF, core::slice::from_mut(&mut op)).is_ok()
-            && op.status == gntst::OKAY;
+        let ok = op_array(GNTTABOP_UNMAP_GRANT_REF, core::slice::from_mut(&mut op)).is_ok() && op.status == gntst::OKAY;
         release_slot(self.slot, ok);
     }
 }
@@ -291,8 +268,7 @@ pub fn map_batch(reqs: &[MapReq]) -> Vec<Result<ForeignMap, GntError>> {
     MAP_CALLS.fetch_add(1, Ordering::Relaxed);
     MAP_OPS.fetch_add(ops.len() as u64, Ordering::Relaxed);
     let rc = op_array(GNTTABOP_MAP_GRANT_REF, &mut ops);
-    let mut results: Vec<Option<Result<(u64, GrantHandle), GntError>>> =
-        reqs.iter().map(|_| None).collect();
+    let mut results: Vec<Option<Result<(u64, GrantHandle), GntError>>> = reqs.iter().map(|_| None).collect();
     for (k, op) in ops.iter().enumerate() {
         let i = idx[k];
         results[i] = Some(match rc {
@@ -303,14 +279,9 @@ pub fn map_batch(reqs: &[MapReq]) -> Vec<Result<ForeignMap, GntError>> {
     }
     for ((r, slot), res) in reqs.iter().zip(slots).zip(results) {
         out.push(match (slot, res) {
-            (Some(slot), Some(Ok((paddr, handle)))) => Ok(ForeignMap {
-                slot,
-                paddr,
-                handle,
-                dom: r.dom,
-                gref: r.gref,
-                readonly: r.readonly,
-            }),
+            (Some(slot), Some(Ok((paddr, handle)))) => {
+                Ok(ForeignMap { slot, paddr, handle, dom: r.dom, gref: r.gref, readonly: r.readonly })
+            }
             (Some(slot), Some(Err(e))) => {
                 MAP_ERRORS.fetch_add(1, Ordering::Relaxed);
                 release_slot(slot, true);
@@ -333,12 +304,7 @@ pub fn unmap_batch(maps: Vec<ForeignMap>) -> Vec<Result<(), GntError>> {
     }
     let mut ops: Vec<GnttabUnmapGrantRef> = maps
         .iter()
-        .map(|m| GnttabUnmapGrantRef {
-            host_addr: m.paddr,
-            dev_bus_addr: 0,
-            handle: m.handle,
-            status: 0,
-        })
+        .map(|m| GnttabUnmapGrantRef { host_addr: m.paddr, dev_bus_addr: 0, handle: m.handle, status: 0 })
         .collect();
     let slots: Vec<u32> = maps.iter().map(|m| m.slot).collect();
     // The batch below owns the unmapping now: disarm the safety net.
@@ -369,33 +335,15 @@ pub fn unmap_batch(maps: Vec<ForeignMap>) -> Vec<Result<(), GntError>> {
 #[derive(Debug, Clone, Copy)]
 pub enum CopyPtr {
     /// A grant of another domain (or ours, to ourselves).
-    Gref {
-        dom: DomId,
-        gref: GrantRef,
-        offset: u16,
-    },
+    Gref { dom: DomId, gref: GrantRef, offset: u16 },
     /// One of our own frames.
     Local { gfn: u64, offset: u16 },
 }
 
 fn copy_ptr(p: CopyPtr) -> (GnttabCopyPtr, bool) {
     match p {
-        CopyPtr::Gref { dom, gref, offset } => (
-            GnttabCopyPtr {
-                u: u64::from(gref),
-                domid: dom,
-                offset,
-            },
-            true,
-        ),
-        CopyPtr::Local { gfn, offset } => (
-            GnttabCopyPtr {
-                u: gfn,
-                domid: DOMID_SELF,
-                offset,
-            },
-            false,
-        ),
+        CopyPtr::Gref { dom, gref, offset } => (GnttabCopyPtr { u: u64::from(gref), domid: dom, offset }, true),
+        CopyPtr::Local { gfn, offset } => (GnttabCopyPtr { u: gfn, domid: DOMID_SELF, offset }, false),
     }
 }
 
@@ -404,13 +352,7 @@ pub fn copy_op(src: CopyPtr, dst: CopyPtr, len: u16) -> GnttabCopy {
     let (source, sg) = copy_ptr(src);
     let (dest, dg) = copy_ptr(dst);
     let flags = if sg { GNTCOPY_SOURCE_GREF } else { 0 } | if dg { GNTCOPY_DEST_GREF } else { 0 };
-    GnttabCopy {
-        source,
-        dest,
-        len,
-        flags,
-        status: 0,
-    }
+    GnttabCopy { source, dest, len, flags, status: 0 }
 }
 
 /// Runs every copy with one `GNTTABOP_copy` hypercall; per-op results.

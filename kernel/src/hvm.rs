@@ -7,11 +7,7 @@ use crate::hypercall::{self, XenResult};
 
 /// `HVMOP_get_param` for ourselves (`HVM_PARAM_*`).
 pub fn get_param(index: u32) -> XenResult<u64> {
-    let mut p = XenHvmParam {
-        domid: DOMID_SELF,
-        index,
-        value: 0,
-    };
+    let mut p = XenHvmParam { domid: DOMID_SELF, index, value: 0 };
     // SAFETY: `xen_hvm_param` is the argument of HVMOP_get_param.
     unsafe { hypercall::op(HVM_OP, HVMOP_GET_PARAM, &mut p) }.map(|_| p.value)
 }
@@ -19,8 +15,6 @@ pub fn get_param(index: u32) -> XenResult<u64> {
 /// Xen's (major, minor) version.
 pub fn xen_version() -> XenResult<(u32, u32)> {
     // SAFETY: XENVER_version takes no argument buffer.
-    let v = hypercall::check(unsafe {
-        hypercall::hypercall(XEN_VERSION, u64::from(XENVER_VERSION), 0, 0, 0, 0)
-    })?;
+    let v = hypercall::check(unsafe { hypercall::hypercall(XEN_VERSION, u64::from(XENVER_VERSION), 0, 0, 0, 0) })?;
     Ok(((v >> 16) as u32, (v & 0xffff) as u32))
 }

@@ -43,9 +43,7 @@ static COUNTS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 
 /// How many hypercalls of number `nr` were issued.
 pub fn count(nr: u32) -> u64 {
-    COUNTS
-        .get(nr as usize)
-        .map_or(0, |c| c.load(Ordering::Relaxed))
+    COUNTS.get(nr as usize).map_or(0, |c| c.load(Ordering::Relaxed))
 }
 
 /// Finds Xen's CPUID base leaf ("XenVMMXenVMM"), if any.
@@ -134,14 +132,5 @@ pub unsafe fn op<T>(nr: u32, cmd: u32, arg: &mut T) -> XenResult<u64> {
 /// `T` must be the element type Xen expects for (`nr`, `cmd`).
 pub unsafe fn op_array<T>(nr: u32, cmd: u32, arg: &mut [T]) -> XenResult<u64> {
     // SAFETY: the slice is live, exclusive and identity-mapped; its length is passed.
-    check(unsafe {
-        hypercall(
-            nr,
-            u64::from(cmd),
-            arg.as_mut_ptr() as u64,
-            arg.len() as u64,
-            0,
-            0,
-        )
-    })
+    check(unsafe { hypercall(nr, u64::from(cmd), arg.as_mut_ptr() as u64, arg.len() as u64, 0, 0) })
 }

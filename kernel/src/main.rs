@@ -91,16 +91,12 @@ mod runtime {
         if let Err(e) = mem::init(&boot) {
             fatal(e);
         }
-        let entry_ns = time::system_time_ns()
-            .saturating_sub(time::tsc_to_ns(arch::rdtsc().wrapping_sub(tsc0)));
+        let entry_ns = time::system_time_ns().saturating_sub(time::tsc_to_ns(arch::rdtsc().wrapping_sub(tsc0)));
         time::mark_boot(entry_ns);
         if boot.cmdline.split_whitespace().any(|w| w == "debug") {
             console::set_max_level(Level::Debug);
         }
-        match (
-            hvm::get_param(HVM_PARAM_CONSOLE_PFN),
-            hvm::get_param(HVM_PARAM_CONSOLE_EVTCHN),
-        ) {
+        match (hvm::get_param(HVM_PARAM_CONSOLE_PFN), hvm::get_param(HVM_PARAM_CONSOLE_EVTCHN)) {
             (Ok(pfn), Ok(port)) if pfn != 0 => console::init_pv(pfn, port as u32),
             _ => warn!("no PV console: output goes to Xen's debug port only"),
         }
@@ -113,16 +109,9 @@ mod runtime {
             mem::heap_usage().1 >> 10,
             mem::grant_region_base() << 12
         );
-        info!(
-            "cmdline: '{}'; {} module(s)",
-            boot.cmdline,
-            boot.modules.len()
-        );
+        info!("cmdline: '{}'; {} module(s)", boot.cmdline, boot.modules.len());
 
-        let store = match (
-            hvm::get_param(HVM_PARAM_STORE_PFN),
-            hvm::get_param(HVM_PARAM_STORE_EVTCHN),
-        ) {
+        let store = match (hvm::get_param(HVM_PARAM_STORE_PFN), hvm::get_param(HVM_PARAM_STORE_EVTCHN)) {
             (Ok(pfn), Ok(port)) if pfn != 0 => {
                 // SAFETY: the params name the xenstore ring page (below 4 GiB: identity
                 // mapped since boot) and its event channel.
@@ -140,11 +129,7 @@ mod runtime {
             .and_then(|d| d.parse::<u16>().ok())
             .unwrap_or_else(|| fatal("cannot read our domid"));
         let ready_ns = time::since_boot_ns();
-        info!(
-            "ready: domain {domid}, entry to ready {}.{:03} ms",
-            ready_ns / 1_000_000,
-            (ready_ns / 1000) % 1000
-        );
+        info!("ready: domain {domid}, entry to ready {}.{:03} ms", ready_ns / 1_000_000, (ready_ns / 1000) % 1000);
 
         // `crashtest=ud2|panic`: prove the crash paths (register dump / panic message on the
         // console, then SHUTDOWN_crash) in the test bed.
@@ -174,11 +159,7 @@ mod runtime {
             }
         }
         // Service defaults: `path=copy|map`, `persistent=0|1`, `indirect=<segments>`.
-        let mut defaults = crate::service::Defaults {
-            copy: false,
-            persistent: true,
-            max_indirect_segments: 256,
-        };
+        let mut defaults = crate::service::Defaults { copy: false, persistent: true, max_indirect_segments: 256 };
         for w in boot.cmdline.split_whitespace() {
             match w.split_once('=') {
                 Some(("path", v)) => defaults.copy = v == "copy",
@@ -191,11 +172,7 @@ mod runtime {
                 _ => {}
             }
         }
-        let modules = boot
-            .modules
-            .iter()
-            .map(|(pa, size, _)| (*pa, *size))
-            .collect();
+        let modules = boot.modules.iter().map(|(pa, size, _)| (*pa, *size)).collect();
         crate::service::Service::new(store, domid, defaults, modules).run()
     }
 }

@@ -85,38 +85,20 @@ pub fn read_boot_info(paddr: u64) -> Result<BootInfo, &'static str> {
     if info.version >= 1 && info.memmap_paddr != 0 {
         let n = (info.memmap_entries as usize).min(64);
         // SAFETY: Xen's memory map array, `memmap_entries` entries, in our RAM.
-        let mm = unsafe {
-            SharedMem::new(
-                info.memmap_paddr,
-                n * core::mem::size_of::<HvmMemmapTableEntry>(),
-            )
-        };
+        let mm = unsafe { SharedMem::new(info.memmap_paddr, n * core::mem::size_of::<HvmMemmapTableEntry>()) };
         for i in 0..n {
-            if let Ok(e) =
-                mm.read::<HvmMemmapTableEntry>(i * core::mem::size_of::<HvmMemmapTableEntry>())
-            {
-                let _ = b.memmap.push(MemRange {
-                    start: e.addr,
-                    end: e.addr.saturating_add(e.size),
-                    kind: e.type_,
-                });
+            if let Ok(e) = mm.read::<HvmMemmapTableEntry>(i * core::mem::size_of::<HvmMemmapTableEntry>()) {
+                let _ = b.memmap.push(MemRange { start: e.addr, end: e.addr.saturating_add(e.size), kind: e.type_ });
             }
         }
     }
     if info.nr_modules > 0 && info.modlist_paddr != 0 {
         let n = (info.nr_modules as usize).min(8);
         // SAFETY: Xen's module list, `nr_modules` entries, in our RAM.
-        let ml = unsafe {
-            SharedMem::new(
-                info.modlist_paddr,
-                n * core::mem::size_of::<HvmModlistEntry>(),
-            )
-        };
+        let ml = unsafe { SharedMem::new(info.modlist_paddr, n * core::mem::size_of::<HvmModlistEntry>()) };
         for i in 0..n {
             if let Ok(m) = ml.read::<HvmModlistEntry>(i * core::mem::size_of::<HvmModlistEntry>()) {
-                let _ = b
-                    .modules
-                    .push((m.paddr, m.size, read_cstr(m.cmdline_paddr)));
+                let _ = b.modules.push((m.paddr, m.size, read_cstr(m.cmdline_paddr)));
             }
         }
     }
@@ -135,12 +117,8 @@ struct Frames {
     total: u64,
 }
 
-static FRAMES: spin::Mutex<Frames> = spin::Mutex::new(Frames {
-    ranges: heapless::Vec::new(),
-    free_list: 0,
-    free_count: 0,
-    total: 0,
-});
+static FRAMES: spin::Mutex<Frames> =
+    spin::Mutex::new(Frames { ranges: heapless::Vec::new(), free_list: 0, free_count: 0, total: 0 });
 static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
 static GRANT_REGION: AtomicU64 = AtomicU64::new(0);
 static RAM_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -298,21 +276,9 @@ pub fn init(boot: &BootInfo) -> Result<(), &'static str> {
     subtract(&mut ranges, (0, 1 << 20));
     let (img_s, img_e) = crate::arch::image_range();
     subtract(&mut ranges, (img_s, img_e.next_multiple_of(PAGE_SIZE)));
-    subtract(
-        &mut ranges,
-        (
-            boot.start_info & !(PAGE_SIZE - 1),
-            (boot.start_info & !(PAGE_SIZE - 1)) + PAGE_SIZE,
-        ),
-    );
+    subtract(&mut ranges, (boot.start_info & !(PAGE_SIZE - 1), (boot.start_info & !(PAGE_SIZE - 1)) + PAGE_SIZE));
     for (pa, size, _) in &boot.modules {
-        subtract(
-            &mut ranges,
-            (
-                pa & !(PAGE_SIZE - 1),
-                (pa + size).next_multiple_of(PAGE_SIZE),
-            ),
-        );
+        subtract(&mut ranges, (pa & !(PAGE_SIZE - 1), (pa + size).next_multiple_of(PAGE_SIZE)));
     }
     {
         let mut f = FRAMES.lock();
@@ -329,8 +295,7 @@ pub fn init(boot: &BootInfo) -> Result<(), &'static str> {
 
     // shared_info: Xen replaces the RAM frame at this gfn with the shared_info page.
     let si = alloc_frame().ok_or("no frame for shared_info")?;
-    add_to_physmap(XENMAPSPACE_SHARED_INFO, 0, si >> 12)
-        .map_err(|_| "XENMEM_add_to_physmap(shared_info) failed")?;
+    add_to_physmap(XENMAPSPACE_SHARED_INFO, 0, si >> 12).map_err(|_| "XENMEM_add_to_physmap(shared_info) failed")?;
     SHARED_INFO.store(si, Ordering::Release);
 
     // The grant region (see the module comment), identity-mapped with 2 MiB pages.
@@ -342,21 +307,9 @@ pub fn init(boot: &BootInfo) -> Result<(), &'static str> {
 
 /// `XENMEM_add_to_physmap` for ourselves.
 pub fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> XenResult<u64> {
-    let mut a = XenAddToPhysmap {
-        domid: DOMID_SELF,
-        size: 0,
-        space,
-        idx,
-        gpfn,
-    };
+    let mut a = XenAddToPhysmap { domid: DOMID_SELF, size: 0, space, idx, gpfn };
     // SAFETY: `xen_add_to_physmap` is the argument of XENMEM_add_to_physmap.
-    unsafe {
-        hypercall::op(
-            xen_sys_mini::hypercall::MEMORY_OP,
-            XENMEM_ADD_TO_PHYSMAP,
-            &mut a,
-        )
-    }
+    unsafe { hypercall::op(xen_sys_mini::hypercall::MEMORY_OP, XENMEM_ADD_TO_PHYSMAP, &mut a) }
 }
 
 /// Heap statistics: (used, free) bytes.

@@ -44,21 +44,9 @@ pub fn poll(ports: &[EvtchnPort], deadline_ns: u64) -> XenResult<()> {
         (ports.as_ptr() as u64, ports.len() as u32, deadline_ns)
     } else {
         let cap = crate::time::system_time_ns() + 10_000_000;
-        (
-            0,
-            0,
-            if deadline_ns == 0 {
-                cap
-            } else {
-                deadline_ns.min(cap)
-            },
-        )
+        (0, 0, if deadline_ns == 0 { cap } else { deadline_ns.min(cap) })
     };
-    let mut arg = SchedPoll {
-        ports: ptr,
-        nr_ports: n,
-        timeout: deadline,
-    };
+    let mut arg = SchedPoll { ports: ptr, nr_ports: n, timeout: deadline };
     // SAFETY: `sched_poll` with a pointer to `n` live ports (or none).
     unsafe { hypercall::op(SCHED_OP, SCHEDOP_POLL, &mut arg) }.map(|_| ())
 }

@@ -120,16 +120,14 @@ impl Service {
         if let Err(e) = HvXs::watch(&mut self.xs, &self.base, "vbd") {
             error!("cannot watch {}: {e:?}", self.base);
         }
-        let _ = HvXs::write(
-            &mut self.xs,
-            &format!("/local/domain/{}/data/blkback/ready", self.domid),
-            "1",
-        );
-        info!("blkback: serving vbds under {} (path {}, persistent grants {}, up to {} indirect segments)",
+        let _ = HvXs::write(&mut self.xs, &format!("/local/domain/{}/data/blkback/ready", self.domid), "1");
+        info!(
+            "blkback: serving vbds under {} (path {}, persistent grants {}, up to {} indirect segments)",
             self.base,
             if self.defaults.copy { "copy" } else { "map" },
             if self.defaults.persistent { "on" } else { "off" },
-            self.defaults.max_indirect_segments);
+            self.defaults.max_indirect_segments
+        );
         loop {
             let xs_port = self.xs.port();
             let mut ports = alloc::vec![xs_port];
@@ -156,13 +154,7 @@ impl Service {
     fn next_deadline(&self) -> u64 {
         self.devices
             .values()
-            .filter_map(|e| {
-                if let Entry::Serving(_, Some(t)) = e {
-                    Some(*t)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|e| if let Entry::Serving(_, Some(t)) = e { Some(*t) } else { None })
             .min()
             .unwrap_or(u64::MAX)
     }
@@ -180,10 +172,7 @@ impl Service {
             if ev.token == "vbd" {
                 // Only the shape of the tree matters here (a new or vanished vbd), not our
                 // own writes below a device.
-                let depth = ev
-                    .path
-                    .strip_prefix(&self.base)
-                    .map(|r| r.split('/').filter(|s| !s.is_empty()).count());
+                let depth = ev.path.strip_prefix(&self.base).map(|r| r.split('/').filter(|s| !s.is_empty()).count());
                 if matches!(depth, Some(0..=2)) {
                     self.rescan();
                 }
@@ -198,9 +187,7 @@ impl Service {
     fn rescan(&mut self) {
         let mut seen: Vec<String> = Vec::new();
         for fe in HvXs::directory(&mut self.xs, &self.base).unwrap_or_default() {
-            for dev in
-                HvXs::directory(&mut self.xs, &format!("{}/{fe}", self.base)).unwrap_or_default()
-            {
+            for dev in HvXs::directory(&mut self.xs, &format!("{}/{fe}", self.base)).unwrap_or_default() {
                 seen.push(format!("{}/{fe}/{dev}", self.base));
             }
         }
@@ -209,12 +196,7 @@ impl Service {
                 self.add(be.clone());
             }
         }
-        let gone: Vec<String> = self
-            .devices
-            .keys()
-            .filter(|k| !seen.contains(k))
-            .cloned()
-            .collect();
+        let gone: Vec<String> = self.devices.keys().filter(|k| !seen.contains(k)).cloned().collect();
         for be in gone {
             if let Some(Entry::Serving(mut d, _)) = self.devices.remove(&be) {
                 if d.connection().is_some() {
@@ -243,9 +225,10 @@ impl Service {
             }
             TargetKind::Null(size) => Ok(AnyStore::Null(NullStore::new(size / 512))),
             TargetKind::Module(n) => {
-                let m = self.modules.get_mut(n).ok_or_else(|| {
-                    format!("no boot module {n} (give the driver domain ramdisk=...)")
-                })?;
+                let m = self
+                    .modules
+                    .get_mut(n)
+                    .ok_or_else(|| format!("no boot module {n} (give the driver domain ramdisk=...)"))?;
                 if m.2 {
                     return Err(format!("boot module {n} is already served"));
                 }
@@ -259,42 +242,23 @@ impl Service {
     }
 
     fn add(&mut self, be: String) {
-        let params = HvXs::read(&mut self.xs, &format!("{be}/params"))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let mode = HvXs::read(&mut self.xs, &format!("{be}/mode"))
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "w".to_string());
+        let params = HvXs::read(&mut self.xs, &format!("{be}/params")).ok().flatten().unwrap_or_default();
+        let mode = HvXs::read(&mut self.xs, &format!("{be}/mode")).ok().flatten().unwrap_or_else(|| "w".to_string());
         let read_only = !mode.trim().starts_with('w');
-        let built =
-            blk::parse_target(&params).and_then(|t| self.make_store(&t, read_only).map(|s| (t, s)));
+        let built = blk::parse_target(&params).and_then(|t| self.make_store(&t, read_only).map(|s| (t, s)));
         let (target, store) = match built {
             Ok(x) => x,
             Err(e) => {
                 error!("{be}: target `{params}`: {e}");
-                let _ = HvXs::write(
-                    &mut self.xs,
-                    &format!("{be}/hotplug-error"),
-                    &format!("target `{params}`: {e}"),
-                );
+                let _ = HvXs::write(&mut self.xs, &format!("{be}/hotplug-error"), &format!("target `{params}`: {e}"));
                 let _ = HvXs::write(&mut self.xs, &format!("{be}/hotplug-status"), "error");
-                let _ = HvXs::write(
-                    &mut self.xs,
-                    &format!("{be}/state"),
-                    &format!("{}", XenbusState::Closed as u32),
-                );
+                let _ = HvXs::write(&mut self.xs, &format!("{be}/state"), &format!("{}", XenbusState::Closed as u32));
                 self.devices.insert(be, Entry::Failed);
                 return;
             }
         };
         let mut cfg = DeviceConfig::default();
-        cfg.path = if target.copy.unwrap_or(self.defaults.copy) {
-            DataPath::Copy
-        } else {
-            DataPath::Map
-        };
+        cfg.path = if target.copy.unwrap_or(self.defaults.copy) { DataPath::Copy } else { DataPath::Map };
         cfg.adv.persistent = target.persistent.unwrap_or(self.defaults.persistent);
         cfg.adv.max_indirect_segments = self.defaults.max_indirect_segments;
         if matches!(target.kind, TargetKind::Null(_)) && cfg.path == DataPath::Copy {
@@ -306,11 +270,7 @@ impl Service {
                 info!(
                     "{be}: {} ({}), frontend {}, {:?} path",
                     blk::describe(&target),
-                    if d.read_only() {
-                        "read-only"
-                    } else {
-                        "read-write"
-                    },
+                    if d.read_only() { "read-only" } else { "read-write" },
                     d.fe_dom,
                     cfg.path
                 );
@@ -346,10 +306,7 @@ impl Service {
                 "{be}: {:?} -> {:?}{}",
                 before,
                 d.state(),
-                d.last_error
-                    .as_deref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
+                d.last_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
             );
         }
     }
@@ -362,12 +319,7 @@ impl Service {
                 let r = d.process(&mut self.xs, &mut self.g, &mut self.ev);
                 more |= r.more;
                 if d.state() != before {
-                    warn!(
-                        "{be}: {:?} -> {:?} ({})",
-                        before,
-                        d.state(),
-                        d.last_error.as_deref().unwrap_or("")
-                    );
+                    warn!("{be}: {:?} -> {:?} ({})", before, d.state(), d.last_error.as_deref().unwrap_or(""));
                 }
             }
         }
@@ -379,9 +331,7 @@ impl Service {
         let due: Vec<String> = self
             .devices
             .iter()
-            .filter_map(|(k, e)| {
-                matches!(e, Entry::Serving(_, Some(t)) if *t <= now).then(|| k.clone())
-            })
+            .filter_map(|(k, e)| matches!(e, Entry::Serving(_, Some(t)) if *t <= now).then(|| k.clone()))
             .collect();
         for be in due {
             if let Some(Entry::Serving(mut d, _)) = self.devices.remove(&be) {
@@ -405,14 +355,8 @@ impl Service {
                 (format!("{base}/map_calls"), c.map_calls.to_string()),
                 (format!("{base}/unmap_calls"), c.unmap_calls.to_string()),
                 (format!("{base}/copy_calls"), c.copy_calls.to_string()),
-                (
-                    format!("{base}/safety_net_unmaps"),
-                    c.safety_net_unmaps.to_string()
-                ),
-                (
-                    format!("{base}/free_kib"),
-                    (crate::mem::free_bytes() >> 10).to_string()
-                ),
+                (format!("{base}/safety_net_unmaps"), c.safety_net_unmaps.to_string()),
+                (format!("{base}/free_kib"), (crate::mem::free_bytes() >> 10).to_string()),
             ];
             let _ = self.xs.write_all(&pairs);
         }

@@ -72,9 +72,7 @@ impl SharedMem {
     pub fn read<T: Pod>(&self, off: usize) -> Result<T, OutOfBounds> {
         let mut v = core::mem::MaybeUninit::<T>::zeroed();
         // SAFETY: the MaybeUninit is `size_of::<T>()` writable bytes we own.
-        let bytes = unsafe {
-            core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), core::mem::size_of::<T>())
-        };
+        let bytes = unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), core::mem::size_of::<T>()) };
         self.read_bytes(off, bytes)?;
         // SAFETY: `T: Pod`: every bit pattern is a valid `T`, and all bytes were written.
         Ok(unsafe { v.assume_init() })
@@ -84,12 +82,8 @@ impl SharedMem {
     pub fn write<T: Pod>(&self, off: usize, v: &T) -> Result<(), OutOfBounds> {
         // SAFETY: `T: Pod` has no padding-dependent invariants we rely on; viewing its
         // bytes is fine for a `Copy` value we hold a reference to.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(
-                core::ptr::from_ref(v).cast::<u8>(),
-                core::mem::size_of::<T>(),
-            )
-        };
+        let bytes =
+            unsafe { core::slice::from_raw_parts(core::ptr::from_ref(v).cast::<u8>(), core::mem::size_of::<T>()) };
         self.write_bytes(off, bytes)
     }
 

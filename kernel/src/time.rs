@@ -66,10 +66,6 @@ pub fn tsc_to_ns(delta: u64) -> u64 {
     let Ok(t) = si.read::<VcpuTimeInfo>(off) else {
         return 0;
     };
-    let d = if t.tsc_shift >= 0 {
-        delta << t.tsc_shift
-    } else {
-        delta >> -i32::from(t.tsc_shift)
-    };
+    let d = if t.tsc_shift >= 0 { delta << t.tsc_shift } else { delta >> -i32::from(t.tsc_shift) };
     ((u128::from(d) * u128::from(t.tsc_to_system_mul)) >> 32) as u64
 }

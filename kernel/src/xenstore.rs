@@ -11,9 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use xen_sys_mini::io::xs_wire::{
-    xs, XsdSockmsg, XENSTORE_PAYLOAD_MAX, XENSTORE_RING_SIZE, XSD_ERRORS,
-};
+use xen_sys_mini::io::xs_wire::{xs, XsdSockmsg, XENSTORE_PAYLOAD_MAX, XENSTORE_RING_SIZE, XSD_ERRORS};
 use xen_sys_mini::EvtchnPort;
 
 use crate::shared::SharedMem;
@@ -88,13 +86,7 @@ impl XenStore {
     pub unsafe fn new(pfn: u64, port: EvtchnPort) -> Self {
         // SAFETY: guaranteed by the caller; the window covers struct xenstore_domain_interface.
         let page = unsafe { SharedMem::new(pfn << 12, 4096) };
-        Self {
-            page,
-            port,
-            next_id: 1,
-            events: VecDeque::new(),
-            requests: 0,
-        }
+        Self { page, port, next_id: 1, events: VecDeque::new(), requests: 0 }
     }
 
     /// The event channel of the ring.
@@ -103,9 +95,7 @@ impl XenStore {
     }
 
     fn idx(&self, off: usize) -> XsResult<&core::sync::atomic::AtomicU32> {
-        self.page
-            .atomic_u32(off)
-            .map_err(|_| XsError::Protocol("ring page"))
+        self.page.atomic_u32(off).map_err(|_| XsError::Protocol("ring page"))
     }
 
     fn wait(&self, deadline: u64) -> XsResult<()> {
@@ -134,12 +124,9 @@ impl XenStore {
             let n = space.min(data.len());
             for (i, b) in data[..n].iter().enumerate() {
                 let at = (prod as usize + i) % XENSTORE_RING_SIZE;
-                self.page
-                    .write_bytes(REQ + at, core::slice::from_ref(b))
-                    .map_err(|_| XsError::Protocol("ring"))?;
+                self.page.write_bytes(REQ + at, core::slice::from_ref(b)).map_err(|_| XsError::Protocol("ring"))?;
             }
-            self.idx(REQ_PROD)?
-                .store(prod.wrapping_add(n as u32), Ordering::Release);
+            self.idx(REQ_PROD)?.store(prod.wrapping_add(n as u32), Ordering::Release);
             evtchn::notify(self.port);
             data = &data[n..];
         }
@@ -163,14 +150,11 @@ impl XenStore {
             for i in 0..n {
                 let at = (cons as usize + i) % XENSTORE_RING_SIZE;
                 let mut b = [0u8];
-                self.page
-                    .read_bytes(RSP + at, &mut b)
-                    .map_err(|_| XsError::Protocol("ring"))?;
+                self.page.read_bytes(RSP + at, &mut b).map_err(|_| XsError::Protocol("ring"))?;
                 out[got + i] = b[0];
             }
             // Bytes are copied before the consumer index frees their space.
-            self.idx(RSP_CONS)?
-                .store(cons.wrapping_add(n as u32), Ordering::Release);
+            self.idx(RSP_CONS)?.store(cons.wrapping_add(n as u32), Ordering::Release);
             evtchn::notify(self.port);
             got += n;
         }
@@ -182,16 +166,9 @@ impl XenStore {
         let mut h = [0u8; 16];
         self.ring_read(&mut h, deadline)?;
         let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-        let hdr = XsdSockmsg {
-            type_: word(0),
-            req_id: word(4),
-            tx_id: word(8),
-            len: word(12),
-        };
+        let hdr = XsdSockmsg { type_: word(0), req_id: word(4), tx_id: word(8), len: word(12) };
         if hdr.len as usize > XENSTORE_PAYLOAD_MAX {
-            return Err(XsError::Protocol(
-                "payload longer than XENSTORE_PAYLOAD_MAX",
-            ));
+            return Err(XsError::Protocol("payload longer than XENSTORE_PAYLOAD_MAX"));
         }
         if hdr.type_ >= xs::TYPE_COUNT {
             return Err(XsError::Protocol("unknown message type"));
@@ -207,10 +184,8 @@ impl XenStore {
         let (Some(p), Some(t)) = (parts.next(), parts.next()) else {
             return Err(XsError::Protocol("malformed watch event"));
         };
-        let path = String::from_utf8(p.to_vec())
-            .map_err(|_| XsError::Protocol("watch event path not text"))?;
-        let token = String::from_utf8(t.to_vec())
-            .map_err(|_| XsError::Protocol("watch event token not text"))?;
+        let path = String::from_utf8(p.to_vec()).map_err(|_| XsError::Protocol("watch event path not text"))?;
+        let token = String::from_utf8(t.to_vec()).map_err(|_| XsError::Protocol("watch event token not text"))?;
         if path.is_empty() {
             return Err(XsError::Protocol("watch event with an empty path"));
         }
@@ -222,9 +197,7 @@ impl XenStore {
     pub fn request(&mut self, type_: u32, tx: Tx, parts: &[&[u8]]) -> XsResult<Vec<u8>> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len > XENSTORE_PAYLOAD_MAX {
-            return Err(XsError::Protocol(
-                "request longer than XENSTORE_PAYLOAD_MAX",
-            ));
+            return Err(XsError::Protocol("request longer than XENSTORE_PAYLOAD_MAX"));
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
@@ -249,11 +222,7 @@ impl XenStore {
             }
             if h.type_ == xs::ERROR {
                 let name = payload.split(|&b| b == 0).next().unwrap_or(&[]);
-                let e = XSD_ERRORS
-                    .iter()
-                    .find(|(n, _)| n.as_bytes() == name)
-                    .copied()
-                    .unwrap_or(("EIO", 5));
+                let e = XSD_ERRORS.iter().find(|(n, _)| n.as_bytes() == name).copied().unwrap_or(("EIO", 5));
                 return Err(XsError::Errno(e.1, e.0));
             }
             if h.type_ != type_ {
@@ -268,8 +237,7 @@ impl XenStore {
     }
 
     pub fn read(&mut self, tx: Tx, path: &str) -> XsResult<String> {
-        self.request(xs::READ, tx, &[path.as_bytes(), b"\0"])
-            .and_then(Self::text)
+        self.request(xs::READ, tx, &[path.as_bytes(), b"\0"]).and_then(Self::text)
     }
 
     /// `read`, `None` if the node does not exist.
@@ -282,35 +250,26 @@ impl XenStore {
     }
 
     pub fn write(&mut self, tx: Tx, path: &str, value: &str) -> XsResult<()> {
-        self.request(xs::WRITE, tx, &[path.as_bytes(), b"\0", value.as_bytes()])
-            .map(|_| ())
+        self.request(xs::WRITE, tx, &[path.as_bytes(), b"\0", value.as_bytes()]).map(|_| ())
     }
 
     pub fn mkdir(&mut self, tx: Tx, path: &str) -> XsResult<()> {
-        self.request(xs::MKDIR, tx, &[path.as_bytes(), b"\0"])
-            .map(|_| ())
+        self.request(xs::MKDIR, tx, &[path.as_bytes(), b"\0"]).map(|_| ())
     }
 
     pub fn rm(&mut self, tx: Tx, path: &str) -> XsResult<()> {
-        self.request(xs::RM, tx, &[path.as_bytes(), b"\0"])
-            .map(|_| ())
+        self.request(xs::RM, tx, &[path.as_bytes(), b"\0"]).map(|_| ())
     }
 
     pub fn directory(&mut self, tx: Tx, path: &str) -> XsResult<Vec<String>> {
         let v = self.request(xs::DIRECTORY, tx, &[path.as_bytes(), b"\0"])?;
-        v.split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| Self::text(s.to_vec()))
-            .collect()
+        v.split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| Self::text(s.to_vec())).collect()
     }
 
     /// Permissions as xenstored lists them: `n0`, `r5`, ... (owner first).
     pub fn get_perms(&mut self, tx: Tx, path: &str) -> XsResult<Vec<String>> {
         let v = self.request(xs::GET_PERMS, tx, &[path.as_bytes(), b"\0"])?;
-        v.split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| Self::text(s.to_vec()))
-            .collect()
+        v.split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| Self::text(s.to_vec())).collect()
     }
 
     pub fn set_perms(&mut self, tx: Tx, path: &str, perms: &[&str]) -> XsResult<()> {
@@ -323,45 +282,25 @@ impl XenStore {
     }
 
     pub fn watch(&mut self, path: &str, token: &str) -> XsResult<()> {
-        self.request(
-            xs::WATCH,
-            0,
-            &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"],
-        )
-        .map(|_| ())
+        self.request(xs::WATCH, 0, &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"]).map(|_| ())
     }
 
     pub fn unwatch(&mut self, path: &str, token: &str) -> XsResult<()> {
-        self.request(
-            xs::UNWATCH,
-            0,
-            &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"],
-        )
-        .map(|_| ())
+        self.request(xs::UNWATCH, 0, &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"]).map(|_| ())
     }
 
     pub fn transaction_start(&mut self) -> XsResult<Tx> {
         let v = Self::text(self.request(xs::TRANSACTION_START, 0, &[b"\0"])?)?;
-        v.trim_end_matches('\0')
-            .parse()
-            .map_err(|_| XsError::Protocol("transaction id not a number"))
+        v.trim_end_matches('\0').parse().map_err(|_| XsError::Protocol("transaction id not a number"))
     }
 
     pub fn transaction_end(&mut self, tx: Tx, commit: bool) -> XsResult<()> {
-        self.request(
-            xs::TRANSACTION_END,
-            tx,
-            &[if commit { b"T\0" } else { b"F\0" }],
-        )
-        .map(|_| ())
+        self.request(xs::TRANSACTION_END, tx, &[if commit { b"T\0" } else { b"F\0" }]).map(|_| ())
     }
 
     /// Runs `f` in a transaction, retrying the whole of it while xenstored answers EAGAIN
     /// (another writer touched what it read). Returns `f`'s value and the attempts made.
-    pub fn transaction<T>(
-        &mut self,
-        mut f: impl FnMut(&mut Self, Tx) -> XsResult<T>,
-    ) -> XsResult<(T, u32)> {
+    pub fn transaction<T>(&mut self, mut f: impl FnMut(&mut Self, Tx) -> XsResult<T>) -> XsResult<(T, u32)> {
         for attempt in 1..=16 {
             let tx = self.transaction_start()?;
             match f(self, tx) {

@@ -430,9 +430,7 @@ const HEADERS: &[&str] = &[
 
 /// A C identifier-safe label for an assertion, so a failure names what differs.
 fn label(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
+    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
 }
 
 fn probe_source(abi: Abi, layouts: &[Layout], constants: &[Constant]) -> String {
@@ -443,15 +441,10 @@ fn probe_source(abi: Abi, layouts: &[Layout], constants: &[Constant]) -> String 
     for l in layouts.iter().filter(|l| l.abi == abi) {
         let what = format!("{:?} {} vs {}", l.abi, l.rust, l.c);
         // An sring's C type includes `ring[1]`: the header ends where the ring starts.
-        let size_expr = if l.rust == "SringHeader" {
-            format!("offsetof({}, ring)", l.c)
-        } else {
-            format!("sizeof({})", l.c)
-        };
-        s += &format!(
-            "_Static_assert({size_expr} == {}, \"MISMATCH size of {what}: Rust says {}\");\n",
-            l.size, l.size
-        );
+        let size_expr =
+            if l.rust == "SringHeader" { format!("offsetof({}, ring)", l.c) } else { format!("sizeof({})", l.c) };
+        s +=
+            &format!("_Static_assert({size_expr} == {}, \"MISMATCH size of {what}: Rust says {}\");\n", l.size, l.size);
         for (field, off) in &l.fields {
             s += &format!(
                 "_Static_assert(offsetof({}, {field}) == {off}, \"MISMATCH offset of {what}.{field}: Rust says {off}\");\n",
@@ -506,25 +499,16 @@ fn run_probe(abi: Abi, layouts: &[Layout], constants: &[Constant]) -> Vec<String
     let mismatches: Vec<String> = stderr
         .lines()
         .filter(|l| l.contains("static assertion failed"))
-        .filter_map(|l| {
-            l.find("MISMATCH ")
-                .map(|i| l[i + 9..].trim_end_matches('"').to_string())
-        })
+        .filter_map(|l| l.find("MISMATCH ").map(|i| l[i + 9..].trim_end_matches('"').to_string()))
         .collect();
     // Any other compile error means the probe itself is wrong (e.g. an unknown C name):
     // that must fail too, never pass as "no mismatch".
-    assert!(
-        out.status.success() || !mismatches.is_empty(),
-        "the C probe did not compile:\n{stderr}"
-    );
+    assert!(out.status.success() || !mismatches.is_empty(), "the C probe did not compile:\n{stderr}");
     let other_errors: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("error:") && !l.contains("static assertion failed: \"MISMATCH "))
         .collect();
-    assert!(
-        other_errors.is_empty(),
-        "the C probe has errors besides mismatches:\n{stderr}"
-    );
+    assert!(other_errors.is_empty(), "the C probe has errors besides mismatches:\n{stderr}");
     let _ = std::fs::remove_file(&file);
     mismatches
 }
@@ -555,45 +539,28 @@ fn x86_32_layouts_match_xen_headers_compiled_with_m32() {
 #[test]
 fn probe_reports_a_wrong_layout() {
     let mut wrong = fixups(all_layouts());
-    let req = wrong
-        .iter_mut()
-        .find(|l| l.rust == "BlkifRequest" && l.abi == Abi::X86_64)
-        .unwrap();
+    let req = wrong.iter_mut().find(|l| l.rust == "BlkifRequest" && l.abi == Abi::X86_64).unwrap();
     req.fields.iter_mut().find(|(f, _)| *f == "id").unwrap().1 = 4; // the x86_32 offset
-    let resp = wrong
-        .iter_mut()
-        .find(|l| l.rust == "BlkifResponse")
-        .unwrap();
+    let resp = wrong.iter_mut().find(|l| l.rust == "BlkifResponse").unwrap();
     resp.size = 12;
-    let consts = vec![Constant {
-        c: "BLKIF_OP_INDIRECT",
-        value: 7,
-    }];
+    let consts = vec![Constant { c: "BLKIF_OP_INDIRECT", value: 7 }];
     let m = run_probe(Abi::X86_64, &wrong, &consts);
     assert_eq!(m.len(), 3, "{m:?}");
-    assert!(m
-        .iter()
-        .any(|s| s.contains("offset of X86_64 BlkifRequest vs struct blkif_request.id")));
+    assert!(m.iter().any(|s| s.contains("offset of X86_64 BlkifRequest vs struct blkif_request.id")));
     assert!(m.iter().any(|s| s.contains("size of X86_64 BlkifResponse")));
     assert!(m.iter().any(|s| s.contains("constant BLKIF_OP_INDIRECT")));
 
     // The native layout is not the x86_32 one: checking the x86_32 structs against the
     // native header must fail.
-    let mut swapped: Vec<Layout> = fixups(all_layouts())
-        .into_iter()
-        .filter(|l| l.rust.starts_with("BlkifX86_32"))
-        .collect();
+    let mut swapped: Vec<Layout> =
+        fixups(all_layouts()).into_iter().filter(|l| l.rust.starts_with("BlkifX86_32")).collect();
     for l in &mut swapped {
         l.abi = Abi::X86_64;
         // The `__i386__`-only tail pad has no native member to compare.
         l.fields.retain(|(f, _)| *f != "pad");
     }
     let m = run_probe(Abi::X86_64, &swapped, &[]);
-    assert!(
-        m.iter()
-            .any(|s| s.contains("BlkifX86_32Request vs struct blkif_request")),
-        "{m:?}"
-    );
+    assert!(m.iter().any(|s| s.contains("BlkifX86_32Request vs struct blkif_request")), "{m:?}");
 }
 
 /// Every `#[repr(C)]` struct in the crate's sources has an entry in the table above, so a
@@ -617,10 +584,7 @@ fn every_repr_c_struct_is_checked() {
                         repr_c = true;
                     } else if let Some(rest) = t.strip_prefix("pub struct ") {
                         if repr_c {
-                            let name: String = rest
-                                .chars()
-                                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                                .collect();
+                            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
                             declared.insert(name);
                         }
                         repr_c = false;
@@ -631,15 +595,8 @@ fn every_repr_c_struct_is_checked() {
             }
         }
     }
-    assert!(
-        declared.len() >= 40,
-        "found only {} structs: the scan is broken",
-        declared.len()
-    );
+    assert!(declared.len() >= 40, "found only {} structs: the scan is broken", declared.len());
     let checked: BTreeSet<String> = all_layouts().iter().map(|l| l.rust.to_string()).collect();
     let missing: Vec<&String> = declared.difference(&checked).collect();
-    assert!(
-        missing.is_empty(),
-        "#[repr(C)] structs with no layout check: {missing:?}"
-    );
+    assert!(missing.is_empty(), "#[repr(C)] structs with no layout check: {missing:?}");
 }

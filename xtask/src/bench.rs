@@ -34,6 +34,23 @@ const WORKLOADS: &[(&str, u32, u32)] = &[
 /// 256 MiB.
 const SPAN_MIB: u32 = 128;
 
+/// Builds the load tool (release) that runs in dom0.
+pub fn build_blkload() -> Result<std::path::PathBuf> {
+    sh::timed("build blkload (release)", || {
+        sh::output(sh::cmd("cargo").current_dir(sh::root()).args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "xtask",
+            "--bin",
+            "blkload",
+        ]))
+        .map(|_| ())
+    })?;
+    Ok(sh::root().join("target/release/blkload"))
+}
+
 pub fn cmd_bench(args: &[String]) -> Result<i32> {
     let mut backends: Vec<String> = BACKENDS.iter().map(|s| (*s).to_string()).collect();
     let mut seconds = 8u32;
@@ -47,40 +64,18 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
                 }
                 backends = v.split(',').map(str::to_string).collect();
                 if let Some(b) = backends.iter().find(|b| !BACKENDS.contains(&b.as_str())) {
-                    return Err(format!(
-                        "unknown backend `{b}`; available: {}",
-                        BACKENDS.join(", ")
-                    ));
+                    return Err(format!("unknown backend `{b}`; available: {}", BACKENDS.join(", ")));
                 }
             }
             "--seconds" => {
-                seconds = it
-                    .next()
-                    .ok_or("--seconds needs a value")?
-                    .parse()
-                    .map_err(|e| format!("--seconds: {e}"))?;
+                seconds = it.next().ok_or("--seconds needs a value")?.parse().map_err(|e| format!("--seconds: {e}"))?;
             }
             o => return Err(format!("unknown bench argument `{o}`")),
         }
     }
     let images = images::build()?;
-    sh::timed("build blkload (release)", || {
-        sh::output(sh::cmd("cargo").current_dir(sh::root()).args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "xtask",
-            "--bin",
-            "blkload",
-        ]))
-        .map(|_| ())
-    })?;
-    let blkload = sh::root().join("target/release/blkload");
-    let workloads: Vec<String> = WORKLOADS
-        .iter()
-        .map(|(rw, bs, qd)| format!("{rw}:{bs}:{qd}"))
-        .collect();
+    let blkload = build_blkload()?;
+    let workloads: Vec<String> = WORKLOADS.iter().map(|(rw, bs, qd)| format!("{rw}:{bs}:{qd}")).collect();
     let env = format!(
         "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\n",
         backends.join(" "),
@@ -91,20 +86,8 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         name: "bench",
         script: sh::root().join("images/testbed/scenarios/bench.sh"),
         extra: vec![
-            (
-                "usr/bin/blkload".into(),
-                Entry::File {
-                    src: blkload,
-                    mode: 0o755,
-                },
-            ),
-            (
-                "scenario/bench.env".into(),
-                Entry::Data {
-                    data: env.into_bytes(),
-                    mode: 0o644,
-                },
-            ),
+            ("usr/bin/blkload".into(), Entry::File { src: blkload, mode: 0o755 }),
+            ("scenario/bench.env".into(), Entry::Data { data: env.into_bytes(), mode: 0o644 }),
         ],
         timeout: Duration::from_secs(120 + per_backend * backends.len() as u64),
         verbose: false,
@@ -126,20 +109,15 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
                 .metric(&format!("bench.{b}.{key}"))
                 .and_then(|s| serde_json::from_str(s).ok())
                 .ok_or(format!("no result for {b} {key}"))?;
-            let cpu: f64 = report
-                .metric(&format!("{b}.{key}.dd_cpu_s"))
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(f64::NAN);
+            let cpu: f64 =
+                report.metric(&format!("{b}.{key}.dd_cpu_s")).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
             let gib = v["bytes"].as_f64().unwrap_or(0.0) / f64::from(1u32 << 30);
             v["dd_cpu_s"] = json!(cpu);
             v["dd_cpu_s_per_gib"] = json!(if gib > 0.0 { cpu / gib } else { f64::NAN });
             w.insert(key, v);
         }
         let fig = |k: &str| -> Value {
-            report
-                .metric(&format!("{b}.{k}"))
-                .and_then(|s| s.parse::<f64>().ok())
-                .map_or(Value::Null, |x| json!(x))
+            report.metric(&format!("{b}.{k}")).and_then(|s| s.parse::<f64>().ok()).map_or(Value::Null, |x| json!(x))
         };
         results.insert(
             b.clone(),
@@ -166,14 +144,9 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
     });
     let dir = sh::root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let text = serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?;
-    for f in [
-        dir.join(format!("bench-{stamp}.json")),
-        dir.join("latest.json"),
-    ] {
+    for f in [dir.join(format!("bench-{stamp}.json")), dir.join("latest.json")] {
         std::fs::write(&f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
     }
     sh::say(format!("wrote {}", dir.join("latest.json").display()));
@@ -188,14 +161,8 @@ fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
     );
     for (rw, bs, qd) in WORKLOADS {
         let key = format!("{rw}.{bs}.{qd}");
-        let name = format!(
-            "{rw} {} qd{qd}",
-            if *bs >= 1 << 20 {
-                format!("{}M", bs >> 20)
-            } else {
-                format!("{}K", bs >> 10)
-            }
-        );
+        let name =
+            format!("{rw} {} qd{qd}", if *bs >= 1 << 20 { format!("{}M", bs >> 20) } else { format!("{}K", bs >> 10) });
         for b in backends {
             let v = &r[b]["workloads"][&key];
             let base = &r[&backends[0]]["workloads"][&key];

@@ -39,12 +39,8 @@ impl Archive {
 
     fn add_parents(&mut self, path: &str) {
         let mut p = String::new();
-        for comp in path
-            .split('/')
-            .filter(|c| !c.is_empty())
-            .collect::<Vec<_>>()
-            .split_last()
-            .map_or(&[][..], |(_, init)| init)
+        for comp in
+            path.split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>().split_last().map_or(&[][..], |(_, init)| init)
         {
             if !p.is_empty() {
                 p.push('/');
@@ -65,23 +61,11 @@ impl Archive {
     }
 
     pub fn file(&mut self, path: &str, src: &Path, mode: u32) {
-        self.insert(
-            path,
-            Entry::File {
-                src: src.to_path_buf(),
-                mode,
-            },
-        );
+        self.insert(path, Entry::File { src: src.to_path_buf(), mode });
     }
 
     pub fn data(&mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) {
-        self.insert(
-            path,
-            Entry::Data {
-                data: data.into(),
-                mode,
-            },
-        );
+        self.insert(path, Entry::Data { data: data.into(), mode });
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) {
@@ -99,17 +83,13 @@ impl Archive {
     /// Writes the archive (directories come before their contents: BTreeMap order puts
     /// "a" before "a/b").
     pub fn write_to(&self, out: &mut impl Write) -> io::Result<u64> {
-        let mut w = CountingWriter {
-            inner: out,
-            written: 0,
-        };
+        let mut w = CountingWriter { inner: out, written: 0 };
         for (ino, (path, entry)) in (1u32..).zip(self.entries.iter()) {
             let (mode, data): (u32, Vec<u8>) = match entry {
                 Entry::Dir => (0o040_755, Vec::new()),
                 Entry::File { src, mode } => (
                     0o100_000 | mode,
-                    std::fs::read(src)
-                        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", src.display())))?,
+                    std::fs::read(src).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", src.display())))?,
                 ),
                 Entry::Data { data, mode } => (0o100_000 | mode, data.clone()),
                 Entry::Symlink(t) => (0o120_777, t.as_bytes().to_vec()),
@@ -155,7 +135,15 @@ fn write_header(
     // rdevmajor, rdevminor, namesize, check
     let hdr = format!(
         "070701{ino:08X}{mode:08X}{:08X}{:08X}{nlink:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{namesize:08X}{:08X}",
-        0, 0, 0, data.len(), 0, 0, 0, 0, 0
+        0,
+        0,
+        0,
+        data.len(),
+        0,
+        0,
+        0,
+        0,
+        0
     );
     w.write_all(hdr.as_bytes())?;
     w.write_all(name.as_bytes())?;

@@ -17,9 +17,7 @@ pub fn apt_update() -> Result<()> {
     if DONE.get().is_some() {
         return Ok(());
     }
-    sh::timed("apt-get update", || {
-        sh::output(sh::cmd("apt-get").args(["update", "-q"])).map(|_| ())
-    })?;
+    sh::timed("apt-get update", || sh::output(sh::cmd("apt-get").args(["update", "-q"])).map(|_| ()))?;
     let _ = DONE.set(());
     Ok(())
 }

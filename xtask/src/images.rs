@@ -71,9 +71,7 @@ fn kernel_package() -> Result<String> {
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
         .find(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
         .map(str::to_string)
-        .ok_or_else(|| {
-            format!("no kernel package in `apt-cache depends linux-image-amd64`:\n{deps}")
-        })
+        .ok_or_else(|| format!("no kernel package in `apt-cache depends linux-image-amd64`:\n{deps}"))
 }
 
 /// Downloads (once) every package the images need; returns the .deb files.
@@ -87,34 +85,19 @@ fn download() -> Result<Vec<PathBuf>> {
     let mut want: Vec<String> = XEN_PACKAGES.iter().map(|s| (*s).to_string()).collect();
     want.push(kernel);
     let have = |pkg: &str| -> Option<PathBuf> {
-        std::fs::read_dir(&dir)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
-            })
+        std::fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
+        })
     };
     let missing: Vec<&String> = want.iter().filter(|p| have(p).is_none()).collect();
     if !missing.is_empty() {
-        sh::timed(
-            &format!("apt-get download ({} packages)", missing.len()),
-            || {
-                sh::output(
-                    sh::cmd("apt-get")
-                        .current_dir(&dir)
-                        .arg("download")
-                        .args(&missing),
-                )
-                .map(|_| ())
-            },
-        )?;
+        sh::timed(&format!("apt-get download ({} packages)", missing.len()), || {
+            sh::output(sh::cmd("apt-get").current_dir(&dir).arg("download").args(&missing)).map(|_| ())
+        })?;
     }
-    want.iter()
-        .map(|p| have(p).ok_or_else(|| format!("{p}: not downloaded")))
-        .collect()
+    want.iter().map(|p| have(p).ok_or_else(|| format!("{p}: not downloaded"))).collect()
 }
 
 /// Extracts each .deb once into `target/testbed/root`.
@@ -141,17 +124,12 @@ fn hash_inputs(debs: &[PathBuf], extra: &[PathBuf]) -> Result<String> {
     }
     for f in extra {
         f.file_name().hash(&mut h);
-        std::fs::read(f)
-            .map_err(|e| format!("{}: {e}", f.display()))?
-            .hash(&mut h);
+        std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?.hash(&mut h);
     }
     // The builder itself and the host binaries copied in.
     include_str!("images.rs").hash(&mut h);
     for b in ["/bin/busybox", "/bin/bash", "/usr/bin/flock"] {
-        std::fs::metadata(b)
-            .map(|m| m.len())
-            .unwrap_or(0)
-            .hash(&mut h);
+        std::fs::metadata(b).map(|m| m.len()).unwrap_or(0).hash(&mut h);
     }
     Ok(format!("{:016x}", h.finish()))
 }
@@ -203,18 +181,13 @@ pub fn build() -> Result<Images> {
             .map_err(|e| e.to_string())?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("xen-") && n.ends_with(".gz"))
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("xen-") && n.ends_with(".gz"))
             })
             .ok_or("no xen-*.gz in the hypervisor package")?;
         let elf = sh::output(sh::cmd("zcat").arg(&xen_gz))?.stdout;
         std::fs::write(tmp.join("xen.elf"), elf).map_err(|e| e.to_string())?;
 
-        let b = Builder {
-            root: root.clone(),
-            kernel_release: images.kernel_release.clone(),
-        };
+        let b = Builder { root: root.clone(), kernel_release: images.kernel_release.clone() };
         let domu = b.domu()?;
         let domu_path = tmp.join("domu.cpio");
         write_archive(&domu, &domu_path)?;
@@ -230,9 +203,7 @@ pub fn build() -> Result<Images> {
 pub fn write_archive(a: &Archive, path: &Path) -> Result<()> {
     let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
-    let n = a
-        .write_to(&mut w)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let n = a.write_to(&mut w).map_err(|e| format!("{}: {e}", path.display()))?;
     std::io::Write::flush(&mut w).map_err(|e| e.to_string())?;
     sh::say(format!(
         "  {}: {} entries, {:.1} MiB",
@@ -250,40 +221,27 @@ struct Builder {
 
 impl Builder {
     fn lib_path(&self) -> String {
-        format!(
-            "{0}/usr/lib/x86_64-linux-gnu:{0}/lib/x86_64-linux-gnu",
-            self.root.display()
-        )
+        format!("{0}/usr/lib/x86_64-linux-gnu:{0}/lib/x86_64-linux-gnu", self.root.display())
     }
 
     /// Adds an ELF binary and every library `ldd` resolves for it. Libraries from the
     /// extracted packages keep their package path; host libraries keep theirs.
     fn elf(&self, a: &mut Archive, at: &str, src: &Path) -> Result<()> {
         a.file(at, src, 0o755);
-        let out = sh::stdout(
-            sh::cmd("ldd")
-                .env("LD_LIBRARY_PATH", self.lib_path())
-                .arg(src),
-        )?;
+        let out = sh::stdout(sh::cmd("ldd").env("LD_LIBRARY_PATH", self.lib_path()).arg(src))?;
         for line in out.lines() {
             let line = line.trim();
             let path = if let Some((_, rhs)) = line.split_once("=> ") {
                 rhs.split_whitespace().next()
             } else {
-                line.split_whitespace()
-                    .next()
-                    .filter(|p| p.starts_with('/'))
+                line.split_whitespace().next().filter(|p| p.starts_with('/'))
             };
             let Some(path) = path else { continue };
             if line.contains("not found") {
                 return Err(format!("{}: library not found: {line}", src.display()));
             }
             let p = Path::new(path);
-            let at = p
-                .strip_prefix(&self.root)
-                .unwrap_or(p)
-                .to_string_lossy()
-                .into_owned();
+            let at = p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().into_owned();
             if !a.contains(&at) {
                 let real = std::fs::canonicalize(p).map_err(|e| format!("{path}: {e}"))?;
                 a.file(&at, &real, 0o755);
@@ -310,18 +268,11 @@ impl Builder {
         let mut index: BTreeMap<String, PathBuf> = BTreeMap::new();
         let mut stack = vec![kdir.join("kernel")];
         while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d)
-                .map_err(|e| e.to_string())?
-                .filter_map(|e| e.ok())
-            {
+            for e in std::fs::read_dir(&d).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if let Some(n) = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".ko"))
-                {
+                } else if let Some(n) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko")) {
                     index.insert(n.replace('-', "_"), p.clone());
                 }
             }
@@ -334,9 +285,7 @@ impl Builder {
             let mut seen = BTreeSet::new();
             resolve(&m, &index, &mut order, &mut seen)?;
             if order.is_empty() {
-                if builtin.contains(&format!("/{}.ko", m.replace('_', "-")))
-                    || builtin.contains(&format!("/{m}.ko"))
-                {
+                if builtin.contains(&format!("/{}.ko", m.replace('_', "-"))) || builtin.contains(&format!("/{m}.ko")) {
                     continue;
                 }
                 return Err(format!("module {m} is neither built in nor in the package"));
@@ -344,11 +293,8 @@ impl Builder {
             let mut list = String::new();
             for name in &order {
                 let src = &index[name];
-                let at = format!(
-                    "lib/modules/{}/{}",
-                    self.kernel_release,
-                    src.strip_prefix(&kdir).unwrap_or(src).display()
-                );
+                let at =
+                    format!("lib/modules/{}/{}", self.kernel_release, src.strip_prefix(&kdir).unwrap_or(src).display());
                 a.file(&at, src, 0o644);
                 list.push('/');
                 list.push_str(&at);
@@ -364,18 +310,14 @@ impl Builder {
         self.modules(a)?;
         let tb = sh::root().join("images/testbed");
         a.file("lib/testbed/common.sh", &tb.join("common.sh"), 0o644);
-        for d in [
-            "proc", "sys", "dev", "tmp", "run", "root", "etc", "var/log", "mnt",
-        ] {
+        for d in ["proc", "sys", "dev", "tmp", "run", "root", "etc", "var/log", "mnt"] {
             a.dir(d);
         }
         a.data("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644);
         a.data("etc/group", "root:x:0:\n", 0o644);
         let x = self.root.join("usr/bin/xenstore");
         self.elf(a, "usr/bin/xenstore", &x)?;
-        for t in [
-            "read", "write", "ls", "list", "rm", "exists", "watch", "chmod",
-        ] {
+        for t in ["read", "write", "ls", "list", "rm", "exists", "watch", "chmod"] {
             a.symlink(&format!("usr/bin/xenstore-{t}"), "xenstore");
         }
         Ok(())
@@ -386,10 +328,7 @@ impl Builder {
         self.common(&mut a)?;
         let tb = sh::root().join("images/testbed");
         a.file("init", &tb.join("domu-init.sh"), 0o755);
-        for e in std::fs::read_dir(tb.join("roles"))
-            .map_err(|e| e.to_string())?
-            .filter_map(|e| e.ok())
-        {
+        for e in std::fs::read_dir(tb.join("roles")).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
             let p = e.path();
             if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
                 a.file(&format!("roles/{n}"), &p, 0o644);
@@ -405,66 +344,47 @@ impl Builder {
         a.file("init", &tb.join("dom0-init.sh"), 0o755);
         self.elf(&mut a, "bin/bash", Path::new("/bin/bash"))?;
         self.elf(&mut a, "usr/bin/flock", Path::new("/usr/bin/flock"))?;
+        // ext4 tools for the filesystem checks, from the host (Debian's e2fsprogs).
+        for (at, src) in [("sbin/mke2fs", "/sbin/mke2fs"), ("sbin/e2fsck", "/sbin/e2fsck")] {
+            self.elf(&mut a, at, Path::new(src))?;
+        }
+        a.symlink("sbin/mkfs.ext4", "mke2fs");
+        a.symlink("sbin/fsck.ext4", "e2fsck");
+        if Path::new("/etc/mke2fs.conf").exists() {
+            a.file("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"), 0o644);
+        }
         // xl aborts without it ("libgcc_s.so.1 must be installed for pthread_cancel").
         a.file(
             "lib/x86_64-linux-gnu/libgcc_s.so.1",
-            &std::fs::canonicalize("/lib/x86_64-linux-gnu/libgcc_s.so.1")
-                .map_err(|e| e.to_string())?,
+            &std::fs::canonicalize("/lib/x86_64-linux-gnu/libgcc_s.so.1").map_err(|e| e.to_string())?,
             0o755,
         );
         let xb = self.root.join("usr/lib/xen-4.17/bin");
-        for b in [
-            "xl",
-            "xenstored",
-            "xenconsoled",
-            "xen-init-dom0",
-            "xenstore-control",
-        ] {
+        for b in ["xl", "xenstored", "xenconsoled", "xen-init-dom0", "xenstore-control"] {
             self.elf(&mut a, &format!("usr/lib/xen-4.17/bin/{b}"), &xb.join(b))?;
         }
         // Every shared library of the Xen packages (libxl dlopens nothing we know of, but
         // a missing one would only show at run time).
         let libdir = self.root.join("usr/lib/x86_64-linux-gnu");
-        for e in std::fs::read_dir(&libdir)
-            .map_err(|e| e.to_string())?
-            .filter_map(|e| e.ok())
-        {
+        for e in std::fs::read_dir(&libdir).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
             let p = e.path();
             let n = e.file_name().to_string_lossy().into_owned();
             if n.starts_with("libxen") || n.starts_with("libxl") || n.starts_with("libyajl") {
                 let at = format!("usr/lib/x86_64-linux-gnu/{n}");
                 if !a.contains(&at) {
-                    a.file(
-                        &at,
-                        &std::fs::canonicalize(&p).map_err(|e| e.to_string())?,
-                        0o755,
-                    );
+                    a.file(&at, &std::fs::canonicalize(&p).map_err(|e| e.to_string())?, 0o755);
                 }
             }
         }
         let etc = self.root.join("etc/xen");
         a.file("etc/xen/xl.conf", &etc.join("xl.conf"), 0o644);
-        for e in std::fs::read_dir(etc.join("scripts"))
-            .map_err(|e| e.to_string())?
-            .filter_map(|e| e.ok())
-        {
-            a.file(
-                &format!("etc/xen/scripts/{}", e.file_name().to_string_lossy()),
-                &e.path(),
-                0o755,
-            );
+        for e in std::fs::read_dir(etc.join("scripts")).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
+            a.file(&format!("etc/xen/scripts/{}", e.file_name().to_string_lossy()), &e.path(), 0o755);
         }
-        for e in std::fs::read_dir(&tb)
-            .map_err(|e| e.to_string())?
-            .filter_map(|e| e.ok())
-        {
+        for e in std::fs::read_dir(&tb).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "cfg") {
-                a.file(
-                    &format!("etc/xen/testbed/{}", e.file_name().to_string_lossy()),
-                    &p,
-                    0o644,
-                );
+                a.file(&format!("etc/xen/testbed/{}", e.file_name().to_string_lossy()), &p, 0o644);
             }
         }
         for d in ["var/lib/xen", "var/log/xen/console", "var/lib/xenstored"] {

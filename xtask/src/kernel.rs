@@ -32,14 +32,10 @@ pub fn build() -> Result<PathBuf> {
 }
 
 fn u16_at(b: &[u8], o: usize) -> Result<u16> {
-    b.get(o..o + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| "truncated ELF".to_string())
+    b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]])).ok_or_else(|| "truncated ELF".to_string())
 }
 fn u32_at(b: &[u8], o: usize) -> Result<u32> {
-    b.get(o..o + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| "truncated ELF".to_string())
+    b.get(o..o + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok_or_else(|| "truncated ELF".to_string())
 }
 fn u64_at(b: &[u8], o: usize) -> Result<u64> {
     b.get(o..o + 8)
@@ -58,12 +54,7 @@ fn phdrs(b: &[u8]) -> Result<Vec<(u32, u64, u64, u64)>> {
     (0..phnum)
         .map(|i| {
             let o = phoff + i * phentsize;
-            Ok((
-                u32_at(b, o)?,
-                u64_at(b, o + 8)?,
-                u64_at(b, o + 32)?,
-                u64_at(b, o + 40)?,
-            ))
+            Ok((u32_at(b, o)?, u64_at(b, o + 8)?, u64_at(b, o + 32)?, u64_at(b, o + 40)?))
         })
         .collect()
 }
@@ -93,8 +84,5 @@ pub fn pvh_entry(b: &[u8]) -> Result<u64> {
             o = desc_off + descsz.next_multiple_of(4);
         }
     }
-    Err(
-        "no XEN_ELFNOTE_PHYS32_ENTRY note in a PT_NOTE segment: Xen would not boot it as PVH"
-            .into(),
-    )
+    Err("no XEN_ELFNOTE_PHYS32_ENTRY note in a PT_NOTE segment: Xen would not boot it as PVH".into())
 }

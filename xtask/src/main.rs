@@ -3,11 +3,7 @@
 //!
 //! Every external command is echoed; long steps print their elapsed time; QEMU is killed
 //! on every exit path. See README.md for the commands.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_precision_loss
-)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
 
 mod bench;
 mod cpio;
@@ -88,14 +84,7 @@ fn cmd_test() -> Result<i32> {
             failed.push(name.to_string());
         }
     };
-    check(
-        "fmt",
-        sh::run(
-            sh::cmd(cargo)
-                .current_dir(sh::root())
-                .args(["fmt", "--all", "--", "--check"]),
-        ),
-    );
+    check("fmt", sh::run(sh::cmd(cargo).current_dir(sh::root()).args(["fmt", "--all", "--", "--check"])));
     check(
         "clippy",
         sh::run(sh::cmd(cargo).current_dir(sh::root()).args([
@@ -107,14 +96,7 @@ fn cmd_test() -> Result<i32> {
             "warnings",
         ])),
     );
-    check(
-        "host tests",
-        sh::run(
-            sh::cmd(cargo)
-                .current_dir(sh::root())
-                .args(["test", "--workspace"]),
-        ),
-    );
+    check("host tests", sh::run(sh::cmd(cargo).current_dir(sh::root()).args(["test", "--workspace"])));
     match images::build() {
         Ok(images) => {
             for sc in scenarios::SCENARIOS {

@@ -40,6 +40,14 @@ pub const SCENARIOS: &[Scenario] = &[
         unikernel: true,
     },
     Scenario {
+        name: "unikernel-dd",
+        about:
+            "the unikernel serves dom0 and a Linux domU: data, ext4, flush, discard, ro, detach, domU destroyed mid-I/O",
+        timeout_s: 600,
+        expect: Expect::Success,
+        unikernel: true,
+    },
+    Scenario {
         name: "selfcheck-fail",
         about: "negative self-check: a corrupted disk must make the harness report FAILURE",
         timeout_s: 180,
@@ -65,26 +73,15 @@ pub fn run(
 ) -> Result<Report> {
     if sc.unikernel {
         let elf = crate::kernel::build()?;
-        extra.push((
-            "boot/xen-blkback-rs".into(),
-            crate::cpio::Entry::File {
-                src: elf,
-                mode: 0o644,
-            },
-        ));
+        extra.push(("boot/xen-blkback-rs".into(), crate::cpio::Entry::File { src: elf, mode: 0o644 }));
+        let blkload = crate::bench::build_blkload()?;
+        extra.push(("usr/bin/blkload".into(), crate::cpio::Entry::File { src: blkload, mode: 0o755 }));
     }
     let script = sh::root().join(format!("images/testbed/scenarios/{}.sh", sc.name));
-    let run = Run {
-        name: sc.name,
-        script,
-        extra,
-        timeout: Duration::from_secs(sc.timeout_s),
-        verbose,
-    };
+    let run = Run { name: sc.name, script, extra, timeout: Duration::from_secs(sc.timeout_s), verbose };
     let mut report = testbed::boot(images, &run)?;
     testbed::summarize(&report);
-    let lost = matches!(report.outcome, Outcome::Crash(_) | Outcome::Error(_))
-        && report.testbed_faults > 0;
+    let lost = matches!(report.outcome, Outcome::Crash(_) | Outcome::Error(_)) && report.testbed_faults > 0;
     if lost {
         sh::say(format!(
             "TEST-BED FAULT ({} fault lines): the emulation failed, not a check; retrying once",
@@ -103,10 +100,7 @@ pub fn judge(sc: &Scenario, report: &Report) -> std::result::Result<(), String> 
         (Expect::Success, Outcome::Success) => Ok(()),
         (Expect::FailureContaining(t), Outcome::Failure(m)) if m.contains(t) => Ok(()),
         (Expect::Success, o) => Err(format!("{}: expected SUCCESS, got {o:?}", sc.name)),
-        (Expect::FailureContaining(t), o) => Err(format!(
-            "{}: expected FAILURE containing {t:?}, got {o:?}",
-            sc.name
-        )),
+        (Expect::FailureContaining(t), o) => Err(format!("{}: expected FAILURE containing {t:?}, got {o:?}", sc.name)),
     }
 }
 

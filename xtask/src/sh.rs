@@ -29,10 +29,7 @@ pub fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let r = f();
     match &r {
         Ok(_) => say(format!("{what}: done in {:.1}s", t.elapsed().as_secs_f64())),
-        Err(e) => say(format!(
-            "{what}: FAILED after {:.1}s: {e}",
-            t.elapsed().as_secs_f64()
-        )),
+        Err(e) => say(format!("{what}: FAILED after {:.1}s: {e}", t.elapsed().as_secs_f64())),
     }
     r
 }
@@ -78,20 +75,13 @@ pub fn run(c: &mut Command) -> Result<()> {
 /// Runs a command quietly, returning its output; an error carries stderr's tail.
 pub fn output(c: &mut Command) -> Result<Output> {
     let d = describe(c);
-    let o = c
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{d}: {e}"))?;
+    let o = c.stdin(Stdio::null()).output().map_err(|e| format!("{d}: {e}"))?;
     if o.status.success() {
         Ok(o)
     } else {
         let err = String::from_utf8_lossy(&o.stderr);
         let tail: Vec<&str> = err.lines().rev().take(15).collect();
-        Err(format!(
-            "`{d}` failed: {}\n{}",
-            o.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ))
+        Err(format!("`{d}` failed: {}\n{}", o.status, tail.into_iter().rev().collect::<Vec<_>>().join("\n")))
     }
 }
 
@@ -104,9 +94,6 @@ pub fn stdout(c: &mut Command) -> Result<String> {
 pub fn root() -> &'static Path {
     static ROOT: OnceLock<std::path::PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask is inside the workspace")
-            .to_path_buf()
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
     })
 }

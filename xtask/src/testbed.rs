@@ -48,11 +48,7 @@ pub struct Report {
 
 impl Report {
     pub fn metric(&self, key: &str) -> Option<&str> {
-        self.metrics
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.metrics.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -84,29 +80,14 @@ const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=
 const DOM0_CMDLINE: &str = "console=hvc0 earlyprintk=xen loglevel=4";
 
 fn is_fault(line: &str) -> bool {
-    line.contains("segfault")
-        || line.contains("Segmentation fault")
-        || line.contains("Triple fault")
+    line.contains("segfault") || line.contains("Segmentation fault") || line.contains("Triple fault")
 }
 
 fn is_protocol(line: &str) -> bool {
-    let l = line
-        .strip_prefix('[')
-        .and_then(|r| r.split_once("] "))
-        .map_or(line, |(_, rest)| rest);
-    [
-        "STEP ",
-        "INFO ",
-        "METRIC ",
-        "Test result:",
-        "TESTBED-END",
-        "DD-",
-        "FE-",
-        "UK-",
-        "BENCH ",
-    ]
-    .iter()
-    .any(|p| l.starts_with(p))
+    let l = line.strip_prefix('[').and_then(|r| r.split_once("] ")).map_or(line, |(_, rest)| rest);
+    ["STEP ", "INFO ", "METRIC ", "Test result:", "TESTBED-END", "DD-", "FE-", "UK-", "BENCH "]
+        .iter()
+        .any(|p| l.starts_with(p))
         || is_fault(line)
 }
 
@@ -127,54 +108,26 @@ pub fn boot(images: &Images, run: &Run<'_>) -> Result<Report> {
     {
         let mut out = std::fs::File::create(&initrd).map_err(|e| e.to_string())?;
         for part in [&images.dom0_base, &overlay_path] {
-            let mut f =
-                std::fs::File::open(part).map_err(|e| format!("{}: {e}", part.display()))?;
+            let mut f = std::fs::File::open(part).map_err(|e| format!("{}: {e}", part.display()))?;
             std::io::copy(&mut f, &mut out).map_err(|e| e.to_string())?;
         }
     }
 
     let mut qemu = sh::cmd("qemu-system-x86_64");
     qemu.args(["-machine", "q35", "-accel", "tcg,thread=multi"])
-        .args([
-            "-cpu",
-            "max,-smap,-rdtscp,-avx,-avx2,-fma,-f16c",
-            "-smp",
-            "2",
-            "-m",
-            "3072",
-        ])
-        .args([
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ])
+        .args(["-cpu", "max,-smap,-rdtscp,-avx,-avx2,-fma,-f16c", "-smp", "2", "-m", "3072"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
         .arg(&images.xen)
         .args(["-append", XEN_CMDLINE])
         .arg("-initrd")
-        .arg(format!(
-            "{} {DOM0_CMDLINE},{}",
-            images.vmlinuz.display(),
-            initrd.display()
-        ))
+        .arg(format!("{} {DOM0_CMDLINE},{}", images.vmlinuz.display(), initrd.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("qemu.stderr")).map_err(|e| e.to_string())?);
-    sh::say(format!(
-        "boot test bed: {} (timeout {}s, logs in {})",
-        run.name,
-        run.timeout.as_secs(),
-        dir.display()
-    ));
+    sh::say(format!("boot test bed: {} (timeout {}s, logs in {})", run.name, run.timeout.as_secs(), dir.display()));
     let t0 = Instant::now();
-    let mut child = KillOnDrop(
-        qemu.spawn()
-            .map_err(|e| format!("qemu-system-x86_64: {e}"))?,
-    );
+    let mut child = KillOnDrop(qemu.spawn().map_err(|e| format!("qemu-system-x86_64: {e}"))?);
     let stdout = child.0.stdout.take().ok_or("no qemu stdout")?;
 
     // The reader stamps each line with seconds since QEMU start, files guests' lines
@@ -193,18 +146,12 @@ pub fn boot(images: &Images, run: &Run<'_>) -> Result<Report> {
             if r.read_until(b'\n', &mut buf)? == 0 {
                 break;
             }
-            let line = String::from_utf8_lossy(&buf)
-                .trim_end_matches(['\r', '\n'])
-                .to_string();
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
             let stamped = format!("[{:7.2}] {line}", t0.elapsed().as_secs_f64());
             writeln!(serial, "{stamped}")?;
             serial.flush()?;
             if let Some((name, rest)) = line.strip_prefix('[').and_then(|r| r.split_once("] ")) {
-                if !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
+                if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                     let f = match consoles.get_mut(name) {
                         Some(f) => f,
                         None => {
@@ -264,17 +211,10 @@ pub fn boot(images: &Images, run: &Run<'_>) -> Result<Report> {
     drop(child); // kills QEMU if still running
     let _ = reader.join();
 
-    let Parsed {
-        steps,
-        metrics,
-        faults,
-        result,
-    } = seen;
+    let Parsed { steps, metrics, faults, result } = seen;
     let outcome = match result {
         Some(o) => o,
-        None if timed_out => {
-            Outcome::Crash(format!("no result line within {}s", run.timeout.as_secs()))
-        }
+        None if timed_out => Outcome::Crash(format!("no result line within {}s", run.timeout.as_secs())),
         None => Outcome::Crash(format!(
             "QEMU exited ({}) without a result line",
             exited.map_or("?".into(), |s| s.to_string())
@@ -347,11 +287,7 @@ pub fn print_tails(report: &Report, lines: usize) {
 fn print_tail(path: &Path, lines: usize) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
-    eprintln!(
-        "----- last {} lines of {} -----",
-        lines.min(all.len()),
-        path.display()
-    );
+    eprintln!("----- last {} lines of {} -----", lines.min(all.len()), path.display());
     for l in &all[all.len().saturating_sub(lines)..] {
         eprintln!("  {l}");
     }

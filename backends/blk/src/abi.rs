@@ -91,19 +91,13 @@ pub enum RawBody {
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
-    b.get(off..)
-        .and_then(|s| s.first_chunk::<2>())
-        .map_or(0, |c| u16::from_le_bytes(*c))
+    b.get(off..).and_then(|s| s.first_chunk::<2>()).map_or(0, |c| u16::from_le_bytes(*c))
 }
 fn u32_at(b: &[u8], off: usize) -> u32 {
-    b.get(off..)
-        .and_then(|s| s.first_chunk::<4>())
-        .map_or(0, |c| u32::from_le_bytes(*c))
+    b.get(off..).and_then(|s| s.first_chunk::<4>()).map_or(0, |c| u32::from_le_bytes(*c))
 }
 fn u64_at(b: &[u8], off: usize) -> u64 {
-    b.get(off..)
-        .and_then(|s| s.first_chunk::<8>())
-        .map_or(0, |c| u64::from_le_bytes(*c))
+    b.get(off..).and_then(|s| s.first_chunk::<8>()).map_or(0, |c| u64::from_le_bytes(*c))
 }
 fn u8_at(b: &[u8], off: usize) -> u8 {
     b.get(off).copied().unwrap_or(0)
@@ -181,10 +175,7 @@ pub fn decode_request(abi: Abi, slot: &[u8; MAX_SLOT]) -> RawRequest {
     let body = match operation {
         BLKIF_OP_READ | BLKIF_OP_WRITE | BLKIF_OP_WRITE_BARRIER | BLKIF_OP_FLUSH_DISKCACHE => {
             let mut seg = [BlkifRequestSegment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST];
-            for (s, chunk) in seg
-                .iter_mut()
-                .zip(slot.get(l.seg..).unwrap_or_default().chunks_exact(SEG_SIZE))
-            {
+            for (s, chunk) in seg.iter_mut().zip(slot.get(l.seg..).unwrap_or_default().chunks_exact(SEG_SIZE)) {
                 *s = decode_segment(chunk);
             }
             RawBody::Rw {
@@ -202,10 +193,7 @@ pub fn decode_request(abi: Abi, slot: &[u8; MAX_SLOT]) -> RawRequest {
         },
         BLKIF_OP_INDIRECT => {
             let mut grefs = [0u32; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
-            for (g, chunk) in grefs
-                .iter_mut()
-                .zip(slot.get(l.ind_grefs..).unwrap_or_default().chunks_exact(4))
-            {
+            for (g, chunk) in grefs.iter_mut().zip(slot.get(l.ind_grefs..).unwrap_or_default().chunks_exact(4)) {
                 *g = u32_at(chunk, 0);
             }
             RawBody::Indirect {
@@ -218,11 +206,7 @@ pub fn decode_request(abi: Abi, slot: &[u8; MAX_SLOT]) -> RawRequest {
         }
         _ => RawBody::Other,
     };
-    RawRequest {
-        operation,
-        id,
-        body,
-    }
+    RawRequest { operation, id, body }
 }
 
 /// Encodes a request into a slot (for the mock frontend and the tests).
@@ -240,12 +224,7 @@ pub fn encode_request(abi: Abi, r: &RawRequest) -> [u8; MAX_SLOT] {
     put(0, &[r.operation]);
     put(l.id, &r.id.to_le_bytes());
     match r.body {
-        RawBody::Rw {
-            nr_segments,
-            handle,
-            sector,
-            seg,
-        } => {
+        RawBody::Rw { nr_segments, handle, sector, seg } => {
             put(l.nr_segments, &[nr_segments]);
             put(l.handle, &handle.to_le_bytes());
             put(l.sector, &sector.to_le_bytes());
@@ -255,24 +234,13 @@ pub fn encode_request(abi: Abi, r: &RawRequest) -> [u8; MAX_SLOT] {
                 off = off.saturating_add(SEG_SIZE);
             }
         }
-        RawBody::Discard {
-            flag,
-            handle,
-            sector,
-            nr_sectors,
-        } => {
+        RawBody::Discard { flag, handle, sector, nr_sectors } => {
             put(l.discard_flag, &[flag]);
             put(l.discard_handle, &handle.to_le_bytes());
             put(l.sector, &sector.to_le_bytes());
             put(l.nr_sectors, &nr_sectors.to_le_bytes());
         }
-        RawBody::Indirect {
-            indirect_op,
-            nr_segments,
-            sector,
-            handle,
-            grefs,
-        } => {
+        RawBody::Indirect { indirect_op, nr_segments, sector, handle, grefs } => {
             put(l.ind_op, &[indirect_op]);
             put(l.ind_nr_segments, &nr_segments.to_le_bytes());
             put(l.sector, &sector.to_le_bytes());
@@ -302,14 +270,8 @@ pub fn encode_response(abi: Abi, id: u64, operation: u8, status: i16) -> ([u8; 1
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&id.to_le_bytes());
     let (op_off, st_off) = match abi {
-        Abi::Native => (
-            offset_of!(BlkifResponse, operation),
-            offset_of!(BlkifResponse, status),
-        ),
-        Abi::X86_32 => (
-            offset_of!(BlkifX86_32Response, operation),
-            offset_of!(BlkifX86_32Response, status),
-        ),
+        Abi::Native => (offset_of!(BlkifResponse, operation), offset_of!(BlkifResponse, status)),
+        Abi::X86_32 => (offset_of!(BlkifX86_32Response, operation), offset_of!(BlkifX86_32Response, status)),
     };
     if let Some(x) = b.get_mut(op_off) {
         *x = operation;
@@ -323,20 +285,10 @@ pub fn encode_response(abi: Abi, id: u64, operation: u8, status: i16) -> ([u8; 1
 /// Decodes a response (for the mock frontend): (id, operation, status).
 pub fn decode_response(abi: Abi, b: &[u8]) -> (u64, u8, i16) {
     let (op_off, st_off) = match abi {
-        Abi::Native => (
-            offset_of!(BlkifResponse, operation),
-            offset_of!(BlkifResponse, status),
-        ),
-        Abi::X86_32 => (
-            offset_of!(BlkifX86_32Response, operation),
-            offset_of!(BlkifX86_32Response, status),
-        ),
+        Abi::Native => (offset_of!(BlkifResponse, operation), offset_of!(BlkifResponse, status)),
+        Abi::X86_32 => (offset_of!(BlkifX86_32Response, operation), offset_of!(BlkifX86_32Response, status)),
     };
-    (
-        u64_at(b, 0),
-        u8_at(b, op_off),
-        u16_at(b, st_off).cast_signed(),
-    )
+    (u64_at(b, 0), u8_at(b, op_off), u16_at(b, st_off).cast_signed())
 }
 
 #[cfg(test)]
@@ -346,25 +298,12 @@ mod tests {
     #[test]
     fn layouts_round_trip_and_differ() {
         let mut seg = [BlkifRequestSegment::default(); 11];
-        seg[0] = BlkifRequestSegment {
-            gref: 77,
-            first_sect: 1,
-            last_sect: 6,
-        };
-        seg[10] = BlkifRequestSegment {
-            gref: 0xdead_beef,
-            first_sect: 0,
-            last_sect: 7,
-        };
+        seg[0] = BlkifRequestSegment { gref: 77, first_sect: 1, last_sect: 6 };
+        seg[10] = BlkifRequestSegment { gref: 0xdead_beef, first_sect: 0, last_sect: 7 };
         let r = RawRequest {
             operation: BLKIF_OP_WRITE,
             id: 0x1122_3344_5566_7788,
-            body: RawBody::Rw {
-                nr_segments: 11,
-                handle: 3,
-                sector: 0x1_0000_0001,
-                seg,
-            },
+            body: RawBody::Rw { nr_segments: 11, handle: 3, sector: 0x1_0000_0001, seg },
         };
         for abi in [Abi::Native, Abi::X86_32] {
             assert_eq!(decode_request(abi, &encode_request(abi, &r)), r);
@@ -386,12 +325,7 @@ mod tests {
         let d = RawRequest {
             operation: BLKIF_OP_DISCARD,
             id: 5,
-            body: RawBody::Discard {
-                flag: 1,
-                handle: 0,
-                sector: 64,
-                nr_sectors: 128,
-            },
+            body: RawBody::Discard { flag: 1, handle: 0, sector: 64, nr_sectors: 128 },
         };
         for abi in [Abi::Native, Abi::X86_32] {
             assert_eq!(decode_request(abi, &encode_request(abi, &ind)), ind);

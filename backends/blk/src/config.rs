@@ -24,12 +24,7 @@ pub struct Advertised {
 
 impl Default for Advertised {
     fn default() -> Self {
-        Self {
-            max_ring_page_order: 4,
-            max_queues: 4,
-            max_indirect_segments: 256,
-            persistent: true,
-        }
+        Self { max_ring_page_order: 4, max_queues: 4, max_indirect_segments: 256, persistent: true }
     }
 }
 
@@ -65,16 +60,13 @@ pub fn parse_u32(s: &str) -> Option<u32> {
 }
 
 fn read<X: XenStore>(xs: &mut X, path: &str) -> Result<Option<String>, ConfigError> {
-    xs.read(path)
-        .map_err(|e| ConfigError::Store(format!("{path}: {e:?}")))
+    xs.read(path).map_err(|e| ConfigError::Store(format!("{path}: {e:?}")))
 }
 
 fn read_u32<X: XenStore>(xs: &mut X, path: &str) -> Result<Option<u32>, ConfigError> {
     match read(xs, path)? {
         None => Ok(None),
-        Some(v) => parse_u32(&v)
-            .map(Some)
-            .ok_or_else(|| ConfigError::BadValue(String::from(path))),
+        Some(v) => parse_u32(&v).map(Some).ok_or_else(|| ConfigError::BadValue(String::from(path))),
     }
 }
 
@@ -102,11 +94,7 @@ fn read_queue<X: XenStore>(xs: &mut X, dir: &str, order: u32) -> Result<QueuePar
 }
 
 /// Reads the frontend directory `fe` (`/local/domain/<fe>/device/vbd/<dev>`).
-pub fn read_frontend<X: XenStore>(
-    xs: &mut X,
-    fe: &str,
-    adv: &Advertised,
-) -> Result<FrontendConfig, ConfigError> {
+pub fn read_frontend<X: XenStore>(xs: &mut X, fe: &str, adv: &Advertised) -> Result<FrontendConfig, ConfigError> {
     let order = read_u32(xs, &format!("{fe}/ring-page-order"))?.unwrap_or(0);
     if order > adv.max_ring_page_order {
         return Err(ConfigError::RingOrderTooBig(order));
@@ -118,8 +106,7 @@ pub fn read_frontend<X: XenStore>(
     let protocol = read(xs, &format!("{fe}/protocol"))?;
     let abi = Abi::from_protocol(protocol.as_deref())
         .map_err(|_| ConfigError::UnknownProtocol(protocol.unwrap_or_default()))?;
-    let persistent =
-        adv.persistent && read_u32(xs, &format!("{fe}/feature-persistent"))?.unwrap_or(0) == 1;
+    let persistent = adv.persistent && read_u32(xs, &format!("{fe}/feature-persistent"))?.unwrap_or(0) == 1;
     let mut queues = Vec::new();
     if nq == 1 {
         queues.push(read_queue(xs, fe, order)?);
@@ -128,12 +115,7 @@ pub fn read_frontend<X: XenStore>(
             queues.push(read_queue(xs, &format!("{fe}/queue-{q}"), order)?);
         }
     }
-    Ok(FrontendConfig {
-        abi,
-        persistent,
-        queues,
-        ring_page_order: order,
-    })
+    Ok(FrontendConfig { abi, persistent, queues, ring_page_order: order })
 }
 
 #[cfg(test)]
@@ -145,16 +127,7 @@ mod tests {
         assert_eq!(parse_u32("8"), Some(8));
         assert_eq!(parse_u32(" 4294967295\n"), Some(u32::MAX));
         assert_eq!(parse_u32("17\0"), Some(17));
-        for bad in [
-            "",
-            "-1",
-            "+1",
-            "0x10",
-            "1e3",
-            "4294967296",
-            "12 34",
-            "99999999999",
-        ] {
+        for bad in ["", "-1", "+1", "0x10", "1e3", "4294967296", "12 34", "99999999999"] {
             assert_eq!(parse_u32(bad), None, "{bad:?}");
         }
     }

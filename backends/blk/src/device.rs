@@ -72,16 +72,8 @@ fn xs_err(e: crate::hv::StoreErr) -> String {
 impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     /// A device for the backend directory `be`. Reads the toolstack's `frontend`,
     /// `frontend-id` and `mode` keys (toolstack-written, still checked).
-    pub fn new<X: XenStore>(
-        xs: &mut X,
-        be: &str,
-        store: S,
-        cfg: DeviceConfig,
-    ) -> Result<Self, String> {
-        let fe = xs
-            .read(&format!("{be}/frontend"))
-            .map_err(xs_err)?
-            .ok_or("no `frontend` key")?;
+    pub fn new<X: XenStore>(xs: &mut X, be: &str, store: S, cfg: DeviceConfig) -> Result<Self, String> {
+        let fe = xs.read(&format!("{be}/frontend")).map_err(xs_err)?.ok_or("no `frontend` key")?;
         let fe_dom = xs
             .read(&format!("{be}/frontend-id"))
             .map_err(xs_err)?
@@ -92,10 +84,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         if !fe.starts_with(&format!("/local/domain/{fe_dom}/")) {
             return Err(format!("frontend path {fe} is not in domain {fe_dom}"));
         }
-        let mode = xs
-            .read(&format!("{be}/mode"))
-            .map_err(xs_err)?
-            .unwrap_or_else(|| String::from("w"));
+        let mode = xs.read(&format!("{be}/mode")).map_err(xs_err)?.unwrap_or_else(|| String::from("w"));
         let read_only = !mode.trim().starts_with('w') || store.info().read_only;
         Ok(Self {
             be: be.to_string(),
@@ -147,30 +136,15 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
 
     /// Our event channel ports (to sleep on).
     pub fn ports(&self) -> Vec<EvtchnPort> {
-        self.conn
-            .as_ref()
-            .map(Connection::ports)
-            .unwrap_or_default()
+        self.conn.as_ref().map(Connection::ports).unwrap_or_default()
     }
 
     fn snapshot<X: XenStore>(&self, xs: &mut X) -> Result<Snapshot, String> {
-        let state = |v: Option<String>| {
-            v.and_then(|v| parse_u32(&v))
-                .and_then(XenbusState::from_u32)
-        };
+        let state = |v: Option<String>| v.and_then(|v| parse_u32(&v)).and_then(XenbusState::from_u32);
         let frontend = state(xs.read(&format!("{}/state", self.fe)).map_err(xs_err)?);
-        let online = xs
-            .read(&format!("{}/online", self.be))
-            .map_err(xs_err)?
-            .and_then(|v| parse_u32(&v))
-            == Some(1);
+        let online = xs.read(&format!("{}/online", self.be)).map_err(xs_err)?.and_then(|v| parse_u32(&v)) == Some(1);
         let backend_in_store = state(xs.read(&format!("{}/state", self.be)).map_err(xs_err)?);
-        Ok(Snapshot {
-            frontend,
-            online,
-            backend_in_store,
-            connected: self.conn.is_some(),
-        })
+        Ok(Snapshot { frontend, online, backend_in_store, connected: self.conn.is_some() })
     }
 
     /// Re-reads xenstore and acts on it.
@@ -190,8 +164,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             match a {
                 Action::Advertise => self.advertise(xs)?,
                 Action::SetState(s) => {
-                    xs.write(&format!("{}/state", self.be), &format!("{}", s as u32))
-                        .map_err(xs_err)?;
+                    xs.write(&format!("{}/state", self.be), &format!("{}", s as u32)).map_err(xs_err)?;
                 }
                 Action::Disconnect => {
                     self.disconnect(g, ev);
@@ -203,11 +176,8 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
                         // The frontend gave us something unusable: say why, close.
                         self.last_error = Some(e.clone());
                         let _ = xs.write(&format!("{}/error", self.be), &e);
-                        xs.write(
-                            &format!("{}/state", self.be),
-                            &format!("{}", XenbusState::Closing as u32),
-                        )
-                        .map_err(xs_err)?;
+                        xs.write(&format!("{}/state", self.be), &format!("{}", XenbusState::Closing as u32))
+                            .map_err(xs_err)?;
                         self.published = XenbusState::Closing;
                         return Ok(out);
                     }
@@ -222,17 +192,11 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     fn advertise<X: XenStore>(&mut self, xs: &mut X) -> Result<(), String> {
         let a = &self.cfg.adv;
         let pairs = [
-            (
-                "feature-max-indirect-segments",
-                a.max_indirect_segments.to_string(),
-            ),
+            ("feature-max-indirect-segments", a.max_indirect_segments.to_string()),
             ("max-ring-page-order", a.max_ring_page_order.to_string()),
             ("multi-queue-max-queues", a.max_queues.to_string()),
         ];
-        let pairs: Vec<(String, String)> = pairs
-            .into_iter()
-            .map(|(k, v)| (format!("{}/{k}", self.be), v))
-            .collect();
+        let pairs: Vec<(String, String)> = pairs.into_iter().map(|(k, v)| (format!("{}/{k}", self.be), v)).collect();
         xs.write_all(&pairs).map_err(xs_err)
     }
 
@@ -242,8 +206,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         g: &mut G,
         ev: &mut E,
     ) -> Result<(), String> {
-        let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv)
-            .map_err(|e| format!("frontend keys: {e:?}"))?;
+        let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv).map_err(|e| format!("frontend keys: {e:?}"))?;
         let info = self.store.info();
         let limits = Limits {
             capacity: info.sectors,
@@ -270,15 +233,9 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         let b = |v: bool| String::from(if v { "1" } else { "0" });
         let kv = [
             ("sectors", info.sectors.to_string()),
-            (
-                "info",
-                (if self.read_only { VDISK_READONLY } else { 0 }).to_string(),
-            ),
+            ("info", (if self.read_only { VDISK_READONLY } else { 0 }).to_string()),
             ("sector-size", info.sector_size.to_string()),
-            (
-                "physical-sector-size",
-                info.physical_sector_size.to_string(),
-            ),
+            ("physical-sector-size", info.physical_sector_size.to_string()),
             ("feature-flush-cache", b(info.flush)),
             ("feature-barrier", b(info.flush)),
             ("feature-discard", b(info.discard && !self.read_only)),
@@ -288,10 +245,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             ("feature-persistent", b(self.cfg.adv.persistent)),
             ("state", (XenbusState::Connected as u32).to_string()),
         ];
-        let pairs: Vec<(String, String)> = kv
-            .into_iter()
-            .map(|(k, v)| (format!("{}/{k}", self.be), v))
-            .collect();
+        let pairs: Vec<(String, String)> = kv.into_iter().map(|(k, v)| (format!("{}/{k}", self.be), v)).collect();
         if let Err(e) = xs.write_all(&pairs) {
             conn.disconnect(g, ev, &mut self.store);
             return Err(xs_err(e));
@@ -325,10 +279,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
                 self.last_error = Some(msg.clone());
                 self.disconnect(g, ev);
                 let _ = xs.write(&format!("{}/error", self.be), &msg);
-                let _ = xs.write(
-                    &format!("{}/state", self.be),
-                    &format!("{}", XenbusState::Closing as u32),
-                );
+                let _ = xs.write(&format!("{}/state", self.be), &format!("{}", XenbusState::Closing as u32));
                 self.published = XenbusState::Closing;
                 PassReport::default()
             }
@@ -336,11 +287,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     }
 
     /// Drops the connection whatever xenstore says (our directory vanished under us).
-    pub fn force_disconnect<G: Grants<Mapping = M>, E: EventChannel>(
-        &mut self,
-        g: &mut G,
-        ev: &mut E,
-    ) {
+    pub fn force_disconnect<G: Grants<Mapping = M>, E: EventChannel>(&mut self, g: &mut G, ev: &mut E) {
         self.disconnect(g, ev);
         self.published = XenbusState::Closed;
     }
@@ -348,12 +295,8 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     /// Writes the counters under `<be>/statistics/`.
     pub fn publish_stats<X: XenStore>(&self, xs: &mut X) -> Result<(), String> {
         let Some(c) = &self.conn else { return Ok(()) };
-        let pairs: Vec<(String, String)> = c
-            .stats
-            .pairs()
-            .into_iter()
-            .map(|(k, v)| (format!("{}/statistics/{k}", self.be), v))
-            .collect();
+        let pairs: Vec<(String, String)> =
+            c.stats.pairs().into_iter().map(|(k, v)| (format!("{}/statistics/{k}", self.be), v)).collect();
         xs.write_all(&pairs).map_err(xs_err)
     }
 

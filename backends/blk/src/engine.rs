@@ -18,9 +18,7 @@ use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
-use xen_sys_mini::io::blkif::{
-    BlkifRequestSegment, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BLKIF_SEGS_PER_INDIRECT_FRAME,
-};
+use xen_sys_mini::io::blkif::{BlkifRequestSegment, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BLKIF_SEGS_PER_INDIRECT_FRAME};
 
 use crate::abi::{decode_request, decode_segment, Abi, SEGMENT_SIZE};
 use crate::hv::{CopyOp, CopyPtr, DomId, EventChannel, EvtchnPort, GrantRef, Grants, MapReq};
@@ -144,13 +142,7 @@ impl<M: crate::hv::Page> Connection<M> {
         let reqs: Vec<MapReq> = p
             .queues
             .iter()
-            .flat_map(|q| {
-                q.ring_refs.iter().map(|&gref| MapReq {
-                    dom: p.frontend,
-                    gref,
-                    readonly: false,
-                })
-            })
+            .flat_map(|q| q.ring_refs.iter().map(|&gref| MapReq { dom: p.frontend, gref, readonly: false }))
             .collect();
         stats.map_calls = 1;
         stats.map_ops = reqs.len() as u64;
@@ -170,12 +162,7 @@ impl<M: crate::hv::Page> Connection<M> {
                 Ok(ring) => match ev.bind(p.frontend, q.evtchn) {
                     Ok(port) => {
                         bound.push(port);
-                        queues.push(Queue {
-                            ring,
-                            port,
-                            inflight: 0,
-                            responses: Vec::new(),
-                        });
+                        queues.push(Queue { ring, port, inflight: 0, responses: Vec::new() });
                     }
                     Err(e) => {
                         ok.extend(ring.into_pages());
@@ -234,12 +221,7 @@ impl<M: crate::hv::Page> Connection<M> {
 
     /// Runs ring passes until the rings are idle (or `MAX_ROUNDS`, to be fair to other
     /// frontends). A ring protocol violation is an error: disconnect this frontend.
-    pub fn process<G, E, S>(
-        &mut self,
-        g: &mut G,
-        ev: &mut E,
-        store: &mut S,
-    ) -> Result<PassReport, RingError>
+    pub fn process<G, E, S>(&mut self, g: &mut G, ev: &mut E, store: &mut S) -> Result<PassReport, RingError>
     where
         G: Grants<Mapping = M>,
         E: EventChannel,
@@ -315,17 +297,11 @@ impl<M: crate::hv::Page> Connection<M> {
                             Segments::Direct(s) => s.clone(),
                             Segments::Indirect { .. } => Vec::new(),
                         };
-                        work.push(Work {
-                            queue: qi,
-                            req,
-                            segs,
-                            failed: None,
-                        });
+                        work.push(Work { queue: qi, req, segs, failed: None });
                     }
                     Err(e) => {
                         self.stats.count_invalid(e);
-                        q.responses
-                            .push((raw.id, request::rsp_op_of(&raw), e.status()));
+                        q.responses.push((raw.id, request::rsp_op_of(&raw), e.status()));
                     }
                 }
             }
@@ -379,12 +355,7 @@ impl<M: crate::hv::Page> Connection<M> {
 
     /// Maps the indirect pages of every indirect request in one batch, reads their
     /// descriptors once, validates them into `w.segs`.
-    fn read_indirect<G: Grants<Mapping = M>>(
-        &mut self,
-        g: &mut G,
-        work: &mut [Work],
-        unmap: &mut Vec<M>,
-    ) {
+    fn read_indirect<G: Grants<Mapping = M>>(&mut self, g: &mut G, work: &mut [Work], unmap: &mut Vec<M>) {
         let mut reqs: Vec<MapReq> = Vec::new();
         let mut owners: Vec<(usize, usize)> = Vec::new(); // (work index, page index)
         let mut pages: Vec<Vec<Option<Rc<M>>>> = work.iter().map(|_| Vec::new()).collect();
@@ -393,20 +364,12 @@ impl<M: crate::hv::Page> Connection<M> {
             if let Segments::Indirect { pages: refs, .. } = &w.req.segs {
                 self.stats.indirect_req = self.stats.indirect_req.saturating_add(1);
                 for (pi, &gref) in refs.iter().enumerate() {
-                    let hit = if persistent {
-                        self.persistent.as_mut().and_then(|p| p.get(gref))
-                    } else {
-                        None
-                    };
+                    let hit = if persistent { self.persistent.as_mut().and_then(|p| p.get(gref)) } else { None };
                     if let Some(slot) = pages.get_mut(wi) {
                         slot.push(hit.clone());
                     }
                     if hit.is_none() {
-                        reqs.push(MapReq {
-                            dom: self.dom,
-                            gref,
-                            readonly: !persistent,
-                        });
+                        reqs.push(MapReq { dom: self.dom, gref, readonly: !persistent });
                         owners.push((wi, pi));
                     }
                 }
@@ -435,9 +398,7 @@ impl<M: crate::hv::Page> Connection<M> {
                 let mut buf = alloc::vec![0u8; BLKIF_SEGS_PER_INDIRECT_FRAME * SEGMENT_SIZE];
                 for m in maps.iter().flatten() {
                     let n = left.min(BLKIF_SEGS_PER_INDIRECT_FRAME);
-                    let bytes = buf
-                        .get_mut(..n.saturating_mul(SEGMENT_SIZE))
-                        .unwrap_or_default();
+                    let bytes = buf.get_mut(..n.saturating_mul(SEGMENT_SIZE)).unwrap_or_default();
                     // One copy of the descriptors; only the copy is validated and used.
                     if m.read(0, bytes).is_err() {
                         w.failed = Some(Invalid::BadIndirectPage);
@@ -472,13 +433,8 @@ impl<M: crate::hv::Page> Connection<M> {
         Rc::new(m)
     }
 
-    fn submit_mapped<G, S>(
-        &mut self,
-        g: &mut G,
-        store: &mut S,
-        work: &mut [Work],
-        unmap: &mut Vec<M>,
-    ) where
+    fn submit_mapped<G, S>(&mut self, g: &mut G, store: &mut S, work: &mut [Work], unmap: &mut Vec<M>)
+    where
         G: Grants<Mapping = M>,
         S: BlockStore<Rc<M>>,
     {
@@ -494,23 +450,14 @@ impl<M: crate::hv::Page> Connection<M> {
             // persistent grant serves both directions, so it is mapped writable.
             let readonly = !persistent && w.req.op != Op::Read;
             for (si, s) in w.segs.iter().enumerate() {
-                let hit = if persistent {
-                    self.persistent.as_mut().and_then(|p| p.get(s.gref))
-                } else {
-                    None
-                };
+                let hit = if persistent { self.persistent.as_mut().and_then(|p| p.get(s.gref)) } else { None };
                 if hit.is_some() {
                     self.stats.persistent_hits = self.stats.persistent_hits.saturating_add(1);
                 } else {
                     if persistent {
-                        self.stats.persistent_misses =
-                            self.stats.persistent_misses.saturating_add(1);
+                        self.stats.persistent_misses = self.stats.persistent_misses.saturating_add(1);
                     }
-                    reqs.push(MapReq {
-                        dom: self.dom,
-                        gref: s.gref,
-                        readonly,
-                    });
+                    reqs.push(MapReq { dom: self.dom, gref: s.gref, readonly });
                     owners.push((wi, si));
                 }
                 if let Some(v) = bufs.get_mut(wi) {
@@ -544,11 +491,7 @@ impl<M: crate::hv::Page> Connection<M> {
                 .segs
                 .iter()
                 .zip(maps.into_iter().flatten())
-                .map(|(s, buf)| IoSeg {
-                    buf,
-                    offset: s.offset(),
-                    len: s.bytes(),
-                })
+                .map(|(s, buf)| IoSeg { buf, offset: s.offset(), len: s.bytes() })
                 .collect();
             self.submit(store, w, segs, unmap);
         }
@@ -563,9 +506,7 @@ impl<M: crate::hv::Page> Connection<M> {
         let mut owner: Vec<usize> = Vec::new();
         let mut pieces: Vec<(u64, u16, u16)> = Vec::new();
         for (wi, w) in work.iter_mut().enumerate() {
-            if w.failed.is_some()
-                || !matches!(w.req.op, Op::Read | Op::Write | Op::Flush | Op::Barrier)
-            {
+            if w.failed.is_some() || !matches!(w.req.op, Op::Read | Op::Write | Op::Flush | Op::Barrier) {
                 continue;
             }
             let mut off = w.req.sector.saturating_mul(512);
@@ -577,17 +518,9 @@ impl<M: crate::hv::Page> Connection<M> {
                 }
                 let mut in_page = s.offset();
                 for &(gfn, foff, len) in &pieces {
-                    let grant = CopyPtr::Gref {
-                        dom: self.dom,
-                        gref: s.gref,
-                        offset: in_page,
-                    };
+                    let grant = CopyPtr::Gref { dom: self.dom, gref: s.gref, offset: in_page };
                     let local = CopyPtr::Local { gfn, offset: foff };
-                    let (src, dst) = if w.req.op == Op::Read {
-                        (local, grant)
-                    } else {
-                        (grant, local)
-                    };
+                    let (src, dst) = if w.req.op == Op::Read { (local, grant) } else { (grant, local) };
                     ops.push(CopyOp { src, dst, len });
                     owner.push(wi);
                     in_page = in_page.saturating_add(len);
@@ -642,20 +575,11 @@ impl<M: crate::hv::Page> Connection<M> {
         let has_data = !w.segs.is_empty() && self.path == DataPath::Map;
         let op = match w.req.op {
             Op::Read => IoOp::Read,
-            Op::Write => IoOp::Write {
-                preflush: false,
-                fua: false,
-            },
+            Op::Write => IoOp::Write { preflush: false, fua: false },
             Op::Flush if !has_data => IoOp::Flush,
-            Op::Flush => IoOp::Write {
-                preflush: true,
-                fua: false,
-            },
+            Op::Flush => IoOp::Write { preflush: true, fua: false },
             Op::Barrier if !has_data => IoOp::Flush,
-            Op::Barrier => IoOp::Write {
-                preflush: true,
-                fua: true,
-            },
+            Op::Barrier => IoOp::Write { preflush: true, fua: true },
             Op::Discard { secure } => IoOp::Discard { secure },
         };
         let sectors = if let Op::Discard { .. } = w.req.op {
@@ -665,25 +589,11 @@ impl<M: crate::hv::Page> Connection<M> {
         };
         let tag = self.next_tag;
         self.next_tag = self.next_tag.wrapping_add(1);
-        let io = StoreIo {
-            tag,
-            op,
-            sector: w.req.sector,
-            nr_sectors: w.req.nr_sectors,
-            segs,
-        };
+        let io = StoreIo { tag, op, sector: w.req.sector, nr_sectors: w.req.nr_sectors, segs };
         match store.submit(io) {
             Ok(()) => {
-                self.pending.insert(
-                    tag,
-                    Pending {
-                        queue: w.queue,
-                        id: w.req.id,
-                        rsp_op: w.req.rsp_op,
-                        op: w.req.op,
-                        sectors,
-                    },
-                );
+                self.pending
+                    .insert(tag, Pending { queue: w.queue, id: w.req.id, rsp_op: w.req.rsp_op, op: w.req.op, sectors });
             }
             Err((io, _)) => {
                 // The store refused it: an error response, buffers released.
@@ -698,12 +608,7 @@ impl<M: crate::hv::Page> Connection<M> {
         }
     }
 
-    fn finish(
-        &mut self,
-        io: StoreIo<Rc<M>>,
-        res: Result<u64, crate::store::StoreError>,
-        unmap: &mut Vec<M>,
-    ) {
+    fn finish(&mut self, io: StoreIo<Rc<M>>, res: Result<u64, crate::store::StoreError>, unmap: &mut Vec<M>) {
         for s in io.segs {
             release(s.buf, unmap);
         }

@@ -51,11 +51,7 @@ pub struct MapReq {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyPtr {
     /// A grant of the frontend.
-    Gref {
-        dom: DomId,
-        gref: GrantRef,
-        offset: u16,
-    },
+    Gref { dom: DomId, gref: GrantRef, offset: u16 },
     /// One of our frames (a store frame), by guest frame number.
     Local { gfn: u64, offset: u16 },
 }

@@ -27,11 +27,7 @@ pub struct PersistentPool<M> {
 
 impl<M> PersistentPool<M> {
     pub fn new(cap: usize) -> Self {
-        Self {
-            entries: BTreeMap::new(),
-            cap,
-            tick: 0,
-        }
+        Self { entries: BTreeMap::new(), cap, tick: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -66,13 +62,7 @@ impl<M> PersistentPool<M> {
             return Err(map);
         }
         let rc = Rc::new(map);
-        self.entries.insert(
-            gref,
-            Entry {
-                map: Rc::clone(&rc),
-                last_used: self.tick,
-            },
-        );
+        self.entries.insert(gref, Entry { map: Rc::clone(&rc), last_used: self.tick });
         Ok(rc)
     }
 
@@ -100,10 +90,7 @@ impl<M> PersistentPool<M> {
     /// Empties the pool (disconnect): every mapping no I/O still holds.
     pub fn drain(&mut self) -> Vec<M> {
         let entries = core::mem::take(&mut self.entries);
-        entries
-            .into_values()
-            .filter_map(|e| Rc::try_unwrap(e.map).ok())
-            .collect()
+        entries.into_values().filter_map(|e| Rc::try_unwrap(e.map).ok()).collect()
     }
 }
 
@@ -118,11 +105,7 @@ mod tests {
             assert!(p.insert(g, g * 10).is_ok());
         }
         assert!(p.is_full());
-        assert_eq!(
-            p.insert(4, 40),
-            Err(40),
-            "a full pool gives the mapping back"
-        );
+        assert_eq!(p.insert(4, 40), Err(40), "a full pool gives the mapping back");
         p.next_pass();
         assert!(p.get(2).is_some());
         p.next_pass();
@@ -132,11 +115,7 @@ mod tests {
         let held = p.get(1).unwrap();
         p.next_pass();
         assert_eq!(p.evict_lru(1), alloc::vec![20], "least recently used first");
-        assert_eq!(
-            p.evict_lru(5),
-            alloc::vec![30],
-            "an entry an I/O holds is never evicted"
-        );
+        assert_eq!(p.evict_lru(5), alloc::vec![30], "an entry an I/O holds is never evicted");
         drop(held);
         assert_eq!(p.evict_lru(5), alloc::vec![10]);
         assert!(p.is_empty());

@@ -61,9 +61,7 @@ impl Segment {
     }
     /// Bytes (512..=4096).
     pub fn bytes(&self) -> u16 {
-        u16::try_from(self.sectors())
-            .unwrap_or(0)
-            .saturating_mul(512)
+        u16::try_from(self.sectors()).unwrap_or(0).saturating_mul(512)
     }
 }
 
@@ -145,19 +143,11 @@ pub fn validate_segment(s: &BlkifRequestSegment, index: u16) -> Result<Segment, 
     if s.first_sect > s.last_sect {
         return Err(Invalid::FirstAfterLast { index });
     }
-    Ok(Segment {
-        gref: s.gref,
-        first_sect: s.first_sect,
-        last_sect: s.last_sect,
-    })
+    Ok(Segment { gref: s.gref, first_sect: s.first_sect, last_sect: s.last_sect })
 }
 
 /// Checks a whole segment list and that `sector + total` stays on the disk.
-pub fn validate_segments(
-    raw: &[BlkifRequestSegment],
-    sector: u64,
-    limits: &Limits,
-) -> Result<Vec<Segment>, Invalid> {
+pub fn validate_segments(raw: &[BlkifRequestSegment], sector: u64, limits: &Limits) -> Result<Vec<Segment>, Invalid> {
     let mut out = Vec::with_capacity(raw.len());
     let mut total: u64 = 0;
     for (i, s) in raw.iter().enumerate() {
@@ -182,16 +172,8 @@ pub fn validate(raw: &RawRequest, limits: &Limits) -> Result<Request, Invalid> {
     let rsp_op = rsp_op_of(raw);
     match (raw.operation, raw.body) {
         (
-            op @ (BLKIF_OP_READ
-            | BLKIF_OP_WRITE
-            | BLKIF_OP_FLUSH_DISKCACHE
-            | BLKIF_OP_WRITE_BARRIER),
-            RawBody::Rw {
-                nr_segments,
-                sector,
-                seg,
-                ..
-            },
+            op @ (BLKIF_OP_READ | BLKIF_OP_WRITE | BLKIF_OP_FLUSH_DISKCACHE | BLKIF_OP_WRITE_BARRIER),
+            RawBody::Rw { nr_segments, sector, seg, .. },
         ) => {
             let op = match op {
                 BLKIF_OP_READ => Op::Read,
@@ -202,11 +184,7 @@ pub fn validate(raw: &RawRequest, limits: &Limits) -> Result<Request, Invalid> {
             };
             let n = usize::from(nr_segments);
             // READ/WRITE carry 1..=11 segments; a flush or barrier may carry none.
-            let min = if matches!(op, Op::Read | Op::Write) {
-                1
-            } else {
-                0
-            };
+            let min = if matches!(op, Op::Read | Op::Write) { 1 } else { 0 };
             if n < min || n > BLKIF_MAX_SEGMENTS_PER_REQUEST {
                 return Err(Invalid::BadSegmentCount(u16::from(nr_segments)));
             }
@@ -214,24 +192,9 @@ pub fn validate(raw: &RawRequest, limits: &Limits) -> Result<Request, Invalid> {
                 return Err(Invalid::ReadOnly);
             }
             let segs = validate_segments(seg.get(..n).unwrap_or_default(), sector, limits)?;
-            Ok(Request {
-                id: raw.id,
-                rsp_op,
-                op,
-                sector,
-                nr_sectors: 0,
-                segs: Segments::Direct(segs),
-            })
+            Ok(Request { id: raw.id, rsp_op, op, sector, nr_sectors: 0, segs: Segments::Direct(segs) })
         }
-        (
-            BLKIF_OP_DISCARD,
-            RawBody::Discard {
-                flag,
-                sector,
-                nr_sectors,
-                ..
-            },
-        ) => {
+        (BLKIF_OP_DISCARD, RawBody::Discard { flag, sector, nr_sectors, .. }) => {
             if !limits.discard {
                 return Err(Invalid::Unsupported(BLKIF_OP_DISCARD));
             }
@@ -252,16 +215,7 @@ pub fn validate(raw: &RawRequest, limits: &Limits) -> Result<Request, Invalid> {
                 segs: Segments::Direct(Vec::new()),
             })
         }
-        (
-            BLKIF_OP_INDIRECT,
-            RawBody::Indirect {
-                indirect_op,
-                nr_segments,
-                sector,
-                grefs,
-                ..
-            },
-        ) => {
+        (BLKIF_OP_INDIRECT, RawBody::Indirect { indirect_op, nr_segments, sector, grefs, .. }) => {
             if limits.max_indirect_segments == 0 {
                 return Err(Invalid::Unsupported(BLKIF_OP_INDIRECT));
             }
@@ -289,10 +243,7 @@ pub fn validate(raw: &RawRequest, limits: &Limits) -> Result<Request, Invalid> {
                 op,
                 sector,
                 nr_sectors: 0,
-                segs: Segments::Indirect {
-                    pages,
-                    count: nr_segments,
-                },
+                segs: Segments::Indirect { pages, count: nr_segments },
             })
         }
         (other, _) => Err(Invalid::Unsupported(other)),

@@ -34,8 +34,7 @@ pub enum RingError {
 /// `size` is a power of two).
 fn slot_offset(abi: Abi, size: u32, idx: u32) -> usize {
     let i = (idx & size.wrapping_sub(1)) as usize;
-    i.saturating_mul(abi.slot_size())
-        .saturating_add(SRING_HEADER_SIZE)
+    i.saturating_mul(abi.slot_size()).saturating_add(SRING_HEADER_SIZE)
 }
 
 /// Several pages seen as one byte range (a multi-page ring is contiguous to the frontend,
@@ -59,10 +58,7 @@ impl<P: Page> RingMem<P> {
     }
 
     fn page(&self, off: usize) -> Result<(&P, usize), MemError> {
-        let p = self
-            .pages
-            .get(off / XEN_PAGE_SIZE)
-            .ok_or(MemError::OutOfBounds)?;
+        let p = self.pages.get(off / XEN_PAGE_SIZE).ok_or(MemError::OutOfBounds)?;
         Ok((p, off % XEN_PAGE_SIZE))
     }
 
@@ -71,14 +67,9 @@ impl<P: Page> RingMem<P> {
         let mut done = 0;
         while done < dst.len() {
             let (p, in_page) = self.page(off)?;
-            let n = XEN_PAGE_SIZE
-                .saturating_sub(in_page)
-                .min(dst.len().saturating_sub(done));
+            let n = XEN_PAGE_SIZE.saturating_sub(in_page).min(dst.len().saturating_sub(done));
             let end = done.saturating_add(n);
-            p.read(
-                in_page,
-                dst.get_mut(done..end).ok_or(MemError::OutOfBounds)?,
-            )?;
+            p.read(in_page, dst.get_mut(done..end).ok_or(MemError::OutOfBounds)?)?;
             done = end;
             off = off.saturating_add(n);
         }
@@ -89,9 +80,7 @@ impl<P: Page> RingMem<P> {
         let mut done = 0;
         while done < src.len() {
             let (p, in_page) = self.page(off)?;
-            let n = XEN_PAGE_SIZE
-                .saturating_sub(in_page)
-                .min(src.len().saturating_sub(done));
+            let n = XEN_PAGE_SIZE.saturating_sub(in_page).min(src.len().saturating_sub(done));
             let end = done.saturating_add(n);
             p.write(in_page, src.get(done..end).ok_or(MemError::OutOfBounds)?)?;
             done = end;
@@ -121,26 +110,15 @@ impl<P: Page> BackRing<P> {
     /// `SHARED_RING_INIT`); every later check is relative to them.
     pub fn new(pages: Vec<P>, abi: Abi) -> Result<Self, RingError> {
         let size = abi.ring_size(pages.len());
-        let needed = size
-            .checked_mul(abi.slot_size())
-            .and_then(|b| b.checked_add(SRING_HEADER_SIZE));
+        let needed = size.checked_mul(abi.slot_size()).and_then(|b| b.checked_add(SRING_HEADER_SIZE));
         let size = u32::try_from(size).map_err(|_| RingError::BadSize)?;
         let mem = RingMem::new(pages);
         if size == 0 || needed.is_none_or(|n| mem.len() < n) {
             return Err(RingError::BadSize);
         }
         // BACK_RING_ATTACH: start consuming where responses were produced.
-        let start = mem
-            .header()
-            .and_then(|h| h.load_u32(RSP_PROD))
-            .map_err(RingError::Memory)?;
-        Ok(Self {
-            mem,
-            abi,
-            size,
-            req_cons: start,
-            rsp_prod_pvt: start,
-        })
+        let start = mem.header().and_then(|h| h.load_u32(RSP_PROD)).map_err(RingError::Memory)?;
+        Ok(Self { mem, abi, size, req_cons: start, rsp_prod_pvt: start })
     }
 
     pub fn size(&self) -> u32 {
@@ -169,15 +147,10 @@ impl<P: Page> BackRing<P> {
         let h = self.mem.header().map_err(RingError::Memory)?;
         let prod = h.load_u32(REQ_PROD).map_err(RingError::Memory)?;
         if prod.wrapping_sub(self.rsp_prod_pvt) > self.size {
-            return Err(RingError::ProdOverflow {
-                req_prod: prod,
-                rsp_prod: self.rsp_prod_pvt,
-            });
+            return Err(RingError::ProdOverflow { req_prod: prod, rsp_prod: self.rsp_prod_pvt });
         }
         let req = prod.wrapping_sub(self.req_cons);
-        let rsp = self
-            .size
-            .wrapping_sub(self.req_cons.wrapping_sub(self.rsp_prod_pvt));
+        let rsp = self.size.wrapping_sub(self.req_cons.wrapping_sub(self.rsp_prod_pvt));
         Ok(req.min(rsp))
     }
 
@@ -190,30 +163,20 @@ impl<P: Page> BackRing<P> {
         }
         let mut slot = [0u8; MAX_SLOT];
         let n = self.abi.slot_size().min(MAX_SLOT);
-        self.mem
-            .read(self.slot_off(self.req_cons), &mut slot[..n])
-            .map_err(RingError::Memory)?;
+        self.mem.read(self.slot_off(self.req_cons), &mut slot[..n]).map_err(RingError::Memory)?;
         self.req_cons = self.req_cons.wrapping_add(1);
         Ok(Some(slot))
     }
 
     /// Writes a response into the next response slot (padding zeroed). Responses beyond
     /// the requests taken are refused (`false`): every response answers a taken request.
-    pub fn push_response(
-        &mut self,
-        id: u64,
-        operation: u8,
-        status: i16,
-    ) -> Result<bool, RingError> {
+    pub fn push_response(&mut self, id: u64, operation: u8, status: i16) -> Result<bool, RingError> {
         if self.outstanding() == 0 {
             return Ok(false);
         }
         let (bytes, n) = encode_response(self.abi, id, operation, status);
         self.mem
-            .write(
-                self.slot_off(self.rsp_prod_pvt),
-                bytes.get(..n).unwrap_or_default(),
-            )
+            .write(self.slot_off(self.rsp_prod_pvt), bytes.get(..n).unwrap_or_default())
             .map_err(RingError::Memory)?;
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
         Ok(true)
@@ -242,8 +205,7 @@ impl<P: Page> BackRing<P> {
             return Ok(true);
         }
         let h = self.mem.header().map_err(RingError::Memory)?;
-        h.store_u32(REQ_EVENT, self.req_cons.wrapping_add(1))
-            .map_err(RingError::Memory)?;
+        h.store_u32(REQ_EVENT, self.req_cons.wrapping_add(1)).map_err(RingError::Memory)?;
         h.fence();
         Ok(self.unconsumed()? > 0)
     }
@@ -274,13 +236,7 @@ impl<P: Page> FrontRing<P> {
         for off in [REQ_EVENT, RSP_EVENT] {
             h.store_u32(off, 1).map_err(RingError::Memory)?;
         }
-        Ok(Self {
-            mem,
-            abi,
-            size,
-            req_prod_pvt: 0,
-            rsp_cons: 0,
-        })
+        Ok(Self { mem, abi, size, req_prod_pvt: 0, rsp_cons: 0 })
     }
 
     pub fn size(&self) -> u32 {
@@ -289,17 +245,14 @@ impl<P: Page> FrontRing<P> {
 
     /// Free request slots.
     pub fn free(&self) -> u32 {
-        self.size
-            .wrapping_sub(self.req_prod_pvt.wrapping_sub(self.rsp_cons))
+        self.size.wrapping_sub(self.req_prod_pvt.wrapping_sub(self.rsp_cons))
     }
 
     /// Writes a request slot (raw bytes: tests put anything there).
     pub fn put_request(&mut self, slot: &[u8; MAX_SLOT]) -> Result<u32, RingError> {
         let idx = self.req_prod_pvt;
         let off = slot_offset(self.abi, self.size, idx);
-        self.mem
-            .write(off, slot.get(..self.abi.slot_size()).unwrap_or_default())
-            .map_err(RingError::Memory)?;
+        self.mem.write(off, slot.get(..self.abi.slot_size()).unwrap_or_default()).map_err(RingError::Memory)?;
         self.req_prod_pvt = idx.wrapping_add(1);
         Ok(idx)
     }
@@ -322,10 +275,7 @@ impl<P: Page> FrontRing<P> {
 
     /// Sets `req_prod` to anything (a hostile frontend).
     pub fn force_req_prod(&mut self, v: u32) -> Result<(), RingError> {
-        self.mem
-            .header()
-            .and_then(|h| h.store_u32(REQ_PROD, v))
-            .map_err(RingError::Memory)
+        self.mem.header().and_then(|h| h.store_u32(REQ_PROD, v)).map_err(RingError::Memory)
     }
 
     /// Takes every available response: (id, operation, status).
@@ -342,8 +292,7 @@ impl<P: Page> FrontRing<P> {
             self.rsp_cons = self.rsp_cons.wrapping_add(1);
         }
         // RING_FINAL_CHECK_FOR_RESPONSES: ask for the next one.
-        h.store_u32(RSP_EVENT, self.rsp_cons.wrapping_add(1))
-            .map_err(RingError::Memory)?;
+        h.store_u32(RSP_EVENT, self.rsp_cons.wrapping_add(1)).map_err(RingError::Memory)?;
         Ok(out)
     }
 
@@ -351,9 +300,7 @@ impl<P: Page> FrontRing<P> {
     pub fn response_bytes(&self, idx: u32) -> Result<[u8; 16], RingError> {
         let mut b = [0u8; 16];
         let n = self.abi.rsp_size().min(16);
-        self.mem
-            .read(slot_offset(self.abi, self.size, idx), &mut b[..n])
-            .map_err(RingError::Memory)?;
+        self.mem.read(slot_offset(self.abi, self.size, idx), &mut b[..n]).map_err(RingError::Memory)?;
         Ok(b)
     }
 }

@@ -41,12 +41,12 @@ pub struct Stats {
 impl Stats {
     pub fn count_invalid(&mut self, e: Invalid) {
         let c = match e {
-            Invalid::Unsupported(_)
-            | Invalid::SecureDiscardUnsupported
-            | Invalid::BadIndirectOp(_) => &mut self.err_unsupported,
-            Invalid::BadSegmentCount(_)
-            | Invalid::FirstAfterLast { .. }
-            | Invalid::BeyondPage { .. } => &mut self.err_segments,
+            Invalid::Unsupported(_) | Invalid::SecureDiscardUnsupported | Invalid::BadIndirectOp(_) => {
+                &mut self.err_unsupported
+            }
+            Invalid::BadSegmentCount(_) | Invalid::FirstAfterLast { .. } | Invalid::BeyondPage { .. } => {
+                &mut self.err_segments
+            }
             Invalid::BeyondCapacity => &mut self.err_range,
             Invalid::ReadOnly => &mut self.err_read_only,
             Invalid::BadIndirectPage | Invalid::BadGrant => &mut self.err_grant,
@@ -56,16 +56,9 @@ impl Stats {
 
     /// All requests refused or failed.
     pub fn errors(&self) -> u64 {
-        [
-            self.err_unsupported,
-            self.err_segments,
-            self.err_range,
-            self.err_read_only,
-            self.err_grant,
-            self.err_io,
-        ]
-        .iter()
-        .fold(0u64, |a, b| a.saturating_add(*b))
+        [self.err_unsupported, self.err_segments, self.err_range, self.err_read_only, self.err_grant, self.err_io]
+            .iter()
+            .fold(0u64, |a, b| a.saturating_add(*b))
     }
 
     /// Key/value pairs for `<backend>/statistics/`.

@@ -91,21 +91,9 @@ pub trait RamBacking {
     /// Size in bytes.
     fn size(&self) -> u64;
     /// Copies disk bytes `[off, off + len)` into `page` at `page_off` (a read).
-    fn to_page(
-        &self,
-        off: u64,
-        page: &dyn Page,
-        page_off: usize,
-        len: usize,
-    ) -> Result<(), MemError>;
+    fn to_page(&self, off: u64, page: &dyn Page, page_off: usize, len: usize) -> Result<(), MemError>;
     /// Copies `len` bytes of `page` at `page_off` to disk offset `off` (a write).
-    fn store_page(
-        &mut self,
-        off: u64,
-        page: &dyn Page,
-        page_off: usize,
-        len: usize,
-    ) -> Result<(), MemError>;
+    fn store_page(&mut self, off: u64, page: &dyn Page, page_off: usize, len: usize) -> Result<(), MemError>;
     fn zero(&mut self, off: u64, len: u64);
     /// The GFN and offset of disk byte `off`, for the copy path.
     fn gfn(&self, _off: u64) -> Option<(u64, u16)> {
@@ -117,32 +105,14 @@ impl RamBacking for Vec<u8> {
     fn size(&self) -> u64 {
         self.len() as u64
     }
-    fn to_page(
-        &self,
-        off: u64,
-        page: &dyn Page,
-        page_off: usize,
-        len: usize,
-    ) -> Result<(), MemError> {
+    fn to_page(&self, off: u64, page: &dyn Page, page_off: usize, len: usize) -> Result<(), MemError> {
         let s = usize::try_from(off).map_err(|_| MemError::OutOfBounds)?;
-        let src = self
-            .get(s..)
-            .and_then(|d| d.get(..len))
-            .ok_or(MemError::OutOfBounds)?;
+        let src = self.get(s..).and_then(|d| d.get(..len)).ok_or(MemError::OutOfBounds)?;
         page.write(page_off, src)
     }
-    fn store_page(
-        &mut self,
-        off: u64,
-        page: &dyn Page,
-        page_off: usize,
-        len: usize,
-    ) -> Result<(), MemError> {
+    fn store_page(&mut self, off: u64, page: &dyn Page, page_off: usize, len: usize) -> Result<(), MemError> {
         let s = usize::try_from(off).map_err(|_| MemError::OutOfBounds)?;
-        let dst = self
-            .get_mut(s..)
-            .and_then(|d| d.get_mut(..len))
-            .ok_or(MemError::OutOfBounds)?;
+        let dst = self.get_mut(s..).and_then(|d| d.get_mut(..len)).ok_or(MemError::OutOfBounds)?;
         page.read(page_off, dst)
     }
     fn zero(&mut self, off: u64, len: u64) {
@@ -172,11 +142,7 @@ pub struct StoreCounters {
 
 impl<M: RamBacking, B: Page> RamStore<M, B> {
     pub fn new(mem: M, read_only: bool) -> Self {
-        Self {
-            mem,
-            read_only,
-            done: Vec::new(),
-        }
+        Self { mem, read_only, done: Vec::new() }
     }
     pub fn backing(&self) -> &M {
         &self.mem
@@ -194,10 +160,7 @@ impl<M: RamBacking, B: Page> RamStore<M, B> {
                 if self.read_only {
                     return Err(StoreError::ReadOnly);
                 }
-                let len = io
-                    .nr_sectors
-                    .checked_mul(512)
-                    .ok_or(StoreError::OutOfRange)?;
+                let len = io.nr_sectors.checked_mul(512).ok_or(StoreError::OutOfRange)?;
                 if off.checked_add(len).is_none_or(|e| e > cap) {
                     return Err(StoreError::OutOfRange);
                 }
@@ -216,16 +179,8 @@ impl<M: RamBacking, B: Page> RamStore<M, B> {
                         return Err(StoreError::OutOfRange);
                     }
                     let r = match io.op {
-                        IoOp::Read => {
-                            self.mem
-                                .to_page(off, &s.buf, usize::from(s.offset), usize::from(s.len))
-                        }
-                        _ => self.mem.store_page(
-                            off,
-                            &s.buf,
-                            usize::from(s.offset),
-                            usize::from(s.len),
-                        ),
+                        IoOp::Read => self.mem.to_page(off, &s.buf, usize::from(s.offset), usize::from(s.len)),
+                        _ => self.mem.store_page(off, &s.buf, usize::from(s.offset), usize::from(s.len)),
                     };
                     r.map_err(StoreError::Buffer)?;
                     off = off.saturating_add(len);
@@ -290,10 +245,7 @@ pub struct NullStore<B> {
 
 impl<B> NullStore<B> {
     pub fn new(sectors: u64) -> Self {
-        Self {
-            sectors,
-            done: Vec::new(),
-        }
+        Self { sectors, done: Vec::new() }
     }
 }
 

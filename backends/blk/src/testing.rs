@@ -69,34 +69,18 @@ impl Default for MemPage {
 
 impl MemPage {
     pub fn new() -> Self {
-        MemPage(Rc::new(RefCell::new(PageState {
-            data: [0; PAGE],
-            hook: None,
-            reads: 0,
-        })))
+        MemPage(Rc::new(RefCell::new(PageState { data: [0; PAGE], hook: None, reads: 0 })))
     }
     pub fn bytes(&self) -> Vec<u8> {
         self.0.borrow().data.to_vec()
     }
     pub fn set(&self, off: usize, src: &[u8]) {
-        if let Some(d) = self
-            .0
-            .borrow_mut()
-            .data
-            .get_mut(off..)
-            .and_then(|d| d.get_mut(..src.len()))
-        {
+        if let Some(d) = self.0.borrow_mut().data.get_mut(off..).and_then(|d| d.get_mut(..src.len())) {
             d.copy_from_slice(src);
         }
     }
     pub fn get(&self, off: usize, len: usize) -> Vec<u8> {
-        self.0
-            .borrow()
-            .data
-            .get(off..)
-            .and_then(|d| d.get(..len))
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default()
+        self.0.borrow().data.get(off..).and_then(|d| d.get(..len)).map(<[u8]>::to_vec).unwrap_or_default()
     }
     /// Installs a hook that runs after each read (offset, length).
     pub fn on_read(&self, hook: ReadHook) {
@@ -110,11 +94,7 @@ impl MemPage {
 impl Page for MemPage {
     fn read(&self, off: usize, dst: &mut [u8]) -> Result<(), MemError> {
         let mut st = self.0.borrow_mut();
-        let src = st
-            .data
-            .get(off..)
-            .and_then(|d| d.get(..dst.len()))
-            .ok_or(MemError::OutOfBounds)?;
+        let src = st.data.get(off..).and_then(|d| d.get(..dst.len())).ok_or(MemError::OutOfBounds)?;
         dst.copy_from_slice(src);
         st.reads = st.reads.wrapping_add(1);
         if let Some(mut h) = st.hook.take() {
@@ -125,11 +105,7 @@ impl Page for MemPage {
     }
     fn write(&self, off: usize, src: &[u8]) -> Result<(), MemError> {
         let mut st = self.0.borrow_mut();
-        let d = st
-            .data
-            .get_mut(off..)
-            .and_then(|d| d.get_mut(..src.len()))
-            .ok_or(MemError::OutOfBounds)?;
+        let d = st.data.get_mut(off..).and_then(|d| d.get_mut(..src.len())).ok_or(MemError::OutOfBounds)?;
         d.copy_from_slice(src);
         Ok(())
     }
@@ -249,11 +225,7 @@ pub enum EndAccess {
 
 impl FakeGrants {
     pub fn new() -> Self {
-        Self {
-            max_slots: 1 << 20,
-            copy_limit: 512,
-            ..Default::default()
-        }
+        Self { max_slots: 1 << 20, copy_limit: 512, ..Default::default() }
     }
 
     pub fn counters(&self) -> GntCounters {
@@ -265,15 +237,7 @@ impl FakeGrants {
         let r = self.next_ref.entry(owner).or_insert(8);
         let gref = *r;
         *r = r.wrapping_add(1);
-        self.entries.insert(
-            (owner, gref),
-            GrantEntry {
-                page: page.clone(),
-                to,
-                readonly,
-                maps: 0,
-            },
-        );
+        self.entries.insert((owner, gref), GrantEntry { page: page.clone(), to, readonly, maps: 0 });
         gref
     }
 
@@ -337,9 +301,7 @@ impl Grants for FakeGrants {
                 None => Err(GrantError::Status(gntst::BAD_GNTREF)),
                 Some(e) if e.to != BACKEND => Err(GrantError::Status(gntst::PERMISSION_DENIED)),
                 // Xen: "Attempt to write-pin a r/o grant entry".
-                Some(e) if e.readonly && !r.readonly => {
-                    Err(GrantError::Status(gntst::GENERAL_ERROR))
-                }
+                Some(e) if e.readonly && !r.readonly => Err(GrantError::Status(gntst::GENERAL_ERROR)),
                 Some(_) if live >= self.max_slots => Err(GrantError::NoSlot),
                 Some(e) => {
                     e.maps += 1;
@@ -388,12 +350,8 @@ impl Grants for FakeGrants {
         });
         ops.iter()
             .map(|op| {
-                let (src, so) = self
-                    .copy_target(&op.src, false)
-                    .map_err(GrantError::Status)?;
-                let (dst, d_off) = self
-                    .copy_target(&op.dst, true)
-                    .map_err(GrantError::Status)?;
+                let (src, so) = self.copy_target(&op.src, false).map_err(GrantError::Status)?;
+                let (dst, d_off) = self.copy_target(&op.dst, true).map_err(GrantError::Status)?;
                 let len = usize::from(op.len);
                 if so + len > PAGE || d_off + len > PAGE {
                     return Err(GrantError::Status(gntst::BAD_COPY_ARG));
@@ -547,12 +505,7 @@ impl FrameBacking {
         let mut o = off;
         while out.len() < len {
             let n = (PAGE - o % PAGE).min(len - out.len());
-            out.extend(
-                self.pages
-                    .get(o / PAGE)
-                    .map(|p| p.get(o % PAGE, n))
-                    .unwrap_or_else(|| vec![0; n]),
-            );
+            out.extend(self.pages.get(o / PAGE).map(|p| p.get(o % PAGE, n)).unwrap_or_else(|| vec![0; n]));
             o += n;
         }
         out
@@ -563,33 +516,18 @@ impl RamBacking for FrameBacking {
     fn size(&self) -> u64 {
         (self.pages.len() * PAGE) as u64
     }
-    fn to_page(
-        &self,
-        off: u64,
-        page: &dyn Page,
-        page_off: usize,
-        len: usize,
-    ) -> Result<(), MemError> {
+    fn to_page(&self, off: u64, page: &dyn Page, page_off: usize, len: usize) -> Result<(), MemError> {
         let data = self.bytes(off as usize, len);
         page.write(page_off, &data)
     }
-    fn store_page(
-        &mut self,
-        off: u64,
-        page: &dyn Page,
-        page_off: usize,
-        len: usize,
-    ) -> Result<(), MemError> {
+    fn store_page(&mut self, off: u64, page: &dyn Page, page_off: usize, len: usize) -> Result<(), MemError> {
         let mut buf = vec![0u8; len];
         page.read(page_off, &mut buf)?;
         let mut o = off as usize;
         let mut done = 0;
         while done < len {
             let n = (PAGE - o % PAGE).min(len - done);
-            self.pages
-                .get(o / PAGE)
-                .ok_or(MemError::OutOfBounds)?
-                .set(o % PAGE, &buf[done..done + n]);
+            self.pages.get(o / PAGE).ok_or(MemError::OutOfBounds)?.set(o % PAGE, &buf[done..done + n]);
             o += n;
             done += n;
         }
@@ -628,13 +566,7 @@ pub struct FrontendOpts {
 
 impl Default for FrontendOpts {
     fn default() -> Self {
-        Self {
-            abi: Abi::Native,
-            ring_page_order: 0,
-            queues: 1,
-            persistent: false,
-            max_segments: 11,
-        }
+        Self { abi: Abi::Native, ring_page_order: 0, queues: 1, persistent: false, max_segments: 11 }
     }
 }
 
@@ -746,50 +678,32 @@ impl MockFrontend {
     }
 
     pub fn backend_state(&self, xs: &FakeXenStore) -> Option<u32> {
-        xs.get(&format!("{}/state", self.be))
-            .and_then(crate::config::parse_u32)
+        xs.get(&format!("{}/state", self.be)).and_then(crate::config::parse_u32)
     }
 
     fn be_u32(&self, xs: &FakeXenStore, k: &str) -> u32 {
-        xs.get(&format!("{}/{k}", self.be))
-            .and_then(crate::config::parse_u32)
-            .unwrap_or(0)
+        xs.get(&format!("{}/{k}", self.be)).and_then(crate::config::parse_u32).unwrap_or(0)
     }
 
     /// blkfront's `talk_to_blkback`: rings, grants, event channels, keys, Initialised.
     pub fn connect(&mut self, xs: &mut FakeXenStore, g: &mut FakeGrants, ev: &mut FakeEvtchn) {
-        let order = self
-            .opts
-            .ring_page_order
-            .min(self.be_u32(xs, "max-ring-page-order"));
-        let nq = self
-            .opts
-            .queues
-            .min(self.be_u32(xs, "multi-queue-max-queues").max(1));
+        let order = self.opts.ring_page_order.min(self.be_u32(xs, "max-ring-page-order"));
+        let nq = self.opts.queues.min(self.be_u32(xs, "multi-queue-max-queues").max(1));
         self.opts.ring_page_order = order;
         self.opts.queues = nq;
         let fe = self.fe.clone();
         for q in 0..nq {
-            let dir = if nq == 1 {
-                fe.clone()
-            } else {
-                format!("{fe}/queue-{q}")
-            };
+            let dir = if nq == 1 { fe.clone() } else { format!("{fe}/queue-{q}") };
             let pages: Vec<MemPage> = (0..(1u32 << order)).map(|_| MemPage::new()).collect();
             let mut refs = Vec::new();
             for (i, p) in pages.iter().enumerate() {
                 let r = g.grant(self.dom, p, BACKEND, false);
                 refs.push(r);
-                let key = if order == 0 {
-                    String::from("ring-ref")
-                } else {
-                    format!("ring-ref{i}")
-                };
+                let key = if order == 0 { String::from("ring-ref") } else { format!("ring-ref{i}") };
                 xs.set(&format!("{dir}/{key}"), &r.to_string());
             }
             self.ring_grefs.extend(&refs);
-            let ring = FrontRing::init(pages.clone(), self.opts.abi)
-                .unwrap_or_else(|_| panic!("ring init"));
+            let ring = FrontRing::init(pages.clone(), self.opts.abi).unwrap_or_else(|_| panic!("ring init"));
             self.rings.push(ring);
             self.ring_pages.push(pages);
             let port = ev.alloc_unbound(self.dom);
@@ -802,18 +716,8 @@ impl MockFrontend {
         if nq > 1 {
             xs.set(&format!("{fe}/multi-queue-num-queues"), &nq.to_string());
         }
-        xs.set(
-            &format!("{fe}/protocol"),
-            if self.opts.abi == Abi::X86_32 {
-                "x86_32-abi"
-            } else {
-                "x86_64-abi"
-            },
-        );
-        xs.set(
-            &format!("{fe}/feature-persistent"),
-            if self.opts.persistent { "1" } else { "0" },
-        );
+        xs.set(&format!("{fe}/protocol"), if self.opts.abi == Abi::X86_32 { "x86_32-abi" } else { "x86_64-abi" });
+        xs.set(&format!("{fe}/feature-persistent"), if self.opts.persistent { "1" } else { "0" });
         xs.set(&format!("{fe}/state"), "3");
     }
 
@@ -853,9 +757,7 @@ impl MockFrontend {
     }
 
     pub fn sectors(&self, xs: &FakeXenStore) -> u64 {
-        xs.get(&format!("{}/sectors", self.be))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+        xs.get(&format!("{}/sectors", self.be)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     }
 
     fn data_page(&mut self, g: &mut FakeGrants, readonly: bool) -> (MemPage, GrantRef) {
@@ -955,13 +857,7 @@ impl MockFrontend {
             RawRequest {
                 operation: BLKIF_OP_INDIRECT,
                 id,
-                body: RawBody::Indirect {
-                    indirect_op: op,
-                    nr_segments: segs.len() as u16,
-                    sector,
-                    handle: 0,
-                    grefs,
-                },
+                body: RawBody::Indirect { indirect_op: op, nr_segments: segs.len() as u16, sector, handle: 0, grefs },
             }
         } else {
             let mut seg = [BlkifRequestSegment::default(); 11];
@@ -971,27 +867,11 @@ impl MockFrontend {
             RawRequest {
                 operation: op,
                 id,
-                body: RawBody::Rw {
-                    nr_segments: segs.len() as u8,
-                    handle: 0,
-                    sector,
-                    seg,
-                },
+                body: RawBody::Rw { nr_segments: segs.len() as u8, handle: 0, sector, seg },
             }
         };
         self.put(q, &encode_request(self.opts.abi, &raw));
-        self.shadow_insert(
-            id,
-            (
-                q,
-                Shadow {
-                    op,
-                    pages,
-                    ind,
-                    layout,
-                },
-            ),
-        );
+        self.shadow_insert(id, (q, Shadow { op, pages, ind, layout }));
         id
     }
 
@@ -1000,44 +880,13 @@ impl MockFrontend {
         let id = self.next_id;
         self.next_id += 1;
         let body = if operation == BLKIF_OP_DISCARD {
-            RawBody::Discard {
-                flag: if secure { BLKIF_DISCARD_SECURE } else { 0 },
-                handle: 0,
-                sector,
-                nr_sectors,
-            }
+            RawBody::Discard { flag: if secure { BLKIF_DISCARD_SECURE } else { 0 }, handle: 0, sector, nr_sectors }
         } else {
-            RawBody::Rw {
-                nr_segments: 0,
-                handle: 0,
-                sector,
-                seg: [BlkifRequestSegment::default(); 11],
-            }
+            RawBody::Rw { nr_segments: 0, handle: 0, sector, seg: [BlkifRequestSegment::default(); 11] }
         };
         let q = self.queue();
-        self.put(
-            q,
-            &encode_request(
-                self.opts.abi,
-                &RawRequest {
-                    operation,
-                    id,
-                    body,
-                },
-            ),
-        );
-        self.shadow_insert(
-            id,
-            (
-                q,
-                Shadow {
-                    op: operation,
-                    pages: Vec::new(),
-                    ind: Vec::new(),
-                    layout: Vec::new(),
-                },
-            ),
-        );
+        self.put(q, &encode_request(self.opts.abi, &RawRequest { operation, id, body }));
+        self.shadow_insert(id, (q, Shadow { op: operation, pages: Vec::new(), ind: Vec::new(), layout: Vec::new() }));
         id
     }
 
@@ -1047,24 +896,13 @@ impl MockFrontend {
         let idx = self.put(q, slot);
         self.shadow_insert(
             expect_id,
-            (
-                q,
-                Shadow {
-                    op: expect_op,
-                    pages: Vec::new(),
-                    ind: Vec::new(),
-                    layout: Vec::new(),
-                },
-            ),
+            (q, Shadow { op: expect_op, pages: Vec::new(), ind: Vec::new(), layout: Vec::new() }),
         );
         idx
     }
 
     fn put(&mut self, q: usize, slot: &[u8; MAX_SLOT]) -> u32 {
-        self.rings
-            .get_mut(q)
-            .and_then(|r| r.put_request(slot).ok())
-            .unwrap_or(0)
+        self.rings.get_mut(q).and_then(|r| r.put_request(slot).ok()).unwrap_or(0)
     }
 
     /// Publishes queued requests on every queue.
@@ -1082,11 +920,7 @@ impl MockFrontend {
     pub fn complete(&mut self, g: &mut FakeGrants) -> Vec<Done> {
         let mut out = Vec::new();
         for q in 0..self.rings.len() {
-            let rsps = self
-                .rings
-                .get_mut(q)
-                .and_then(|r| r.take_responses().ok())
-                .unwrap_or_default();
+            let rsps = self.rings.get_mut(q).and_then(|r| r.take_responses().ok()).unwrap_or_default();
             for (id, op, status) in rsps {
                 // Each response answers one distinct outstanding request with this id,
                 // queue and operation.
@@ -1099,12 +933,7 @@ impl MockFrontend {
                 }
                 let Some((_, sh)) = entry else {
                     self.bogus_responses += 1;
-                    self.bogus.push((
-                        id,
-                        op,
-                        status,
-                        "no outstanding request with this id, queue and operation",
-                    ));
+                    self.bogus.push((id, op, status, "no outstanding request with this id, queue and operation"));
                     continue;
                 };
                 let mut data = Vec::new();
@@ -1115,12 +944,7 @@ impl MockFrontend {
                 }
                 self.release(g, sh.pages);
                 self.release(g, sh.ind);
-                out.push(Done {
-                    id,
-                    op,
-                    status,
-                    data,
-                });
+                out.push(Done { id, op, status, data });
             }
         }
         out
@@ -1152,11 +976,7 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
-        Self {
-            xs: FakeXenStore::default(),
-            g: FakeGrants::new(),
-            ev: FakeEvtchn::default(),
-        }
+        Self { xs: FakeXenStore::default(), g: FakeGrants::new(), ev: FakeEvtchn::default() }
     }
 
     /// libxl attaches a `size`-byte RAM disk to `dom`; returns the backend device (probed:
@@ -1170,20 +990,12 @@ impl Harness {
         cfg: DeviceConfig,
         opts: FrontendOpts,
     ) -> (TestDevice, MockFrontend) {
-        let (fe, be) = MockFrontend::toolstack_attach(
-            &mut self.xs,
-            dom,
-            devid,
-            "ram",
-            if read_only { "r" } else { "w" },
-        );
+        let (fe, be) =
+            MockFrontend::toolstack_attach(&mut self.xs, dom, devid, "ram", if read_only { "r" } else { "w" });
         let store = RamStore::new(vec![0u8; size], read_only);
-        let mut dev =
-            Device::new(&mut self.xs, &be, store, cfg).unwrap_or_else(|e| panic!("device: {e}"));
-        dev.watch(&mut self.xs, &be)
-            .unwrap_or_else(|e| panic!("watch: {e}"));
-        dev.update(&mut self.xs, &mut self.g, &mut self.ev)
-            .unwrap_or_else(|e| panic!("probe: {e}"));
+        let mut dev = Device::new(&mut self.xs, &be, store, cfg).unwrap_or_else(|e| panic!("device: {e}"));
+        dev.watch(&mut self.xs, &be).unwrap_or_else(|e| panic!("watch: {e}"));
+        dev.update(&mut self.xs, &mut self.g, &mut self.ev).unwrap_or_else(|e| panic!("probe: {e}"));
         (dev, MockFrontend::new(dom, devid, fe, be, opts))
     }
 
@@ -1198,12 +1010,9 @@ impl Harness {
         opts: FrontendOpts,
     ) -> (Device<FakeMapping, S>, MockFrontend) {
         let (fe, be) = MockFrontend::toolstack_attach(&mut self.xs, dom, devid, "custom", mode);
-        let mut dev =
-            Device::new(&mut self.xs, &be, store, cfg).unwrap_or_else(|e| panic!("device: {e}"));
-        dev.watch(&mut self.xs, &be)
-            .unwrap_or_else(|e| panic!("watch: {e}"));
-        dev.update(&mut self.xs, &mut self.g, &mut self.ev)
-            .unwrap_or_else(|e| panic!("probe: {e}"));
+        let mut dev = Device::new(&mut self.xs, &be, store, cfg).unwrap_or_else(|e| panic!("device: {e}"));
+        dev.watch(&mut self.xs, &be).unwrap_or_else(|e| panic!("watch: {e}"));
+        dev.update(&mut self.xs, &mut self.g, &mut self.ev).unwrap_or_else(|e| panic!("probe: {e}"));
         (dev, MockFrontend::new(dom, devid, fe, be, opts))
     }
 
@@ -1245,8 +1054,7 @@ impl Harness {
         &mut self,
         dev: &mut Device<FakeMapping, S>,
     ) -> crate::device::UpdateOutcome {
-        dev.update(&mut self.xs, &mut self.g, &mut self.ev)
-            .unwrap_or_default()
+        dev.update(&mut self.xs, &mut self.g, &mut self.ev).unwrap_or_default()
     }
 }
 
@@ -1311,11 +1119,7 @@ pub struct FuzzReport {
 pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
     let mut b = Bytes { d: data };
     let cfg_byte = b.u8();
-    let abi = if cfg_byte & 1 == 1 {
-        Abi::X86_32
-    } else {
-        Abi::Native
-    };
+    let abi = if cfg_byte & 1 == 1 { Abi::X86_32 } else { Abi::Native };
     let persistent = cfg_byte & 2 != 0;
     let copy = cfg_byte & 4 != 0;
     let order = u32::from((cfg_byte >> 3) & 3);
@@ -1331,13 +1135,7 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
     const DISK: usize = 1 << 20;
     let backing = FrameBacking::new(&mut h.g, DISK, 0x4_0000);
     let store: RamStore<FrameBacking, Rc<FakeMapping>> = RamStore::new(backing, false);
-    let opts = FrontendOpts {
-        abi,
-        ring_page_order: order,
-        queues,
-        persistent,
-        max_segments: 64,
-    };
+    let opts = FrontendOpts { abi, ring_page_order: order, queues, persistent, max_segments: 64 };
     let (mut dev, mut fe) = h.attach_store(2, 51712, store, "w", cfg, opts);
     assert!(h.connect(&mut dev, &mut fe), "connect");
     let mut model = vec![0u8; DISK];
@@ -1416,11 +1214,7 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                         nr_segments: 1,
                         handle: 0,
                         sector: 0,
-                        seg: [BlkifRequestSegment {
-                            gref,
-                            first_sect: 0,
-                            last_sect: 7,
-                        }; 11],
+                        seg: [BlkifRequestSegment { gref, first_sect: 0, last_sect: 7 }; 11],
                     },
                 };
                 let mut slot = encode_request(abi, &r);
@@ -1453,11 +1247,7 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                         grefs: [gref; 8],
                     },
                 };
-                if let RawBody::Indirect {
-                    indirect_op: BLKIF_OP_READ,
-                    ..
-                } = r.body
-                {
+                if let RawBody::Indirect { indirect_op: BLKIF_OP_READ, .. } = r.body {
                     forged = true;
                 }
                 let raw_bytes = encode_request(abi, &r);
@@ -1468,11 +1258,7 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                 let sector = u64::from(b.u16()) % (DISK as u64 / 512);
                 let n = u64::from(b.u8());
                 let secure = b.u8() & 1 == 1;
-                let op = if b.u8() & 1 == 1 {
-                    BLKIF_OP_DISCARD
-                } else {
-                    BLKIF_OP_FLUSH_DISKCACHE
-                };
+                let op = if b.u8() & 1 == 1 { BLKIF_OP_DISCARD } else { BLKIF_OP_FLUSH_DISKCACHE };
                 fe.simple(op, sector, n, secure);
                 if op == BLKIF_OP_DISCARD && sector + n <= (DISK / 512) as u64 {
                     let s = sector as usize * 512;
@@ -1506,11 +1292,7 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
     check_reads(&done, &mut reads, &model, clean, &mut rep);
     // A frontend that forged `req_prod` made the backend answer slots it never filled:
     // those answers are expected. Otherwise every response must match a request.
-    assert!(
-        forged || fe.bogus.is_empty(),
-        "responses that match no outstanding request: {:?}",
-        fe.bogus
-    );
+    assert!(forged || fe.bogus.is_empty(), "responses that match no outstanding request: {:?}", fe.bogus);
     // Teardown: the frontend closes; nothing of it may stay mapped or bound.
     fe.set_state(&mut h.xs, XenbusState::Closed);
     h.update(&mut dev);

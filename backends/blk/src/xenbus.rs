@@ -48,13 +48,10 @@ pub enum Action {
 pub fn step(published: XenbusState, s: &Snapshot) -> (XenbusState, Vec<Action>) {
     use XenbusState as X;
     let mut a = Vec::new();
-    let detaching =
-        !s.online || (s.backend_in_store == Some(X::Closing) && published != X::Closing);
+    let detaching = !s.online || (s.backend_in_store == Some(X::Closing) && published != X::Closing);
     let fe_done = matches!(s.frontend, None | Some(X::Closed) | Some(X::Unknown));
     if detaching || (!s.online && published == X::Closed) {
-        if fe_done
-            || (!s.connected && matches!(s.frontend, Some(X::Initialising) | Some(X::InitWait)))
-        {
+        if fe_done || (!s.connected && matches!(s.frontend, Some(X::Initialising) | Some(X::InitWait))) {
             if s.connected {
                 a.push(Action::Disconnect);
             }
@@ -141,140 +138,61 @@ mod tests {
     use XenbusState as X;
 
     fn snap(fe: Option<X>, online: bool, be: X, connected: bool) -> Snapshot {
-        Snapshot {
-            frontend: fe,
-            online,
-            backend_in_store: Some(be),
-            connected,
-        }
+        Snapshot { frontend: fe, online, backend_in_store: Some(be), connected }
     }
 
     #[test]
     fn probe_then_connect_then_close_then_reconnect() {
-        let (s, a) = step(
-            X::Initialising,
-            &snap(Some(X::Initialising), true, X::Initialising, false),
-        );
-        assert_eq!(
-            (s, a.as_slice()),
-            (
-                X::InitWait,
-                &[Action::Advertise, Action::SetState(X::InitWait)][..]
-            )
-        );
+        let (s, a) = step(X::Initialising, &snap(Some(X::Initialising), true, X::Initialising, false));
+        assert_eq!((s, a.as_slice()), (X::InitWait, &[Action::Advertise, Action::SetState(X::InitWait)][..]));
         // libxl's frontend dir says Initialising until blkfront runs: nothing to do.
         assert_eq!(
-            step(
-                X::InitWait,
-                &snap(Some(X::Initialising), true, X::InitWait, false)
-            ),
+            step(X::InitWait, &snap(Some(X::Initialising), true, X::InitWait, false)),
             (X::InitWait, alloc::vec![])
         );
-        let (s, a) = step(
-            X::InitWait,
-            &snap(Some(X::Initialised), true, X::InitWait, false),
-        );
+        let (s, a) = step(X::InitWait, &snap(Some(X::Initialised), true, X::InitWait, false));
         assert_eq!((s, a.as_slice()), (X::Connected, &[Action::Connect][..]));
         assert_eq!(
-            step(
-                X::Connected,
-                &snap(Some(X::Connected), true, X::Connected, true)
-            ),
+            step(X::Connected, &snap(Some(X::Connected), true, X::Connected, true)),
             (X::Connected, alloc::vec![])
         );
-        let (s, a) = step(
-            X::Connected,
-            &snap(Some(X::Closing), true, X::Connected, true),
-        );
-        assert_eq!(
-            (s, a.as_slice()),
-            (
-                X::Closing,
-                &[Action::Disconnect, Action::SetState(X::Closing)][..]
-            )
-        );
+        let (s, a) = step(X::Connected, &snap(Some(X::Closing), true, X::Connected, true));
+        assert_eq!((s, a.as_slice()), (X::Closing, &[Action::Disconnect, Action::SetState(X::Closing)][..]));
         let (s, a) = step(X::Closing, &snap(Some(X::Closed), true, X::Closing, false));
-        assert_eq!(
-            (s, a.as_slice()),
-            (X::Closed, &[Action::SetState(X::Closed)][..])
-        );
+        assert_eq!((s, a.as_slice()), (X::Closed, &[Action::SetState(X::Closed)][..]));
         // The frontend comes back (module reloaded): offer again.
-        let (s, a) = step(
-            X::Closed,
-            &snap(Some(X::Initialising), true, X::Closed, false),
-        );
-        assert_eq!(
-            (s, a.as_slice()),
-            (
-                X::InitWait,
-                &[Action::Advertise, Action::SetState(X::InitWait)][..]
-            )
-        );
+        let (s, a) = step(X::Closed, &snap(Some(X::Initialising), true, X::Closed, false));
+        assert_eq!((s, a.as_slice()), (X::InitWait, &[Action::Advertise, Action::SetState(X::InitWait)][..]));
     }
 
     #[test]
     fn libxl_detach_removes_the_directory_once_the_frontend_closed() {
         // libxl writes online=0 and our state=5; blkfront still Connected: go Closing only.
-        let (s, a) = step(
-            X::Connected,
-            &snap(Some(X::Connected), false, X::Closing, true),
-        );
-        assert_eq!(
-            (s, a.as_slice()),
-            (X::Closing, &[Action::SetState(X::Closing)][..])
-        );
+        let (s, a) = step(X::Connected, &snap(Some(X::Connected), false, X::Closing, true));
+        assert_eq!((s, a.as_slice()), (X::Closing, &[Action::SetState(X::Closing)][..]));
         // blkfront closes: disconnect, Closed, remove our directory.
         let (s, a) = step(X::Closing, &snap(Some(X::Closed), false, X::Closing, true));
         assert_eq!(
             (s, a.as_slice()),
-            (
-                X::Closed,
-                &[
-                    Action::Disconnect,
-                    Action::SetState(X::Closed),
-                    Action::RemoveDir
-                ][..]
-            )
+            (X::Closed, &[Action::Disconnect, Action::SetState(X::Closed), Action::RemoveDir][..])
         );
     }
 
     #[test]
     fn frontend_destroyed_mid_io() {
         let (s, a) = step(X::Connected, &snap(None, true, X::Connected, true));
-        assert_eq!(
-            (s, a.as_slice()),
-            (
-                X::Closed,
-                &[Action::Disconnect, Action::SetState(X::Closed)][..]
-            )
-        );
+        assert_eq!((s, a.as_slice()), (X::Closed, &[Action::Disconnect, Action::SetState(X::Closed)][..]));
         // Then the toolstack cleans up.
         let (s, a) = step(X::Closed, &snap(None, false, X::Closing, false));
-        assert_eq!(
-            (s, a.as_slice()),
-            (
-                X::Closed,
-                &[Action::SetState(X::Closed), Action::RemoveDir][..]
-            )
-        );
+        assert_eq!((s, a.as_slice()), (X::Closed, &[Action::SetState(X::Closed), Action::RemoveDir][..]));
     }
 
     #[test]
     fn frontend_restarts_without_closing() {
-        let (s, a) = step(
-            X::Connected,
-            &snap(Some(X::Initialising), true, X::Connected, true),
-        );
+        let (s, a) = step(X::Connected, &snap(Some(X::Initialising), true, X::Connected, true));
         assert_eq!(
             (s, a.as_slice()),
-            (
-                X::InitWait,
-                &[
-                    Action::Disconnect,
-                    Action::Advertise,
-                    Action::SetState(X::InitWait)
-                ][..]
-            )
+            (X::InitWait, &[Action::Disconnect, Action::Advertise, Action::SetState(X::InitWait)][..])
         );
     }
 
@@ -297,10 +215,7 @@ mod tests {
                     for connected in [true, false] {
                         let (_, a) = step(p, &snap(fe, online, p, connected));
                         if a.contains(&Action::Connect) {
-                            assert!(
-                                matches!(p, X::InitWait | X::Connected),
-                                "connect from {p:?}"
-                            );
+                            assert!(matches!(p, X::InitWait | X::Connected), "connect from {p:?}");
                             assert!(online);
                         }
                         if a.contains(&Action::RemoveDir) {

@@ -18,10 +18,7 @@ fn corpus_replays_clean() {
         n += 1;
     }
     assert!(n >= 8, "only {n} corpus files");
-    assert!(
-        verified > 0,
-        "no corpus input verified any read against the model"
-    );
+    assert!(verified > 0, "no corpus input verified any read against the model");
 }
 
 #[test]

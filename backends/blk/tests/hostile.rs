@@ -14,39 +14,16 @@ const MIB: usize = 1 << 20;
 fn rw(op: u8, id: u64, sector: u64, segs: &[(u32, u8, u8)]) -> RawRequest {
     let mut seg = [BlkifRequestSegment::default(); 11];
     for (d, &(gref, first_sect, last_sect)) in seg.iter_mut().zip(segs) {
-        *d = BlkifRequestSegment {
-            gref,
-            first_sect,
-            last_sect,
-        };
+        *d = BlkifRequestSegment { gref, first_sect, last_sect };
     }
-    RawRequest {
-        operation: op,
-        id,
-        body: RawBody::Rw {
-            nr_segments: segs.len() as u8,
-            handle: 0,
-            sector,
-            seg,
-        },
-    }
+    RawRequest { operation: op, id, body: RawBody::Rw { nr_segments: segs.len() as u8, handle: 0, sector, seg } }
 }
 
 fn connected(abi: Abi) -> (Harness, TestDevice, MockFrontend) {
     let mut h = Harness::new();
     let mut c = DeviceConfig::default();
     c.adv.max_indirect_segments = 64;
-    let (mut dev, mut fe) = h.attach(
-        2,
-        51712,
-        4 * MIB,
-        false,
-        c,
-        FrontendOpts {
-            abi,
-            ..Default::default()
-        },
-    );
+    let (mut dev, mut fe) = h.attach(2, 51712, 4 * MIB, false, c, FrontendOpts { abi, ..Default::default() });
     assert!(h.connect(&mut dev, &mut fe));
     (h, dev, fe)
 }
@@ -60,55 +37,19 @@ fn each_malformed_request_gets_its_exact_error_and_the_device_keeps_serving() {
         let foreign = h.g.grant(fe.dom, &page, 7, false); // granted to someone else
         let sectors = 4 * MIB as u64 / 512;
         let cases: Vec<(RawRequest, u8, i16)> = vec![
+            (RawRequest { operation: 99, id: 1, body: RawBody::Other }, 99, BLKIF_RSP_EOPNOTSUPP),
             (
-                RawRequest {
-                    operation: 99,
-                    id: 1,
-                    body: RawBody::Other,
-                },
-                99,
-                BLKIF_RSP_EOPNOTSUPP,
-            ),
-            (
-                RawRequest {
-                    operation: BLKIF_OP_RESERVED_1,
-                    id: 2,
-                    body: RawBody::Other,
-                },
+                RawRequest { operation: BLKIF_OP_RESERVED_1, id: 2, body: RawBody::Other },
                 BLKIF_OP_RESERVED_1,
                 BLKIF_RSP_EOPNOTSUPP,
             ),
             (rw(BLKIF_OP_READ, 3, 0, &[]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
-            (
-                rw(BLKIF_OP_WRITE, 4, 0, &[(good, 4, 3)]),
-                BLKIF_OP_WRITE,
-                BLKIF_RSP_ERROR,
-            ),
-            (
-                rw(BLKIF_OP_WRITE, 5, 0, &[(good, 0, 8)]),
-                BLKIF_OP_WRITE,
-                BLKIF_RSP_ERROR,
-            ),
-            (
-                rw(BLKIF_OP_READ, 6, sectors - 1, &[(good, 0, 1)]),
-                BLKIF_OP_READ,
-                BLKIF_RSP_ERROR,
-            ),
-            (
-                rw(BLKIF_OP_READ, 7, u64::MAX - 2, &[(good, 0, 7)]),
-                BLKIF_OP_READ,
-                BLKIF_RSP_ERROR,
-            ),
-            (
-                rw(BLKIF_OP_READ, 8, 0, &[(0xFFFF_0000, 0, 7)]),
-                BLKIF_OP_READ,
-                BLKIF_RSP_ERROR,
-            ),
-            (
-                rw(BLKIF_OP_READ, 9, 0, &[(foreign, 0, 7)]),
-                BLKIF_OP_READ,
-                BLKIF_RSP_ERROR,
-            ),
+            (rw(BLKIF_OP_WRITE, 4, 0, &[(good, 4, 3)]), BLKIF_OP_WRITE, BLKIF_RSP_ERROR),
+            (rw(BLKIF_OP_WRITE, 5, 0, &[(good, 0, 8)]), BLKIF_OP_WRITE, BLKIF_RSP_ERROR),
+            (rw(BLKIF_OP_READ, 6, sectors - 1, &[(good, 0, 1)]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
+            (rw(BLKIF_OP_READ, 7, u64::MAX - 2, &[(good, 0, 7)]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
+            (rw(BLKIF_OP_READ, 8, 0, &[(0xFFFF_0000, 0, 7)]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
+            (rw(BLKIF_OP_READ, 9, 0, &[(foreign, 0, 7)]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
             (
                 RawRequest {
                     operation: BLKIF_OP_INDIRECT,
@@ -174,12 +115,7 @@ fn each_malformed_request_gets_its_exact_error_and_the_device_keeps_serving() {
                 RawRequest {
                     operation: BLKIF_OP_DISCARD,
                     id: 14,
-                    body: RawBody::Discard {
-                        flag: 0,
-                        handle: 0,
-                        sector: sectors,
-                        nr_sectors: 1,
-                    },
+                    body: RawBody::Discard { flag: 0, handle: 0, sector: sectors, nr_sectors: 1 },
                 },
                 BLKIF_OP_DISCARD,
                 BLKIF_RSP_ERROR,
@@ -188,12 +124,7 @@ fn each_malformed_request_gets_its_exact_error_and_the_device_keeps_serving() {
                 RawRequest {
                     operation: BLKIF_OP_DISCARD,
                     id: 15,
-                    body: RawBody::Discard {
-                        flag: 0,
-                        handle: 0,
-                        sector: 1,
-                        nr_sectors: u64::MAX,
-                    },
+                    body: RawBody::Discard { flag: 0, handle: 0, sector: 1, nr_sectors: u64::MAX },
                 },
                 BLKIF_OP_DISCARD,
                 BLKIF_RSP_ERROR,
@@ -207,20 +138,10 @@ fn each_malformed_request_gets_its_exact_error_and_the_device_keeps_serving() {
             expect.push((r.id, op, st));
         }
         let done = h.run(&mut dev, &mut fe);
-        assert_eq!(
-            fe.bogus_responses, 0,
-            "{abi:?}: a response with an unknown id or wrong op"
-        );
-        assert_eq!(
-            done.len(),
-            expect.len(),
-            "{abi:?}: every request answered exactly once"
-        );
+        assert_eq!(fe.bogus_responses, 0, "{abi:?}: a response with an unknown id or wrong op");
+        assert_eq!(done.len(), expect.len(), "{abi:?}: every request answered exactly once");
         for (id, op, st) in expect {
-            let d = done
-                .iter()
-                .find(|d| d.id == id)
-                .unwrap_or_else(|| panic!("{abi:?}: no response for {id:#x}"));
+            let d = done.iter().find(|d| d.id == id).unwrap_or_else(|| panic!("{abi:?}: no response for {id:#x}"));
             assert_eq!((d.op, d.status), (op, st), "{abi:?}: request {id:#x}");
         }
         assert_eq!(dev.state(), XenbusState::Connected);
@@ -232,56 +153,28 @@ fn each_malformed_request_gets_its_exact_error_and_the_device_keeps_serving() {
         let done = h.run(&mut dev, &mut fe);
         assert!(done.iter().all(|d| d.status == BLKIF_RSP_OKAY));
         assert!(done.iter().any(|d| d.data == data));
-        assert_eq!(
-            h.g.counters().mapped_now,
-            1,
-            "{abi:?}: only the ring stays mapped"
-        );
+        assert_eq!(h.g.counters().mapped_now, 1, "{abi:?}: only the ring stays mapped");
     }
 }
 
 #[test]
 fn req_prod_overflow_disconnects_that_frontend_only() {
     let mut h = Harness::new();
-    let (mut bad_dev, mut bad) = h.attach(
-        2,
-        51712,
-        4 * MIB,
-        false,
-        DeviceConfig::default(),
-        FrontendOpts::default(),
-    );
-    let (mut good_dev, mut good) = h.attach(
-        3,
-        51712,
-        4 * MIB,
-        false,
-        DeviceConfig::default(),
-        FrontendOpts::default(),
-    );
+    let (mut bad_dev, mut bad) = h.attach(2, 51712, 4 * MIB, false, DeviceConfig::default(), FrontendOpts::default());
+    let (mut good_dev, mut good) = h.attach(3, 51712, 4 * MIB, false, DeviceConfig::default(), FrontendOpts::default());
     assert!(h.connect(&mut bad_dev, &mut bad));
     assert!(h.connect(&mut good_dev, &mut good));
     let data = pattern(1, 4096);
     good.rw(&h.xs, &mut h.g, true, 0, 4096, Some(&data), 0);
-    assert!(h
-        .run(&mut good_dev, &mut good)
-        .iter()
-        .all(|d| d.status == BLKIF_RSP_OKAY));
+    assert!(h.run(&mut good_dev, &mut good).iter().all(|d| d.status == BLKIF_RSP_OKAY));
     // A ring-and-a-bit of requests claimed at once (RING_REQUEST_PROD_OVERFLOW).
     bad.ring(0).unwrap().force_req_prod(1000).unwrap();
     let r = bad_dev.process(&mut h.xs, &mut h.g, &mut h.ev);
     assert_eq!(r.requests, 0, "nothing was consumed from a broken ring");
     assert!(bad_dev.connection().is_none());
     assert_eq!(bad_dev.state(), XenbusState::Closing);
-    assert!(h
-        .xs
-        .get(&format!("{}/error", bad.be))
-        .is_some_and(|e| e.contains("ProdOverflow")));
-    assert_eq!(
-        bad.release_rings(&mut h.g),
-        0,
-        "the broken frontend's ring is unmapped"
-    );
+    assert!(h.xs.get(&format!("{}/error", bad.be)).is_some_and(|e| e.contains("ProdOverflow")));
+    assert_eq!(bad.release_rings(&mut h.g), 0, "the broken frontend's ring is unmapped");
     // The neighbour keeps working.
     good.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
     let done = h.run(&mut good_dev, &mut good);
@@ -303,10 +196,7 @@ fn a_request_rewritten_after_publishing_is_acted_on_once() {
     let idx = fe.raw(0, &encode_request(Abi::Native, &req), 42, BLKIF_OP_WRITE);
     let ring = fe.ring(0).unwrap();
     let slot_off = ring.slot_offset(idx);
-    let evil = encode_request(
-        Abi::Native,
-        &rw(BLKIF_OP_WRITE, 42, 2000, &[(gref, 0, 7); 11]),
-    );
+    let evil = encode_request(Abi::Native, &rw(BLKIF_OP_WRITE, 42, 2000, &[(gref, 0, 7); 11]));
     let ring_page = fe.ring_pages[0][0].clone();
     let fired = std::rc::Rc::new(std::cell::Cell::new(0u32));
     let f2 = fired.clone();
@@ -330,14 +220,8 @@ fn a_request_rewritten_after_publishing_is_acted_on_once() {
     fe.rw(&h.xs, &mut h.g, false, 2000, 4096, None, 0);
     let mut back = h.run(&mut dev, &mut fe);
     back.sort_by_key(|d| d.id);
-    assert!(
-        back[0].data == data,
-        "data not at the sector first published"
-    );
-    assert!(
-        back[1].data.iter().all(|&b| b == 0),
-        "the rewritten sector was written"
-    );
+    assert!(back[0].data == data, "data not at the sector first published");
+    assert!(back[1].data.iter().all(|&b| b == 0), "the rewritten sector was written");
 }
 
 #[test]
@@ -352,20 +236,10 @@ fn an_indirect_page_rewritten_after_reading_cannot_change_the_segments() {
             p
         })
         .collect();
-    let grefs: Vec<u32> = pages
-        .iter()
-        .map(|p| h.g.grant(fe.dom, p, BACKEND, true))
-        .collect();
+    let grefs: Vec<u32> = pages.iter().map(|p| h.g.grant(fe.dom, p, BACKEND, true)).collect();
     let ind = MemPage::new();
     for (i, g) in grefs.iter().enumerate() {
-        ind.set(
-            i * 8,
-            &blkback::abi::encode_segment(&BlkifRequestSegment {
-                gref: *g,
-                first_sect: 0,
-                last_sect: 7,
-            }),
-        );
+        ind.set(i * 8, &blkback::abi::encode_segment(&BlkifRequestSegment { gref: *g, first_sect: 0, last_sect: 7 }));
     }
     let ind_ref = h.g.grant(fe.dom, &ind, BACKEND, true);
     // After the first read of the descriptors, make every segment point at page 0.
@@ -401,19 +275,9 @@ fn an_indirect_page_rewritten_after_reading_cannot_change_the_segments() {
 #[test]
 fn a_flood_of_bogus_requests_leaves_another_frontend_correct() {
     let mut h = Harness::new();
-    let opts = FrontendOpts {
-        ring_page_order: 2,
-        ..Default::default()
-    };
+    let opts = FrontendOpts { ring_page_order: 2, ..Default::default() };
     let (mut bad_dev, mut bad) = h.attach(2, 51712, 4 * MIB, false, DeviceConfig::default(), opts);
-    let (mut good_dev, mut good) = h.attach(
-        3,
-        51712,
-        4 * MIB,
-        false,
-        DeviceConfig::default(),
-        FrontendOpts::default(),
-    );
+    let (mut good_dev, mut good) = h.attach(3, 51712, 4 * MIB, false, DeviceConfig::default(), FrontendOpts::default());
     assert!(h.connect(&mut bad_dev, &mut bad));
     assert!(h.connect(&mut good_dev, &mut good));
     let mut seed = 1u64;
@@ -434,16 +298,9 @@ fn a_flood_of_bogus_requests_leaves_another_frontend_correct() {
         good.rw(&h.xs, &mut h.g, false, round * 16, 8192, None, 0);
         let done = h.run(&mut good_dev, &mut good);
         assert!(done.iter().all(|d| d.status == BLKIF_RSP_OKAY));
-        assert!(
-            done.iter().any(|d| d.data == data),
-            "round {round}: neighbour's data corrupted"
-        );
+        assert!(done.iter().any(|d| d.data == data), "round {round}: neighbour's data corrupted");
     }
-    assert_eq!(
-        bad_dev.state(),
-        XenbusState::Connected,
-        "bogus requests are errors, not disconnects"
-    );
+    assert_eq!(bad_dev.state(), XenbusState::Connected, "bogus requests are errors, not disconnects");
     let st = bad_dev.connection().map(|c| c.stats).unwrap_or_default();
     assert!(st.errors() > 100, "errors counted: {}", st.errors());
     assert_eq!(h.g.counters().ro_violations, 0);
@@ -463,31 +320,13 @@ fn hostile_frontend_keys_are_refused_cleanly() {
     ];
     for &(key, val) in cases {
         let mut h = Harness::new();
-        let (mut dev, mut fe) = h.attach(
-            2,
-            51712,
-            MIB,
-            false,
-            DeviceConfig::default(),
-            FrontendOpts::default(),
-        );
+        let (mut dev, mut fe) = h.attach(2, 51712, MIB, false, DeviceConfig::default(), FrontendOpts::default());
         fe.connect(&mut h.xs, &mut h.g, &mut h.ev);
         h.xs.set(&format!("{}/{key}", fe.fe), val);
         h.update(&mut dev);
-        assert_eq!(
-            dev.state(),
-            XenbusState::Closing,
-            "{key}={val} was accepted"
-        );
+        assert_eq!(dev.state(), XenbusState::Closing, "{key}={val} was accepted");
         assert!(dev.connection().is_none());
-        assert!(
-            h.xs.get(&format!("{}/error", fe.be)).is_some(),
-            "{key}={val}: no error node"
-        );
-        assert_eq!(
-            h.g.counters().mapped_now,
-            0,
-            "{key}={val}: a mapping leaked"
-        );
+        assert!(h.xs.get(&format!("{}/error", fe.be)).is_some(), "{key}={val}: no error node");
+        assert_eq!(h.g.counters().mapped_now, 0, "{key}={val}: a mapping leaked");
     }
 }

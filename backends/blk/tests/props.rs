@@ -44,10 +44,7 @@ fn valid_rw() -> impl Strategy<Value = (u8, u64, u64, Vec<(u32, u8, u8)>)> {
         prop_oneof![Just(BLKIF_OP_READ), Just(BLKIF_OP_WRITE)],
         any::<u64>(),
         0..CAP - 100,
-        prop::collection::vec(
-            (any::<u32>(), 0u8..8).prop_flat_map(|(g, f)| (Just(g), Just(f), f..8u8)),
-            1..=11,
-        ),
+        prop::collection::vec((any::<u32>(), 0u8..8).prop_flat_map(|(g, f)| (Just(g), Just(f), f..8u8)), 1..=11),
     )
         .prop_map(|(op, id, sector, segs)| (op, id, sector, segs))
 }
@@ -55,22 +52,9 @@ fn valid_rw() -> impl Strategy<Value = (u8, u64, u64, Vec<(u32, u8, u8)>)> {
 fn raw_rw(op: u8, id: u64, sector: u64, segs: &[(u32, u8, u8)]) -> RawRequest {
     let mut seg = [BlkifRequestSegment::default(); 11];
     for (d, &(gref, first_sect, last_sect)) in seg.iter_mut().zip(segs) {
-        *d = BlkifRequestSegment {
-            gref,
-            first_sect,
-            last_sect,
-        };
+        *d = BlkifRequestSegment { gref, first_sect, last_sect };
     }
-    RawRequest {
-        operation: op,
-        id,
-        body: RawBody::Rw {
-            nr_segments: segs.len() as u8,
-            handle: 0,
-            sector,
-            seg,
-        },
-    }
+    RawRequest { operation: op, id, body: RawBody::Rw { nr_segments: segs.len() as u8, handle: 0, sector, seg } }
 }
 
 proptest! {
@@ -177,21 +161,9 @@ proptest! {
 
 #[derive(Debug, Clone)]
 enum IoCmd {
-    Write {
-        sector: u64,
-        pages: usize,
-        off: usize,
-        seed: u64,
-    },
-    Read {
-        sector: u64,
-        pages: usize,
-        off: usize,
-    },
-    Discard {
-        sector: u64,
-        n: u64,
-    },
+    Write { sector: u64, pages: usize, off: usize, seed: u64 },
+    Read { sector: u64, pages: usize, off: usize },
+    Discard { sector: u64, n: u64 },
     Flush,
 }
 

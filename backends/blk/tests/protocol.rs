@@ -18,11 +18,7 @@ fn cfg() -> DeviceConfig {
 
 fn ok(d: &[Done]) {
     for x in d {
-        assert_eq!(
-            x.status, BLKIF_RSP_OKAY,
-            "request {:#x} (op {}) failed",
-            x.id, x.op
-        );
+        assert_eq!(x.status, BLKIF_RSP_OKAY, "request {:#x} (op {}) failed", x.id, x.op);
     }
 }
 
@@ -32,28 +28,17 @@ fn handshake_writes_the_keys_linux_blkfront_needs() {
     let (mut dev, mut fe) = h.attach(2, 51712, 8 * MIB, false, cfg(), FrontendOpts::default());
     // Probe: InitWait with the advertised limits (libxl waits for state 2).
     assert_eq!(fe.backend_state(&h.xs), Some(2));
-    for k in [
-        "feature-max-indirect-segments",
-        "max-ring-page-order",
-        "multi-queue-max-queues",
-    ] {
+    for k in ["feature-max-indirect-segments", "max-ring-page-order", "multi-queue-max-queues"] {
         assert!(h.xs.get(&format!("{}/{k}", fe.be)).is_some(), "missing {k}");
     }
-    assert_eq!(
-        h.xs.get(&format!("{}/max-ring-page-order", fe.be)),
-        Some("4")
-    );
+    assert_eq!(h.xs.get(&format!("{}/max-ring-page-order", fe.be)), Some("4"));
     // Nothing happens while the frontend is still Initialising.
     h.update(&mut dev);
     assert_eq!(dev.state(), XenbusState::InitWait);
     let before = h.xs.transactions;
     assert!(h.connect(&mut dev, &mut fe));
     assert_eq!(dev.state(), XenbusState::Connected);
-    assert_eq!(
-        h.xs.transactions - before,
-        1,
-        "connect keys and state in one transaction"
-    );
+    assert_eq!(h.xs.transactions - before, 1, "connect keys and state in one transaction");
     let get = |k: &str| h.xs.get(&format!("{}/{k}", fe.be)).map(str::to_string);
     assert_eq!(get("sectors").as_deref(), Some("16384"));
     assert_eq!(get("info").as_deref(), Some("0"));
@@ -68,27 +53,15 @@ fn handshake_writes_the_keys_linux_blkfront_needs() {
 
 fn roundtrip(abi: Abi, persistent: bool, order: u32, queues: u32) {
     let mut h = Harness::new();
-    let opts = FrontendOpts {
-        abi,
-        persistent,
-        ring_page_order: order,
-        queues,
-        max_segments: 11,
-    };
+    let opts = FrontendOpts { abi, persistent, ring_page_order: order, queues, max_segments: 11 };
     let (mut dev, mut fe) = h.attach(2, 51712, 16 * MIB, false, cfg(), opts);
     assert!(h.connect(&mut dev, &mut fe), "connect");
-    assert_eq!(
-        dev.connection().map(|c| c.ports().len()),
-        Some(queues as usize)
-    );
+    assert_eq!(dev.connection().map(|c| c.ports().len()), Some(queues as usize));
     // Sizes from 512 B to 44 KiB (11 pages), at page-aligned and sector-shifted offsets.
     let mut expect = vec![0u8; 16 * MIB];
     let mut sector = 0u64;
     let mut ids = Vec::new();
-    for (i, &len) in [512usize, 1024, 4096, 8192, 12288, 45056, 3584]
-        .iter()
-        .enumerate()
-    {
+    for (i, &len) in [512usize, 1024, 4096, 8192, 12288, 45056, 3584].iter().enumerate() {
         let off = if i % 2 == 1 { 1024 } else { 0 };
         let len = len.min(11 * 4096 - off);
         let data = pattern(i as u64, len);
@@ -119,10 +92,7 @@ fn roundtrip(abi: Abi, persistent: bool, order: u32, queues: u32) {
     assert_eq!(got.len(), total);
     assert!(got == expect[..total], "data read back differs");
     assert_eq!(h.g.counters().ro_violations, 0);
-    assert_eq!(
-        fe.busy_grants, 0,
-        "the backend still had data grants mapped after responding"
-    );
+    assert_eq!(fe.busy_grants, 0, "the backend still had data grants mapped after responding");
 }
 
 #[test]
@@ -151,26 +121,14 @@ fn a_pass_of_direct_requests_costs_one_map_and_one_unmap() {
     let (mut dev, mut fe) = h.attach(2, 51712, 8 * MIB, false, cfg(), FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
     for i in 0..20u64 {
-        fe.rw(
-            &h.xs,
-            &mut h.g,
-            true,
-            i * 88,
-            11 * 4096,
-            Some(&pattern(i, 11 * 4096)),
-            0,
-        );
+        fe.rw(&h.xs, &mut h.g, true, i * 88, 11 * 4096, Some(&pattern(i, 11 * 4096)), 0);
     }
     let before = h.g.counters();
     let done = h.run(&mut dev, &mut fe);
     ok(&done);
     let after = h.g.counters();
     assert_eq!(done.len(), 20);
-    assert_eq!(
-        after.map_calls - before.map_calls,
-        1,
-        "20 requests x 11 segments in one map call"
-    );
+    assert_eq!(after.map_calls - before.map_calls, 1, "20 requests x 11 segments in one map call");
     assert_eq!(after.map_ops - before.map_ops, 220);
     assert_eq!(after.unmap_calls - before.unmap_calls, 1);
     assert_eq!(after.mapped_now, 1, "only the ring page stays mapped");
@@ -181,11 +139,7 @@ fn indirect_requests_up_to_4096_segments_cost_two_maps_and_one_unmap() {
     let mut h = Harness::new();
     let mut c = cfg();
     c.adv.max_indirect_segments = 4096;
-    let opts = FrontendOpts {
-        max_segments: 4096,
-        ring_page_order: 1,
-        ..Default::default()
-    };
+    let opts = FrontendOpts { max_segments: 4096, ring_page_order: 1, ..Default::default() };
     let (mut dev, mut fe) = h.attach(2, 51712, 40 * MIB, false, c, opts);
     assert!(h.connect(&mut dev, &mut fe));
     // 16 MiB (4096 pages, 8 indirect pages) + 1 MiB (256 segments) + 44 KiB+4K (12 segments).
@@ -200,15 +154,8 @@ fn indirect_requests_up_to_4096_segments_cost_two_maps_and_one_unmap() {
     ok(&done);
     let after = h.g.counters();
     assert_eq!(done.len(), 3);
-    assert_eq!(
-        after.map_calls - before.map_calls,
-        2,
-        "indirect pages in one batch, data in another"
-    );
-    assert_eq!(
-        after.map_ops - before.map_ops,
-        (8 + 1 + 1) + (4096 + 256 + 12)
-    );
+    assert_eq!(after.map_calls - before.map_calls, 2, "indirect pages in one batch, data in another");
+    assert_eq!(after.map_ops - before.map_ops, (8 + 1 + 1) + (4096 + 256 + 12));
     assert_eq!(after.unmap_calls - before.unmap_calls, 1);
     let st = dev.connection().map(|c| c.stats).unwrap_or_default();
     assert_eq!(st.indirect_req, 3);
@@ -225,30 +172,11 @@ fn indirect_segment_count_above_the_advertised_limit_is_refused() {
     let mut h = Harness::new();
     let mut c = cfg();
     c.adv.max_indirect_segments = 32;
-    let opts = FrontendOpts {
-        max_segments: 4096,
-        ..Default::default()
-    };
+    let opts = FrontendOpts { max_segments: 4096, ..Default::default() };
     let (mut dev, mut fe) = h.attach(2, 51712, 8 * MIB, false, c, opts);
     assert!(h.connect(&mut dev, &mut fe));
-    fe.rw(
-        &h.xs,
-        &mut h.g,
-        true,
-        0,
-        33 * 4096,
-        Some(&pattern(1, 33 * 4096)),
-        0,
-    );
-    fe.rw(
-        &h.xs,
-        &mut h.g,
-        true,
-        0,
-        32 * 4096,
-        Some(&pattern(1, 32 * 4096)),
-        0,
-    );
+    fe.rw(&h.xs, &mut h.g, true, 0, 33 * 4096, Some(&pattern(1, 33 * 4096)), 0);
+    fe.rw(&h.xs, &mut h.g, true, 0, 32 * 4096, Some(&pattern(1, 32 * 4096)), 0);
     let done = h.run(&mut dev, &mut fe);
     let mut st: Vec<i16> = done.iter().map(|d| d.status).collect();
     st.sort();
@@ -258,10 +186,7 @@ fn indirect_segment_count_above_the_advertised_limit_is_refused() {
 #[test]
 fn persistent_path_maps_nothing_once_warm() {
     let mut h = Harness::new();
-    let opts = FrontendOpts {
-        persistent: true,
-        ..Default::default()
-    };
+    let opts = FrontendOpts { persistent: true, ..Default::default() };
     let (mut dev, mut fe) = h.attach(2, 51712, 8 * MIB, false, cfg(), opts);
     assert!(h.connect(&mut dev, &mut fe));
     let data = pattern(3, 8 * 4096);
@@ -272,15 +197,7 @@ fn persistent_path_maps_nothing_once_warm() {
     let warm = h.g.counters();
     for round in 0..5u64 {
         for i in 0..4u64 {
-            fe.rw(
-                &h.xs,
-                &mut h.g,
-                round % 2 == 0,
-                i * 64,
-                data.len(),
-                Some(&data),
-                0,
-            );
+            fe.rw(&h.xs, &mut h.g, round % 2 == 0, i * 64, data.len(), Some(&data), 0);
         }
         let done = h.run(&mut dev, &mut fe);
         ok(&done);
@@ -289,30 +206,16 @@ fn persistent_path_maps_nothing_once_warm() {
         }
     }
     let after = h.g.counters();
-    assert_eq!(
-        after.map_calls, warm.map_calls,
-        "warm persistent passes must not map"
-    );
-    assert_eq!(
-        after.unmap_calls, warm.unmap_calls,
-        "warm persistent passes must not unmap"
-    );
+    assert_eq!(after.map_calls, warm.map_calls, "warm persistent passes must not map");
+    assert_eq!(after.unmap_calls, warm.unmap_calls, "warm persistent passes must not unmap");
     let st = dev.connection().map(|c| c.stats).unwrap_or_default();
-    assert!(
-        st.persistent_hits >= 5 * 4 * 8,
-        "hits {}",
-        st.persistent_hits
-    );
+    assert!(st.persistent_hits >= 5 * 4 * 8, "hits {}", st.persistent_hits);
     // Disconnect purges the pool: every mapping released.
     fe.set_state(&mut h.xs, XenbusState::Closing);
     h.update(&mut dev);
     assert_eq!(h.g.counters().mapped_now, 0);
     assert_eq!(h.g.counters().leaked, 0);
-    assert_eq!(
-        fe.release_rings(&mut h.g),
-        0,
-        "ring or persistent grants still mapped"
-    );
+    assert_eq!(fe.release_rings(&mut h.g), 0, "ring or persistent grants still mapped");
 }
 
 #[test]
@@ -320,23 +223,12 @@ fn persistent_pool_is_bounded() {
     let mut h = Harness::new();
     let mut c = cfg();
     c.persistent_cap = 16;
-    let opts = FrontendOpts {
-        persistent: true,
-        ..Default::default()
-    };
+    let opts = FrontendOpts { persistent: true, ..Default::default() };
     let (mut dev, mut fe) = h.attach(2, 51712, 8 * MIB, false, c, opts);
     assert!(h.connect(&mut dev, &mut fe));
     // 3 x 11 pages in flight at once: 33 distinct grants, more than the cap.
     for i in 0..3u64 {
-        fe.rw(
-            &h.xs,
-            &mut h.g,
-            true,
-            i * 100,
-            11 * 4096,
-            Some(&pattern(i, 11 * 4096)),
-            0,
-        );
+        fe.rw(&h.xs, &mut h.g, true, i * 100, 11 * 4096, Some(&pattern(i, 11 * 4096)), 0);
     }
     ok(&h.run(&mut dev, &mut fe));
     assert!(dev.connection().map_or(0, |c| c.persistent_len()) <= 16);
@@ -352,38 +244,18 @@ fn copy_path_moves_data_with_one_copy_call_and_no_mapping() {
     c.path = DataPath::Copy;
     let (mut dev, mut fe) = h.attach_store(2, 51712, store, "w", c, FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
-    let data: Vec<Vec<u8>> = (0..6u64)
-        .map(|i| pattern(i + 40, 11 * 4096 - 1024))
-        .collect();
+    let data: Vec<Vec<u8>> = (0..6u64).map(|i| pattern(i + 40, 11 * 4096 - 1024)).collect();
     for (i, d) in data.iter().enumerate() {
-        fe.rw(
-            &h.xs,
-            &mut h.g,
-            true,
-            i as u64 * 100,
-            d.len(),
-            Some(d),
-            1024,
-        );
+        fe.rw(&h.xs, &mut h.g, true, i as u64 * 100, d.len(), Some(d), 1024);
     }
     let before = h.g.counters();
     let done = h.run(&mut dev, &mut fe);
     ok(&done);
     let after = h.g.counters();
-    assert_eq!(
-        after.copy_calls - before.copy_calls,
-        1,
-        "one GNTTABOP_copy for the whole pass"
-    );
-    assert_eq!(
-        after.map_calls, before.map_calls,
-        "the copy path maps no data page"
-    );
+    assert_eq!(after.copy_calls - before.copy_calls, 1, "one GNTTABOP_copy for the whole pass");
+    assert_eq!(after.map_calls, before.map_calls, "the copy path maps no data page");
     for (i, d) in data.iter().enumerate() {
-        assert!(
-            dev.store().backing().bytes(i * 100 * 512, d.len()) == *d,
-            "request {i} not in the store"
-        );
+        assert!(dev.store().backing().bytes(i * 100 * 512, d.len()) == *d, "request {i} not in the store");
     }
     // And back.
     for (i, d) in data.iter().enumerate() {
@@ -416,23 +288,13 @@ fn flush_discard_and_secure_discard() {
     let mut want = d.clone();
     want[16 * 512..48 * 512].fill(0);
     want[64 * 512..72 * 512].fill(0);
-    assert!(
-        got == want,
-        "discarded ranges must read back as zeroes, the rest unchanged"
-    );
+    assert!(got == want, "discarded ranges must read back as zeroes, the rest unchanged");
 }
 
 #[test]
 fn null_store_refuses_secure_discard_with_eopnotsupp() {
     let mut h = Harness::new();
-    let (mut dev, mut fe) = h.attach_store(
-        2,
-        51712,
-        NullStore::new(1 << 20),
-        "w",
-        cfg(),
-        FrontendOpts::default(),
-    );
+    let (mut dev, mut fe) = h.attach_store(2, 51712, NullStore::new(1 << 20), "w", cfg(), FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
     let id = fe.simple(BLKIF_OP_DISCARD, 0, 8, true);
     let done = h.run(&mut dev, &mut fe);
@@ -444,11 +306,7 @@ fn read_only_disk() {
     let mut h = Harness::new();
     let (mut dev, mut fe) = h.attach(2, 51712, 4 * MIB, true, cfg(), FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
-    assert_eq!(
-        h.xs.get(&format!("{}/info", fe.be)),
-        Some("4"),
-        "VDISK_READONLY"
-    );
+    assert_eq!(h.xs.get(&format!("{}/info", fe.be)), Some("4"), "VDISK_READONLY");
     assert_eq!(h.xs.get(&format!("{}/feature-discard", fe.be)), Some("0"));
     let w = fe.rw(&h.xs, &mut h.g, true, 0, 4096, Some(&pattern(1, 4096)), 0);
     let r = fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
@@ -457,15 +315,8 @@ fn read_only_disk() {
     let status = |id| done.iter().find(|x| x.id == id).map(|x| x.status);
     assert_eq!(status(w), Some(BLKIF_RSP_ERROR));
     assert_eq!(status(r), Some(BLKIF_RSP_OKAY));
-    assert_eq!(
-        status(d),
-        Some(BLKIF_RSP_EOPNOTSUPP),
-        "discard was not advertised on a read-only disk"
-    );
-    assert!(done
-        .iter()
-        .find(|x| x.id == r)
-        .is_some_and(|x| x.data.iter().all(|&b| b == 0)));
+    assert_eq!(status(d), Some(BLKIF_RSP_EOPNOTSUPP), "discard was not advertised on a read-only disk");
+    assert!(done.iter().find(|x| x.id == r).is_some_and(|x| x.data.iter().all(|&b| b == 0)));
     assert_eq!(dev.connection().map(|c| c.stats.err_read_only), Some(1));
 }
 
@@ -477,24 +328,13 @@ fn inflight_pool_bound_leaves_requests_on_the_ring() {
     let (mut dev, mut fe) = h.attach(2, 51712, 8 * MIB, false, c, FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
     for i in 0..20u64 {
-        fe.rw(
-            &h.xs,
-            &mut h.g,
-            true,
-            i * 8,
-            4096,
-            Some(&pattern(i, 4096)),
-            0,
-        );
+        fe.rw(&h.xs, &mut h.g, true, i * 8, 4096, Some(&pattern(i, 4096)), 0);
     }
     fe.push();
     // One process call: MAX_ROUNDS passes of at most 4 requests each.
     let r = dev.process(&mut h.xs, &mut h.g, &mut h.ev);
     assert!(r.requests <= 4 * 8);
-    assert!(
-        h.g.counters().max_mapped <= 4 + 1,
-        "more than the pool's worth mapped at once"
-    );
+    assert!(h.g.counters().max_mapped <= 4 + 1, "more than the pool's worth mapped at once");
     let st = dev.connection().map(|c| c.stats).unwrap_or_default();
     assert!(st.oo_req > 0, "running out of pool slots is counted");
     let mut done = fe.complete(&mut h.g);
@@ -506,17 +346,8 @@ fn inflight_pool_bound_leaves_requests_on_the_ring() {
 #[test]
 fn close_reconnect_detach_and_directory_removal() {
     let mut h = Harness::new();
-    let (mut dev, mut fe) = h.attach(
-        2,
-        51712,
-        4 * MIB,
-        false,
-        cfg(),
-        FrontendOpts {
-            persistent: true,
-            ..Default::default()
-        },
-    );
+    let (mut dev, mut fe) =
+        h.attach(2, 51712, 4 * MIB, false, cfg(), FrontendOpts { persistent: true, ..Default::default() });
     assert!(h.connect(&mut dev, &mut fe));
     fe.rw(&h.xs, &mut h.g, true, 0, 8192, Some(&pattern(1, 8192)), 0);
     ok(&h.run(&mut dev, &mut fe));
@@ -547,11 +378,7 @@ fn close_reconnect_detach_and_directory_removal() {
     let o = h.update(&mut dev);
     assert!(o.remove_dir);
     assert_eq!(h.xs.get(&format!("{}/state", fe.be)), Some("6"));
-    assert_eq!(
-        h.xs.watches.len(),
-        2,
-        "the device watches its directory and the frontend state"
-    );
+    assert_eq!(h.xs.watches.len(), 2, "the device watches its directory and the frontend state");
     dev.remove(&mut h.xs, &fe.be).unwrap();
     assert!(!h.xs.exists(&fe.be));
     assert!(h.xs.watches.is_empty(), "watches dropped with the device");
@@ -562,28 +389,11 @@ fn close_reconnect_detach_and_directory_removal() {
 #[test]
 fn frontend_domain_destroyed_mid_io_releases_everything() {
     let mut h = Harness::new();
-    let (mut dev, mut fe) = h.attach(
-        2,
-        51712,
-        4 * MIB,
-        false,
-        cfg(),
-        FrontendOpts {
-            persistent: true,
-            ..Default::default()
-        },
-    );
+    let (mut dev, mut fe) =
+        h.attach(2, 51712, 4 * MIB, false, cfg(), FrontendOpts { persistent: true, ..Default::default() });
     assert!(h.connect(&mut dev, &mut fe));
     for i in 0..8u64 {
-        fe.rw(
-            &h.xs,
-            &mut h.g,
-            true,
-            i * 16,
-            8192,
-            Some(&pattern(i, 8192)),
-            0,
-        );
+        fe.rw(&h.xs, &mut h.g, true, i * 16, 8192, Some(&pattern(i, 8192)), 0);
     }
     fe.push();
     // The domain dies with requests on the ring: its directory disappears.
@@ -592,11 +402,7 @@ fn frontend_domain_destroyed_mid_io_releases_everything() {
     h.update(&mut dev);
     assert_eq!(dev.state(), XenbusState::Closed);
     assert!(dev.connection().is_none());
-    assert_eq!(
-        h.g.counters().mapped_now,
-        0,
-        "mappings of the dead frontend remain"
-    );
+    assert_eq!(h.g.counters().mapped_now, 0, "mappings of the dead frontend remain");
     assert_eq!(h.ev.bound_count(), 0);
     assert_eq!(h.g.counters().leaked, 0);
 }
@@ -611,10 +417,7 @@ fn statistics_are_published() {
     fe.simple(BLKIF_OP_FLUSH_DISKCACHE, 0, 0, false);
     ok(&h.run(&mut dev, &mut fe));
     dev.publish_stats(&mut h.xs).unwrap();
-    let s = |k: &str| {
-        h.xs.get(&format!("{}/statistics/{k}", fe.be))
-            .map(str::to_string)
-    };
+    let s = |k: &str| h.xs.get(&format!("{}/statistics/{k}", fe.be)).map(str::to_string);
     assert_eq!(s("rd_req").as_deref(), Some("1"));
     assert_eq!(s("wr_req").as_deref(), Some("1"));
     assert_eq!(s("f_req").as_deref(), Some("1"));
@@ -630,11 +433,7 @@ fn notifications_follow_rsp_event() {
     let port = fe.ports[0];
     fe.rw(&h.xs, &mut h.g, true, 0, 4096, Some(&pattern(1, 4096)), 0);
     ok(&h.run(&mut dev, &mut fe));
-    assert_eq!(
-        h.ev.notifications(fe.dom, port),
-        1,
-        "rsp_event asked for a notification"
-    );
+    assert_eq!(h.ev.notifications(fe.dom, port), 1, "rsp_event asked for a notification");
     // The frontend did not consume: rsp_event not advanced → no further notification is
     // needed for responses it has not asked about... after consuming it asks again.
     fe.rw(&h.xs, &mut h.g, true, 8, 4096, Some(&pattern(2, 4096)), 0);

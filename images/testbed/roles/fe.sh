@@ -7,3 +7,8 @@ for bs in 4096 65536 1048576; do
     verify_disk /dev/xvda 8 $bs || ok=0
 done
 if [ $ok = 1 ]; then echo "FE-RESULT: PASS"; else echo "FE-RESULT: FAIL data mismatch"; fi
+# fe_loop=1: keep writing until the domain is destroyed (the backend must survive that).
+if [ "${fe_loop:-0}" = 1 ]; then
+    echo "FE-LOOP started"
+    while :; do dd if=/dev/urandom of=/dev/xvda bs=1048576 count=8 oflag=direct 2>/dev/null; done
+fi

@@ -8,11 +8,13 @@
 //! together; random ones draw block-aligned offsets from a per-thread xorshift.
 //!
 //! Output: one line `METRIC bench.<label> <json>` on stdout.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_precision_loss,
-    clippy::cast_sign_loss
-)]
+//!
+//! `blkload --verify --dev DEV --span-mib M [--seed S] [--ops N]` instead checks data: every
+//! I/O size from 512 B to 4 MiB written sequentially, then N writes and reads of random
+//! sizes at random 512-byte-aligned offsets, everything read back with O_DIRECT and compared
+//! with an in-memory model of the span. Prints `METRIC verify <json>`; exits 1 on the first
+//! mismatch (with where it is).
+#![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss, clippy::cast_sign_loss)]
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -63,12 +65,7 @@ fn parse() -> Result<Args, String> {
             "--bs" => a.bs = v()?.parse().map_err(|e| format!("--bs: {e}"))?,
             "--qd" => a.qd = v()?.parse().map_err(|e| format!("--qd: {e}"))?,
             "--seconds" => a.seconds = v()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--span-mib" => {
-                a.span = v()?
-                    .parse::<u64>()
-                    .map_err(|e| format!("--span-mib: {e}"))?
-                    << 20
-            }
+            "--span-mib" => a.span = v()?.parse::<u64>().map_err(|e| format!("--span-mib: {e}"))? << 20,
             "--label" => a.label = v()?,
             o => return Err(format!("unknown argument {o}")),
         }
@@ -86,12 +83,7 @@ fn aligned(buf: &mut [u8], bs: usize) -> &mut [u8] {
     &mut buf[off..off + bs]
 }
 
-fn worker(
-    a: &Args,
-    seq: &AtomicU64,
-    seed: u64,
-    deadline: Instant,
-) -> Result<(u64, Vec<u32>), String> {
+fn worker(a: &Args, seq: &AtomicU64, seed: u64, deadline: Instant) -> Result<(u64, Vec<u32>), String> {
     let f = OpenOptions::new()
         .read(true)
         .write(a.write)
@@ -121,12 +113,8 @@ fn worker(
         };
         let off = block * a.bs as u64;
         let t = Instant::now();
-        let n = if a.write {
-            f.write_at(buf, off)
-        } else {
-            f.read_at(buf, off)
-        }
-        .map_err(|e| format!("{} at {off}: {e}", if a.write { "write" } else { "read" }))?;
+        let n = if a.write { f.write_at(buf, off) } else { f.read_at(buf, off) }
+            .map_err(|e| format!("{} at {off}: {e}", if a.write { "write" } else { "read" }))?;
         if n != a.bs {
             return Err(format!("short I/O at {off}: {n} of {}", a.bs));
         }
@@ -136,7 +124,114 @@ fn worker(
     Ok((bytes, lat))
 }
 
+/// Sizes the verify mode walks through, 512 B to 4 MiB.
+const VERIFY_SIZES: [usize; 9] = [512, 1024, 4096, 8192, 65536, 131072, 1 << 20, 3 << 20, 4 << 20];
+
+fn rng(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+fn verify_main(argv: &[String]) -> i32 {
+    let mut dev = String::new();
+    let mut span_mib = 16usize;
+    let mut seed = 1u64;
+    let mut ops = 200usize;
+    let mut it = argv.iter();
+    while let Some(k) = it.next() {
+        let v = it.next().cloned().unwrap_or_default();
+        match k.as_str() {
+            "--dev" => dev = v,
+            "--span-mib" => span_mib = v.parse().unwrap_or(16),
+            "--seed" => seed = v.parse().unwrap_or(1),
+            "--ops" => ops = v.parse().unwrap_or(200),
+            _ => {}
+        }
+    }
+    let span = span_mib << 20;
+    let f = match OpenOptions::new().read(true).write(true).custom_flags(O_DIRECT).open(&dev) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("blkload: {dev}: {e}");
+            return 1;
+        }
+    };
+    let max = *VERIFY_SIZES.last().unwrap_or(&4096);
+    let mut raw = vec![0u8; max + ALIGN];
+    let mut model = vec![0u8; span];
+    let mut x = seed | 1;
+    let mut written = 0u64;
+    let mut checks = 0u64;
+    let mut io = |write: bool, off: usize, len: usize, model: &mut Vec<u8>, x: &mut u64| -> Result<(), String> {
+        let buf = aligned(&mut raw, len);
+        if write {
+            for b in buf.iter_mut() {
+                *b = rng(x) as u8;
+            }
+            f.write_all_at(buf, off as u64).map_err(|e| format!("write {len} at {off}: {e}"))?;
+            model[off..off + len].copy_from_slice(buf);
+        } else {
+            f.read_exact_at(buf, off as u64).map_err(|e| format!("read {len} at {off}: {e}"))?;
+            if buf[..] != model[off..off + len] {
+                let first = buf.iter().zip(&model[off..off + len]).position(|(a, b)| a != b).unwrap_or(0);
+                return Err(format!("MISMATCH reading {len} bytes at {off}: first differing byte at {}", off + first));
+            }
+        }
+        Ok(())
+    };
+    let mut run = || -> Result<(), String> {
+        // Sequential: each size, back to back from the start, then read back.
+        let mut off = 0;
+        for &len in &VERIFY_SIZES {
+            if off + len > span {
+                off = 0;
+            }
+            io(true, off, len, &mut model, &mut x)?;
+            io(false, off, len, &mut model, &mut x)?;
+            written += len as u64;
+            checks += 1;
+            off += len;
+        }
+        // Random sizes and offsets; reads interleaved.
+        for _ in 0..ops {
+            let len = VERIFY_SIZES[(rng(&mut x) % VERIFY_SIZES.len() as u64) as usize].min(span);
+            let off = (rng(&mut x) as usize % (span - len + 1)) & !511;
+            let write = rng(&mut x) % 2 == 0;
+            io(write, off, len, &mut model, &mut x)?;
+            if write {
+                written += len as u64;
+            }
+            checks += 1;
+        }
+        // The whole span, in 1 MiB reads.
+        let mut off = 0;
+        while off < span {
+            let len = (1 << 20).min(span - off);
+            io(false, off, len, &mut model, &mut x)?;
+            checks += 1;
+            off += len;
+        }
+        Ok(())
+    };
+    let r = run();
+    let ok = r.is_ok();
+    if let Err(e) = &r {
+        eprintln!("blkload: verify: {e}");
+    }
+    println!(
+        "METRIC verify {}",
+        serde_json::json!({ "ok": ok, "written": written, "checks": checks, "span": span, "error": r.err() })
+    );
+    i32::from(!ok)
+}
+
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "--verify") {
+        std::process::exit(verify_main(&argv[1..]));
+    }
     let a = match parse() {
         Ok(a) => a,
         Err(e) => {
@@ -163,12 +258,7 @@ fn main() {
         .map(|i| {
             let (a, seq) = (Arc::clone(&a), Arc::clone(&seq));
             std::thread::spawn(move || {
-                worker(
-                    &a,
-                    &seq,
-                    0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x1000_0001),
-                    deadline,
-                )
+                worker(&a, &seq, 0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x1000_0001), deadline)
             })
         })
         .collect();

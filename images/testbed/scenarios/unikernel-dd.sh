@@ -1,0 +1,142 @@
+# Scenario unikernel-dd: the Rust unikernel is the driver domain. Unmodified Linux
+# blkfront in dom0 and in a PVH domU use disks it serves; every claim is checked from the
+# frontends' side (data, filesystem) and from the backend's statistics in xenstore.
+UK=uk-dd
+LOG=/var/log/xen/console/guest-$UK.log
+
+be() { echo "/local/domain/$DD/backend/vbd/$1/$2"; }
+# stat FE DEVID NAME: a counter the backend publishes (every second) for that vbd.
+stat() { xenstore-read "$(be "$1" "$2")/statistics/$3" 2>/dev/null || echo 0; }
+global() { xenstore-read "/local/domain/$DD/data/blkback/$1" 2>/dev/null || echo -1; }
+stats_settle() { sleep 1.3; }
+# attach0 VDEV DEVID ACCESS TARGET: attach to dom0 and wait until Linux really has it.
+attach0() {
+    xl block-attach 0 "format=raw, vdev=$1, access=$3, backend=$UK, target=$4" || fail "xl block-attach $1"
+    wait_for 30 xs_is "/local/domain/0/device/vbd/$2/state" 4 ||
+        fail "$1: dom0 frontend state $(xenstore-read /local/domain/0/device/vbd/$2/state) != 4 (backend: $(xenstore-read $(be 0 $2)/state))"
+    wait_for 10 test -b "/dev/$1" || fail "/dev/$1 did not appear"
+}
+detach0() {
+    xl block-detach 0 "$1" || fail "xl block-detach $1"
+    wait_for 15 xs_gone "$(be 0 "$2")" || fail "$1: backend directory still there after detach"
+}
+
+step "create the unikernel driver domain"
+follow_console $UK
+sed "s/@CMDLINE@/path=map persistent=1 indirect=256/" /etc/xen/testbed/uk-dd.cfg > /tmp/uk-dd.cfg
+t0=$(now_ms)
+xl create /tmp/uk-dd.cfg || fail "xl create $UK"
+wait_for 60 grep -q "blkback: serving" "$LOG" || fail "the driver domain never started serving"
+metric uk.create_to_serving_s "$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN { printf "%.2f", (b - a) / 1000 }')"
+DD=$(xl domid $UK)
+info "$UK is domain $DD, $(xl list $UK | awk 'NR == 2 { print $3 }') MiB"
+
+step "attach a RAM disk to dom0"
+# Linux uses indirect descriptors only if both sides allow more than 11 segments.
+load_mod xen-blkfront max_indirect_segments=256 || fail "xen-blkfront"
+attach0 xvdb 51728 rw ram:64M
+for k in sectors info sector-size physical-sector-size feature-flush-cache feature-discard feature-persistent feature-max-indirect-segments; do
+    info "backend $k=$(xenstore-read "$(be 0 51728)/$k")"
+done
+[ "$(xenstore-read "$(be 0 51728)/sectors")" = 131072 ] || fail "sectors != 131072 for 64 MiB"
+
+step "verify data from 512 B to 4 MiB, sequential and random"
+blkload --verify --dev /dev/xvdb --span-mib 64 --ops 150 --seed 7 || fail "data verification failed"
+
+step "large requests went indirect"
+stats_settle
+ind=$(stat 0 51728 indirect_req)
+info "indirect_req=$ind rd_req=$(stat 0 51728 rd_req) wr_req=$(stat 0 51728 wr_req) persistent_hits=$(stat 0 51728 persistent_hits)"
+[ "$ind" -gt 0 ] || fail "no indirect request reached the backend"
+
+step "ext4: mkfs, mount, copy files, unmount, fsck clean, contents intact"
+load_mod ext4 || fail "ext4 module"
+f0=$(stat 0 51728 f_req)
+mkfs.ext4 -q -F /dev/xvdb >/dev/null 2>&1 || fail "mkfs.ext4"
+mkdir -p /mnt/x
+mount -t ext4 /dev/xvdb /mnt/x || fail "mount"
+dd if=/dev/urandom of=/tmp/f1 bs=1048576 count=8 2>/dev/null
+cp /tmp/f1 /bin/busybox /usr/lib/xen-4.17/bin/xl /mnt/x/ || fail "copy files"
+mkdir -p /mnt/x/tree && cp -r /etc /mnt/x/tree/ || fail "copy a tree"
+want=$(cd /mnt/x && md5sum f1 busybox xl | md5sum)
+sync
+umount /mnt/x || fail "umount"
+e2fsck -fn /dev/xvdb >/tmp/fsck.log 2>&1 || { cat /tmp/fsck.log; fail "fsck found problems"; }
+mount -t ext4 -o ro /dev/xvdb /mnt/x || fail "mount again"
+got=$(cd /mnt/x && md5sum f1 busybox xl | md5sum)
+umount /mnt/x
+[ "$want" = "$got" ] || fail "files changed across unmount"
+
+step "sync and fsync reach the backend as flushes"
+stats_settle
+f1=$(stat 0 51728 f_req)
+info "f_req $f0 -> $f1"
+[ "$f1" -gt "$f0" ] || fail "no flush reached the backend"
+dd if=/dev/urandom of=/dev/xvdb bs=4096 count=1 seek=1000 conv=fsync 2>/dev/null || fail "write + fsync"
+stats_settle
+[ "$(stat 0 51728 f_req)" -gt "$f1" ] || fail "fsync did not reach the backend as a flush"
+
+step "blkdiscard reaches the backend as discards"
+d0=$(stat 0 51728 ds_req)
+blkdiscard -o 0 -l 1048576 /dev/xvdb || fail "blkdiscard"
+stats_settle
+d1=$(stat 0 51728 ds_req)
+info "ds_req $d0 -> $d1"
+[ "$d1" -gt "$d0" ] || fail "no discard reached the backend"
+z=$(dd if=/dev/xvdb bs=1048576 count=1 iflag=direct 2>/dev/null | md5sum)
+[ "$z" = "$(dd if=/dev/zero bs=1048576 count=1 2>/dev/null | md5sum)" ] || fail "discarded range does not read back as zeroes"
+
+step "a read-only disk refuses writes"
+attach0 xvdc 51744 ro ram:16M
+[ "$(xenstore-read "$(be 0 51744)/info")" = 4 ] || fail "info is not VDISK_READONLY"
+dd if=/dev/xvdc of=/dev/null bs=65536 count=16 iflag=direct 2>/dev/null || fail "reading the read-only disk"
+e0=$(stat 0 51744 errors)
+# Linux honours the read-only flag; force it writable so the backend itself must refuse.
+blockdev --setrw /dev/xvdc 2>/dev/null
+if dd if=/dev/zero of=/dev/xvdc bs=4096 count=1 oflag=direct 2>/dev/null; then
+    fail "a write to the read-only disk succeeded"
+fi
+stats_settle
+info "errors on the read-only disk: $e0 -> $(stat 0 51744 errors)"
+[ "$(stat 0 51744 errors)" -gt "$e0" ] || fail "the backend did not refuse the write"
+
+step "detach and re-attach"
+detach0 xvdc 51744
+test -b /dev/xvdc && fail "/dev/xvdc still present"
+attach0 xvdc 51744 rw ram:16M
+blkload --verify --dev /dev/xvdc --span-mib 16 --ops 20 --seed 9 || fail "verification after re-attach"
+detach0 xvdc 51744
+
+step "a Linux domU uses a disk of the unikernel"
+follow_console fe-linux
+sed -e "s/@BACKEND@/$UK/" -e 's|@TARGET@|ram:64M|' -e 's/role=fe"/role=fe fe_loop=1"/' \
+    /etc/xen/testbed/fe-linux.cfg > /tmp/fe.cfg
+xl create /tmp/fe.cfg || fail "xl create fe-linux"
+FE=$(xl domid fe-linux)
+wait_for 60 xs_is "/local/domain/$FE/device/vbd/51712/state" 4 || fail "domU frontend never Connected"
+wait_for 150 grep -q FE-RESULT /var/log/xen/console/guest-fe-linux.log || fail "domU gave no FE-RESULT"
+grep -q "FE-RESULT: PASS" /var/log/xen/console/guest-fe-linux.log || fail "domU: $(grep FE-RESULT /var/log/xen/console/guest-fe-linux.log)"
+
+step "destroy the domU in the middle of its I/O"
+wait_for 30 grep -q FE-LOOP /var/log/xen/console/guest-fe-linux.log || fail "domU I/O loop did not start"
+sleep 2
+w0=$(stat "$FE" 51712 wr_req)
+stats_settle
+[ "$(stat "$FE" 51712 wr_req)" -gt "$w0" ] || fail "the domU was not doing I/O"
+info "mapped grants with the domU busy: $(global mapped)"
+xl destroy fe-linux || fail "xl destroy fe-linux"
+wait_for 30 xs_gone "$(be "$FE" 51712)" || fail "the dead domU's backend directory was not removed"
+blkload --verify --dev /dev/xvdb --span-mib 32 --ops 30 --seed 11 || fail "dom0's disk after the domU died"
+
+step "every grant mapping released"
+detach0 xvdb 51728
+stats_settle
+info "mapped=$(global mapped) map_calls=$(global map_calls) unmap_calls=$(global unmap_calls) safety_net_unmaps=$(global safety_net_unmaps)"
+[ "$(global mapped)" = 0 ] || fail "$(global mapped) grants still mapped with no frontend left"
+[ "$(global safety_net_unmaps)" = 0 ] || fail "mappings were dropped without a batched unmap"
+grep -q -E "PANIC|CPU EXCEPTION" "$LOG" && fail "the driver domain crashed"
+xl list $UK >/dev/null 2>&1 || fail "the driver domain is gone"
+
+step "shut down"
+xl destroy $UK || fail "xl destroy $UK"
+pass
