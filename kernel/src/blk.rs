@@ -120,7 +120,12 @@ fn xs_err(e: XsError) -> StoreErr {
 
 impl hv::XenStore for XenStore {
     fn read(&mut self, path: &str) -> Result<Option<String>, StoreErr> {
-        self.read_opt(0, path).map_err(xs_err)
+        match self.read_opt(0, path) {
+            // xenstored answers EACCES, not ENOENT, for a node under a domain directory that
+            // is gone (the check falls to an ancestor we may not read): for us it is absent.
+            Err(XsError::Errno(13, _)) => Ok(None),
+            r => r.map_err(xs_err),
+        }
     }
     fn write(&mut self, path: &str, value: &str) -> Result<(), StoreErr> {
         XenStore::write(self, 0, path, value).map_err(xs_err)

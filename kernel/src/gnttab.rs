@@ -10,6 +10,7 @@
 //!   status per op. A failed op releases its slot; the others' mappings are handed back to
 //!   the caller, who unmaps them (a `ForeignMap` dropped without `unmap_batch` is unmapped on
 //!   its own as a safety net and counted as such).
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -95,7 +96,7 @@ pub fn counters() -> Counters {
 struct State {
     table: SharedMem,
     free_refs: Vec<GrantRef>,
-    free_slots: Vec<u32>,
+    free_slots: VecDeque<u32>,
     slot_base_gfn: u64,
 }
 
@@ -124,7 +125,7 @@ pub fn init() -> Result<(), &'static str> {
     // used only through this window.
     let table = unsafe { SharedMem::new(base << 12, (frames as usize) * 4096) };
     let free_refs = (RESERVED_REFS..entries).rev().collect();
-    let free_slots = (0..MAP_SLOTS).rev().collect();
+    let free_slots = (0..MAP_SLOTS).collect();
     *STATE.lock() = Some(State { table, free_refs, free_slots, slot_base_gfn: base + OWN_AREA_PAGES });
     Ok(())
 }
@@ -219,7 +220,7 @@ impl Drop for ForeignMap {
 fn release_slot(slot: u32, reusable: bool) {
     if reusable {
         if let Some(s) = STATE.lock().as_mut() {
-            s.free_slots.push(slot);
+            s.free_slots.push_back(slot);
         }
     } else {
         // Xen still has something at that frame: never reuse the slot.
@@ -248,7 +249,7 @@ pub fn map_batch(reqs: &[MapReq]) -> Vec<Result<ForeignMap, GntError>> {
         let Some(s) = g.as_mut() else {
             return reqs.iter().map(|_| Err(GntError::NoSlot)).collect();
         };
-        let slots: Vec<Option<u32>> = reqs.iter().map(|_| s.free_slots.pop()).collect();
+        let slots: Vec<Option<u32>> = reqs.iter().map(|_| s.free_slots.pop_front()).collect();
         (slots, s.slot_base_gfn)
     };
     let mut ops: Vec<GnttabMapGrantRef> = Vec::with_capacity(reqs.len());

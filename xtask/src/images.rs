@@ -46,6 +46,8 @@ const MODULES: &[&str] = &[
     "xen-blkback",
     "brd",
     "ext4",
+    // ext4's checksums need a crc32c driver (a soft dependency, not in `depends=`).
+    "crc32c_generic",
     "loop",
 ];
 

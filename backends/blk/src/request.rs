@@ -191,7 +191,11 @@ pub fn validate(raw: &RawRequest, limits: &Limits) -> Result<Request, Invalid> {
             if op.is_write() && limits.read_only {
                 return Err(Invalid::ReadOnly);
             }
-            let segs = validate_segments(seg.get(..n).unwrap_or_default(), sector, limits)?;
+            // An empty flush carries no sectors and its `sector_number` means nothing (Linux
+            // blkfront leaves whatever the block layer had there): no range to check, as in
+            // Linux blkback's `xen_vbd_translate`, which checks only when there are sectors.
+            let segs =
+                if n == 0 { Vec::new() } else { validate_segments(seg.get(..n).unwrap_or_default(), sector, limits)? };
             Ok(Request { id: raw.id, rsp_op, op, sector, nr_sectors: 0, segs: Segments::Direct(segs) })
         }
         (BLKIF_OP_DISCARD, RawBody::Discard { flag, sector, nr_sectors, .. }) => {

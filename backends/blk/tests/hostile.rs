@@ -158,6 +158,39 @@ fn each_malformed_request_gets_its_exact_error_and_the_device_keeps_serving() {
 }
 
 #[test]
+fn an_empty_flush_is_accepted_whatever_its_sector_number() {
+    // Linux blkfront sends REQ_OP_FLUSH with the block layer's leftover position; refusing
+    // it makes blkfront print "empty flush op failed" and turn flushing off.
+    for abi in [Abi::Native, Abi::X86_32] {
+        let (mut h, mut dev, mut fe) = connected(abi);
+        for (i, sector) in [0u64, u64::MAX, 1 << 40].into_iter().enumerate() {
+            let id = 100 + i as u64;
+            fe.raw(
+                0,
+                &encode_request(abi, &rw(BLKIF_OP_FLUSH_DISKCACHE, id, sector, &[])),
+                id,
+                BLKIF_OP_FLUSH_DISKCACHE,
+            );
+        }
+        let done = h.run(&mut dev, &mut fe);
+        assert_eq!(done.len(), 3);
+        assert!(done.iter().all(|d| d.status == BLKIF_RSP_OKAY), "{abi:?}: {done:?}");
+        assert_eq!(dev.connection().map(|c| c.stats.f_req), Some(3));
+        // A flush that carries data is still range-checked.
+        let page = MemPage::new();
+        let g = h.g.grant(fe.dom, &page, BACKEND, true);
+        fe.raw(
+            0,
+            &encode_request(abi, &rw(BLKIF_OP_FLUSH_DISKCACHE, 7, u64::MAX - 1, &[(g, 0, 7)])),
+            7,
+            BLKIF_OP_FLUSH_DISKCACHE,
+        );
+        let done = h.run(&mut dev, &mut fe);
+        assert_eq!(done[0].status, BLKIF_RSP_ERROR);
+    }
+}
+
+#[test]
 fn req_prod_overflow_disconnects_that_frontend_only() {
     let mut h = Harness::new();
     let (mut bad_dev, mut bad) = h.attach(2, 51712, 4 * MIB, false, DeviceConfig::default(), FrontendOpts::default());

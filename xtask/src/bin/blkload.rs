@@ -164,6 +164,18 @@ fn verify_main(argv: &[String]) -> i32 {
     let mut x = seed | 1;
     let mut written = 0u64;
     let mut checks = 0u64;
+    // The disk holds whatever earlier runs left: start the model from what it reads.
+    let mut off = 0;
+    while off < span {
+        let len = (1 << 20).min(span - off);
+        let buf = aligned(&mut raw, len);
+        if let Err(e) = f.read_exact_at(buf, off as u64) {
+            eprintln!("blkload: initial read {len} at {off}: {e}");
+            return 1;
+        }
+        model[off..off + len].copy_from_slice(buf);
+        off += len;
+    }
     let mut io = |write: bool, off: usize, len: usize, model: &mut Vec<u8>, x: &mut u64| -> Result<(), String> {
         let buf = aligned(&mut raw, len);
         if write {
@@ -175,8 +187,17 @@ fn verify_main(argv: &[String]) -> i32 {
         } else {
             f.read_exact_at(buf, off as u64).map_err(|e| format!("read {len} at {off}: {e}"))?;
             if buf[..] != model[off..off + len] {
-                let first = buf.iter().zip(&model[off..off + len]).position(|(a, b)| a != b).unwrap_or(0);
-                return Err(format!("MISMATCH reading {len} bytes at {off}: first differing byte at {}", off + first));
+                let want = &model[off..off + len];
+                let first = buf.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+                let last = buf.iter().zip(want).rposition(|(a, b)| a != b).unwrap_or(0);
+                let ndiff = buf.iter().zip(want).filter(|(a, b)| a != b).count();
+                let zeros = buf[first..=last].iter().all(|&b| b == 0);
+                return Err(format!(
+                    "MISMATCH reading {len} bytes at {off}: {ndiff} bytes differ, from {} to {} (disk offsets){}",
+                    off + first,
+                    off + last,
+                    if zeros { ", read back as zeroes" } else { "" }
+                ));
             }
         }
         Ok(())
