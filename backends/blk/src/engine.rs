@@ -505,10 +505,13 @@ impl<M: crate::hv::Page> Connection<M> {
         let mut ops: Vec<CopyOp> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
         let mut pieces: Vec<(u64, u16, u16)> = Vec::new();
-        for (wi, w) in work.iter_mut().enumerate() {
-            if w.failed.is_some() || !matches!(w.req.op, Op::Read | Op::Write | Op::Flush | Op::Barrier) {
+        let mut none: Vec<M> = Vec::new();
+        for wi in 0..work.len() {
+            let Some(w) = work.get_mut(wi) else { break };
+            if w.failed.is_some() {
                 continue;
             }
+            let op = w.req.op;
             let mut off = w.req.sector.saturating_mul(512);
             for s in &w.segs {
                 pieces.clear();
@@ -520,14 +523,51 @@ impl<M: crate::hv::Page> Connection<M> {
                 for &(gfn, foff, len) in &pieces {
                     let grant = CopyPtr::Gref { dom: self.dom, gref: s.gref, offset: in_page };
                     let local = CopyPtr::Local { gfn, offset: foff };
-                    let (src, dst) = if w.req.op == Op::Read { (local, grant) } else { (grant, local) };
+                    let (src, dst) = if op == Op::Read { (local, grant) } else { (grant, local) };
                     ops.push(CopyOp { src, dst, len });
                     owner.push(wi);
                     in_page = in_page.saturating_add(len);
                 }
                 off = off.saturating_add(u64::from(s.bytes()));
             }
+            // Discards and flushes go to the store, which acts at once: the copies of the
+            // requests before them (and a flush's own data) must land first, to keep ring
+            // order. Without such requests a pass still makes one copy call per batch.
+            if matches!(op, Op::Discard { .. } | Op::Flush | Op::Barrier) {
+                self.run_copies(g, &mut ops, &mut owner, work);
+                if let Some(w) = work.get_mut(wi) {
+                    if w.failed.is_none() {
+                        self.submit(store, w, Vec::new(), &mut none);
+                    }
+                }
+            }
         }
+        self.run_copies(g, &mut ops, &mut owner, work);
+        for w in work.iter_mut() {
+            if w.failed.is_some() || !matches!(w.req.op, Op::Read | Op::Write) {
+                continue;
+            }
+            // The hypervisor moved the data: done.
+            let sectors: u64 = w.segs.iter().map(Segment::sectors).sum();
+            if w.req.op == Op::Read {
+                self.stats.rd_sect = self.stats.rd_sect.saturating_add(sectors);
+            } else {
+                self.stats.wr_sect = self.stats.wr_sect.saturating_add(sectors);
+            }
+            if let Some(q) = self.queues.get_mut(w.queue) {
+                q.responses.push((w.req.id, w.req.rsp_op, BLKIF_RSP_OKAY));
+            }
+        }
+    }
+
+    /// Issues the queued copy ops (one call per batch limit); a failed op fails its request.
+    fn run_copies<G: Grants<Mapping = M>>(
+        &mut self,
+        g: &mut G,
+        ops: &mut Vec<CopyOp>,
+        owner: &mut Vec<usize>,
+        work: &mut [Work],
+    ) {
         let limit = g.copy_batch_limit().max(1);
         for (chunk, owners) in ops.chunks(limit).zip(owner.chunks(limit)) {
             self.stats.copy_calls = self.stats.copy_calls.saturating_add(1);
@@ -540,28 +580,8 @@ impl<M: crate::hv::Page> Connection<M> {
                 }
             }
         }
-        let mut none: Vec<M> = Vec::new();
-        for w in work.iter_mut() {
-            if w.failed.is_some() {
-                continue;
-            }
-            match w.req.op {
-                // The hypervisor moved the data: done.
-                Op::Read | Op::Write => {
-                    let sectors: u64 = w.segs.iter().map(Segment::sectors).sum();
-                    if w.req.op == Op::Read {
-                        self.stats.rd_sect = self.stats.rd_sect.saturating_add(sectors);
-                    } else {
-                        self.stats.wr_sect = self.stats.wr_sect.saturating_add(sectors);
-                    }
-                    if let Some(q) = self.queues.get_mut(w.queue) {
-                        q.responses.push((w.req.id, w.req.rsp_op, BLKIF_RSP_OKAY));
-                    }
-                }
-                // Flushes (their data already copied) and discards still go to the store.
-                _ => self.submit(store, w, Vec::new(), &mut none),
-            }
-        }
+        ops.clear();
+        owner.clear();
     }
 
     fn submit<S: BlockStore<Rc<M>>>(

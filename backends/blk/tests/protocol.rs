@@ -440,3 +440,30 @@ fn notifications_follow_rsp_event() {
     ok(&h.run(&mut dev, &mut fe));
     assert_eq!(h.ev.notifications(fe.dom, port), 2);
 }
+
+#[test]
+fn discards_and_writes_in_one_pass_keep_ring_order_on_every_path() {
+    for path in [DataPath::Map, DataPath::Copy] {
+        let mut h = Harness::new();
+        let backing = FrameBacking::new(&mut h.g, 4 * MIB, 0x20_0000);
+        let store: RamStore<FrameBacking, _> = RamStore::new(backing, false);
+        let mut c = cfg();
+        c.path = path;
+        let (mut dev, mut fe) = h.attach_store(2, 51712, store, "w", c, FrontendOpts::default());
+        assert!(h.connect(&mut dev, &mut fe));
+        let a = pattern(1, 8 * 4096);
+        let b = pattern(2, 8 * 4096);
+        // One pass: discard, then a write over it; a write, then a discard over that.
+        fe.simple(BLKIF_OP_DISCARD, 0, 64, false);
+        fe.rw(&h.xs, &mut h.g, true, 0, a.len(), Some(&a), 0);
+        fe.rw(&h.xs, &mut h.g, true, 1000, b.len(), Some(&b), 0);
+        fe.simple(BLKIF_OP_DISCARD, 1000, 64, false);
+        ok(&h.run(&mut dev, &mut fe));
+        fe.rw(&h.xs, &mut h.g, false, 0, a.len(), None, 0);
+        fe.rw(&h.xs, &mut h.g, false, 1000, b.len(), None, 0);
+        let mut back = h.run(&mut dev, &mut fe);
+        back.sort_by_key(|d| d.id);
+        assert!(back[0].data == a, "{path:?}: a discard earlier in the ring wiped a later write");
+        assert!(back[1].data.iter().all(|&x| x == 0), "{path:?}: a discard later in the ring did not apply");
+    }
+}
