@@ -14,8 +14,9 @@ use crate::images;
 use crate::sh::{self, Result};
 use crate::testbed::{self, Outcome, Run};
 
-/// Backends the bench knows; the unikernel joins when it can serve a disk.
-const BACKENDS: &[&str] = &["linux"];
+/// Backends the bench knows: the Linux driver domain (the baseline, first: ratios are to
+/// it) and the unikernel on each data path, plus its null store (the ceiling).
+const BACKENDS: &[&str] = &["linux", "uk-persistent", "uk-map", "uk-copy", "uk-null"];
 
 /// (rw, block size, queue depth): 1 MiB sequential read/write and 4 KiB random read/write,
 /// each at queue depth 1 and 32.
@@ -75,6 +76,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
     }
     let images = images::build()?;
     let blkload = build_blkload()?;
+    let uk = crate::kernel::build()?;
     let workloads: Vec<String> = WORKLOADS.iter().map(|(rw, bs, qd)| format!("{rw}:{bs}:{qd}")).collect();
     let env = format!(
         "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\n",
@@ -87,6 +89,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         script: sh::root().join("images/testbed/scenarios/bench.sh"),
         extra: vec![
             ("usr/bin/blkload".into(), Entry::File { src: blkload, mode: 0o755 }),
+            ("boot/xen-blkback-rs".into(), Entry::File { src: uk.clone(), mode: 0o644 }),
             ("scenario/bench.env".into(), Entry::Data { data: env.into_bytes(), mode: 0o644 }),
         ],
         timeout: Duration::from_secs(120 + per_backend * backends.len() as u64),
@@ -124,8 +127,8 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
             json!({
                 "workloads": w,
                 "xl_create_s": fig("xl_create_s"),
-                "create_to_ready_s": fig("create_to_ready_s"),
-                "create_to_initwait_s": fig("create_to_initwait_s"),
+                "boot_to_ready_s": fig("boot_to_ready_s"),
+                "attach_to_initwait_s": fig("attach_to_initwait_s"),
                 "memory_mib": fig("memory_mib"),
                 "dd_read_1m_mib_s": fig("dd_read_1m_mib_s"),
                 "idle_cpu_s_per_s": fig("idle_cpu_s_per_s"),
@@ -139,7 +142,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         "run_seconds": report.seconds,
         "testbed_faults": report.testbed_faults,
         "note": "dom0 frontend on CPU 0, driver domain alone on CPU 1; QD N = N threads of O_DIRECT psync I/O; \
-                 create_to_initwait_s = xl create until the backend reached InitWait for a disk attached as soon as the domain said it was ready",
+                 xl_create_s includes Xen scrubbing memory of earlier domains; boot_to_ready_s = xl create returned until the domain said it serves; attach_to_initwait_s = block-attach until the backend reached InitWait",
         "backends": results,
     });
     let dir = sh::root().join("target/bench");
@@ -150,39 +153,52 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         std::fs::write(&f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
     }
     sh::say(format!("wrote {}", dir.join("latest.json").display()));
+    let svg = chart_svg(&backends, &results, &format!("xen-blkback-rs vs a Linux driver domain ({seconds}s per workload, TCG test bed)"));
+    let svg_path = dir.join("latest.svg");
+    std::fs::write(&svg_path, svg).map_err(|e| e.to_string())?;
+    let png_path = dir.join("latest.png");
+    match crate::host::ensure_packages(&["librsvg2-bin"])
+        .and_then(|()| sh::output(sh::cmd("rsvg-convert").arg(&svg_path).arg("-o").arg(&png_path)).map(|_| ()))
+    {
+        Ok(()) => {
+            let _ = std::fs::copy(&png_path, dir.join(format!("bench-{stamp}.png")));
+            sh::say(format!("chart: {}", png_path.display()));
+        }
+        Err(e) => sh::say(format!("chart: {} only (no PNG: {e})", svg_path.display())),
+    }
     Ok(0)
+}
+
+fn workload_name(rw: &str, bs: u32, qd: u32) -> String {
+    let size = if bs >= 1 << 20 { format!("{}M", bs >> 20) } else { format!("{}K", bs >> 10) };
+    format!("{rw} {size} qd{qd}")
+}
+
+fn fnum(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
 }
 
 fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
     println!();
     println!(
-        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>11}  backend",
-        "workload", "MiB/s", "IOPS", "p50 us", "p99 us", "cpu s/GiB"
+        "{:<18} {:<14} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "workload", "backend", "MiB/s", "IOPS", "p99 us", "cpu s/GiB", "vs linux"
     );
     for (rw, bs, qd) in WORKLOADS {
         let key = format!("{rw}.{bs}.{qd}");
-        let name =
-            format!("{rw} {} qd{qd}", if *bs >= 1 << 20 { format!("{}M", bs >> 20) } else { format!("{}K", bs >> 10) });
+        let base = &r[&backends[0]]["workloads"][&key];
         for b in backends {
             let v = &r[b]["workloads"][&key];
-            let base = &r[&backends[0]]["workloads"][&key];
-            let ratio = if b == &backends[0] {
-                String::new()
-            } else {
-                format!(
-                    "  ({:.2}x IOPS of {})",
-                    v["iops"].as_f64().unwrap_or(0.0) / base["iops"].as_f64().unwrap_or(f64::NAN),
-                    backends[0]
-                )
-            };
+            let ratio = if b == &backends[0] { String::from("-") } else { format!("{:.2}x", fnum(&v["iops"]) / fnum(&base["iops"])) };
             println!(
-                "{:<22} {:>9.1} {:>9.0} {:>9} {:>9} {:>11.2}  {b}{ratio}",
-                name,
-                v["mib_s"].as_f64().unwrap_or(0.0),
-                v["iops"].as_f64().unwrap_or(0.0),
-                v["lat_p50_us"].as_u64().unwrap_or(0),
+                "{:<18} {:<14} {:>9.1} {:>9.0} {:>9} {:>10.2} {:>10}",
+                workload_name(rw, *bs, *qd),
+                b,
+                fnum(&v["mib_s"]),
+                fnum(&v["iops"]),
                 v["lat_p99_us"].as_u64().unwrap_or(0),
-                v["dd_cpu_s_per_gib"].as_f64().unwrap_or(f64::NAN),
+                fnum(&v["dd_cpu_s_per_gib"]),
+                ratio
             );
         }
     }
@@ -190,8 +206,80 @@ fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
     for b in backends {
         let x = &r[b];
         println!(
-            "{b}: xl create {}s, create->ready {}s, create->InitWait {}s, memory {} MiB, idle CPU {} s/s, dd 1M O_DIRECT read {} MiB/s",
-            x["xl_create_s"], x["create_to_ready_s"], x["create_to_initwait_s"], x["memory_mib"], x["idle_cpu_s_per_s"], x["dd_read_1m_mib_s"]
+            "{b:<14} xl create {:>5}s  boot->ready {:>5}s  attach->InitWait {:>5}s  memory {:>4} MiB  idle CPU {} s/s  dd 1M read {} MiB/s",
+            x["xl_create_s"], x["boot_to_ready_s"], x["attach_to_initwait_s"], x["memory_mib"], x["idle_cpu_s_per_s"], x["dd_read_1m_mib_s"]
         );
     }
+}
+
+/// A grouped bar chart (throughput relative to the first backend, per workload) as SVG.
+fn chart_svg(backends: &[String], r: &BTreeMap<String, Value>, title: &str) -> String {
+    let colors = ["#777777", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e"];
+    let (w, h, left, top, bottom) = (1100.0, 520.0, 70.0, 60.0, 110.0);
+    let plot_h = h - top - bottom;
+    let groups = WORKLOADS.len() as f64;
+    let gw = (w - left - 20.0) / groups;
+    let bw = (gw - 16.0) / backends.len() as f64;
+    let ratios: Vec<Vec<f64>> = WORKLOADS
+        .iter()
+        .map(|(rw, bs, qd)| {
+            let key = format!("{rw}.{bs}.{qd}");
+            let base = fnum(&r[&backends[0]]["workloads"][&key]["iops"]);
+            backends.iter().map(|b| fnum(&r[b]["workloads"][&key]["iops"]) / base).collect()
+        })
+        .collect();
+    let max = ratios.iter().flatten().copied().filter(|x| x.is_finite()).fold(1.0f64, f64::max).ceil().max(2.0);
+    let y = |v: f64| top + plot_h * (1.0 - v / max);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"28\" font-size=\"17\">{title}</text>\n"
+    );
+    let mut t = 0.0;
+    while t <= max {
+        s += &format!(
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#dddddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{t:.1}x</text>\n",
+            w - 20.0,
+            y(t),
+            y(t),
+            left - 6.0,
+            y(t) + 4.0
+        );
+        t += if max > 6.0 { 1.0 } else { 0.5 };
+    }
+    for (gi, ((rw, bs, qd), rs)) in WORKLOADS.iter().zip(&ratios).enumerate() {
+        let gx = left + gi as f64 * gw + 8.0;
+        for (bi, v) in rs.iter().enumerate() {
+            let v = if v.is_finite() { *v } else { 0.0 };
+            let x = gx + bi as f64 * bw;
+            s += &format!(
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\">{v:.2}</text>\n",
+                y(v),
+                bw - 2.0,
+                (top + plot_h - y(v)).max(0.0),
+                colors[bi % colors.len()],
+                x + bw / 2.0 - 1.0,
+                y(v) - 3.0
+            );
+        }
+        s += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            gx + gw / 2.0 - 8.0,
+            top + plot_h + 18.0,
+            workload_name(rw, *bs, *qd)
+        );
+    }
+    for (bi, b) in backends.iter().enumerate() {
+        let x = left + bi as f64 * 170.0;
+        s += &format!(
+            "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{b}</text>\n",
+            h - 40.0,
+            colors[bi % colors.len()],
+            x + 20.0,
+            h - 28.0
+        );
+    }
+    s += &format!("<text x=\"{left}\" y=\"{}\" fill=\"#555555\">throughput (IOPS) relative to {}; O_DIRECT from dom0, driver domain alone on its CPU</text>\n", h - 8.0, backends[0]);
+    s += "</svg>\n";
+    s
 }

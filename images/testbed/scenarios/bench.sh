@@ -6,16 +6,20 @@
 xl_cpu() { xl list "$1" 2>/dev/null | awk 'NR == 2 { print $6 }'; }
 elapsed_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
 
-load_mod xen-blkfront || error "xen-blkfront"
+# Both sides allow indirect requests of 256 segments (1 MiB).
+load_mod xen-blkfront max_indirect_segments=256 || error "xen-blkfront"
 
 bench_backend() {
     b=$1 cfg=$2 dom=$3 ready=$4 target=$5
     step "$b: create the driver domain"
     follow_console "$dom"
+    log="/var/log/xen/console/guest-$dom.log"
+    # A domain of the same name may have run before: count only new ready lines.
+    n0=$(grep -c "$ready" "$log" 2>/dev/null || true)
     t0=$(now_ms)
     xl create "$cfg" || fail "xl create $dom"
     t_created=$(now_ms)
-    wait_for 120 grep -q "$ready" "/var/log/xen/console/guest-$dom.log" || fail "$dom never became ready"
+    wait_for 120 sh -c "[ \$(grep -c '$ready' '$log' 2>/dev/null || echo 0) -gt ${n0:-0} ]" || fail "$dom never became ready"
     t_ready=$(now_ms)
     DD=$(xl domid "$dom")
 
@@ -30,8 +34,10 @@ bench_backend() {
     wait_for 30 xs_is /local/domain/0/device/vbd/51728/state 4 || fail "dom0 frontend not Connected"
     wait_for 10 test -b /dev/xvdb || fail "/dev/xvdb did not appear"
     metric "$b.xl_create_s" "$(elapsed_s "$t0" "$t_created")"
-    metric "$b.create_to_ready_s" "$(elapsed_s "$t0" "$t_ready")"
-    metric "$b.create_to_initwait_s" "$(elapsed_s "$t0" "$t_initwait")"
+    # xl create includes Xen scrubbing memory freed by earlier domains (slow under TCG);
+    # the guest's own start-up is measured from xl create returning.
+    metric "$b.boot_to_ready_s" "$(elapsed_s "$t_created" "$t_ready")"
+    metric "$b.attach_to_initwait_s" "$(elapsed_s "$t_ready" "$t_initwait")"
     metric "$b.memory_mib" "$(xl list "$dom" | awk 'NR == 2 { print $3 }')"
 
     step "$b: fill the disk"
@@ -61,9 +67,17 @@ bench_backend() {
     xl destroy "$dom" || fail "destroy $dom"
 }
 
+# The unikernel: one configuration, the data path chosen per disk by its target.
+sed -e "s/@CMDLINE@/path=map persistent=1 indirect=256/" -e "s/^memory = .*/memory = $((SPAN_MIB + 96))/" \
+    /etc/xen/testbed/uk-dd.cfg > /tmp/uk-bench.cfg
+UKT="ram:$((SPAN_MIB + 32))M"
 for b in $BACKENDS; do
     case $b in
         linux) bench_backend linux /etc/xen/testbed/linux-dd.cfg linux-dd DD-READY /dev/ram0 ;;
+        uk-persistent) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "$UKT" ;;
+        uk-map) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "$UKT:nopersist" ;;
+        uk-copy) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "$UKT:copy:nopersist" ;;
+        uk-null) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "null:$((SPAN_MIB + 32))M" ;;
         *) error "unknown backend $b" ;;
     esac
 done
