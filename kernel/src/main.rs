@@ -110,6 +110,11 @@ mod runtime {
             mem::grant_region_base() << 12
         );
         info!("cmdline: '{}'; {} module(s)", boot.cmdline, boot.modules.len());
+        if let Some(base) = hypercall::xen_cpuid_base() {
+            // Xen's CPUID leaf base+3: eax bit 0 = TSC emulated (every rdtsc traps).
+            let (eax, ebx, _, _) = arch::cpuid(base + 3);
+            info!("TSC: {} (tsc_mode {ebx})", if eax & 1 != 0 { "emulated by Xen" } else { "native" });
+        }
 
         let store = match (hvm::get_param(HVM_PARAM_STORE_PFN), hvm::get_param(HVM_PARAM_STORE_EVTCHN)) {
             (Ok(pfn), Ok(port)) if pfn != 0 => {

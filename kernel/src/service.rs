@@ -88,6 +88,18 @@ pub struct Service {
     defaults: Defaults,
     modules: Vec<(u64, u64, bool)>,
     last_stats_ns: u64,
+    prof: Profile,
+}
+
+/// Where the service's time goes (TSC cycles), published with the other counters.
+#[derive(Debug, Default, Clone, Copy)]
+struct Profile {
+    loops: u64,
+    polls: u64,
+    cyc_poll: u64,
+    cyc_xenstore: u64,
+    cyc_process: u64,
+    cyc_timers: u64,
 }
 
 impl core::fmt::Debug for Service {
@@ -112,6 +124,7 @@ impl Service {
             defaults,
             modules: modules.into_iter().map(|(a, s)| (a, s, false)).collect(),
             last_stats_ns: 0,
+            prof: Profile::default(),
         }
     }
 
@@ -141,12 +154,22 @@ impl Service {
             for &p in &ports {
                 evtchn::clear(p);
             }
+            self.prof.loops += 1;
+            let t0 = crate::arch::rdtsc();
             self.handle_xenstore();
+            let t1 = crate::arch::rdtsc();
             let more = self.process_all();
+            let t2 = crate::arch::rdtsc();
             self.timers();
+            let t3 = crate::arch::rdtsc();
+            self.prof.cyc_xenstore += t1.wrapping_sub(t0);
+            self.prof.cyc_process += t2.wrapping_sub(t1);
+            self.prof.cyc_timers += t3.wrapping_sub(t2);
             if !more {
                 let deadline = time::system_time_ns() + STATS_PERIOD_NS;
+                self.prof.polls += 1;
                 let _ = sched::poll(&ports, self.next_deadline().min(deadline));
+                self.prof.cyc_poll += crate::arch::rdtsc().wrapping_sub(t3);
             }
         }
     }
@@ -357,6 +380,21 @@ impl Service {
                 (format!("{base}/copy_calls"), c.copy_calls.to_string()),
                 (format!("{base}/safety_net_unmaps"), c.safety_net_unmaps.to_string()),
                 (format!("{base}/free_kib"), (crate::mem::free_bytes() >> 10).to_string()),
+                (format!("{base}/loops"), self.prof.loops.to_string()),
+                (format!("{base}/polls"), self.prof.polls.to_string()),
+                (format!("{base}/mcyc_poll"), (self.prof.cyc_poll >> 20).to_string()),
+                (format!("{base}/mcyc_xenstore"), (self.prof.cyc_xenstore >> 20).to_string()),
+                (format!("{base}/mcyc_process"), (self.prof.cyc_process >> 20).to_string()),
+                (format!("{base}/mcyc_timers"), (self.prof.cyc_timers >> 20).to_string()),
+                (format!("{base}/hc_sched"), crate::hypercall::count(xen_sys_mini::hypercall::SCHED_OP).to_string()),
+                (
+                    format!("{base}/hc_evtchn"),
+                    crate::hypercall::count(xen_sys_mini::hypercall::EVENT_CHANNEL_OP).to_string()
+                ),
+                (
+                    format!("{base}/hc_gnttab"),
+                    crate::hypercall::count(xen_sys_mini::hypercall::GRANT_TABLE_OP).to_string()
+                ),
             ];
             let _ = self.xs.write_all(&pairs);
         }

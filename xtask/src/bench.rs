@@ -55,6 +55,7 @@ pub fn build_blkload() -> Result<std::path::PathBuf> {
 pub fn cmd_bench(args: &[String]) -> Result<i32> {
     let mut backends: Vec<String> = BACKENDS.iter().map(|s| (*s).to_string()).collect();
     let mut seconds = 8u32;
+    let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -68,6 +69,9 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
                     return Err(format!("unknown backend `{b}`; available: {}", BACKENDS.join(", ")));
                 }
             }
+            "--only" => {
+                only = Some(it.next().ok_or("--only needs rw:bs:qd[,...]")?.clone());
+            }
             "--seconds" => {
                 seconds = it.next().ok_or("--seconds needs a value")?.parse().map_err(|e| format!("--seconds: {e}"))?;
             }
@@ -77,13 +81,17 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
     let images = images::build()?;
     let blkload = build_blkload()?;
     let uk = crate::kernel::build()?;
-    let workloads: Vec<String> = WORKLOADS.iter().map(|(rw, bs, qd)| format!("{rw}:{bs}:{qd}")).collect();
+    let workloads: Vec<String> = WORKLOADS
+        .iter()
+        .map(|(rw, bs, qd)| format!("{rw}:{bs}:{qd}"))
+        .filter(|w| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == w)))
+        .collect();
     let env = format!(
         "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\n",
         backends.join(" "),
         workloads.join(" ")
     );
-    let per_backend = 60 + u64::from(seconds) * WORKLOADS.len() as u64 * 2;
+    let per_backend = 90 + u64::from(seconds) * WORKLOADS.len() as u64 * 2;
     let run = Run {
         name: "bench",
         script: sh::root().join("images/testbed/scenarios/bench.sh"),
@@ -108,10 +116,14 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         let mut w = serde_json::Map::new();
         for (rw, bs, qd) in WORKLOADS {
             let key = format!("{rw}.{bs}.{qd}");
-            let mut v: Value = report
-                .metric(&format!("bench.{b}.{key}"))
-                .and_then(|s| serde_json::from_str(s).ok())
-                .ok_or(format!("no result for {b} {key}"))?;
+            let Some(mut v): Option<Value> =
+                report.metric(&format!("bench.{b}.{key}")).and_then(|s| serde_json::from_str(s).ok())
+            else {
+                if workloads.contains(&format!("{rw}:{bs}:{qd}")) {
+                    return Err(format!("no result for {b} {key}"));
+                }
+                continue;
+            };
             let cpu: f64 =
                 report.metric(&format!("{b}.{key}.dd_cpu_s")).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
             let gib = v["bytes"].as_f64().unwrap_or(0.0) / f64::from(1u32 << 30);
@@ -153,7 +165,11 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         std::fs::write(&f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
     }
     sh::say(format!("wrote {}", dir.join("latest.json").display()));
-    let svg = chart_svg(&backends, &results, &format!("xen-blkback-rs vs a Linux driver domain ({seconds}s per workload, TCG test bed)"));
+    let svg = chart_svg(
+        &backends,
+        &results,
+        &format!("xen-blkback-rs vs a Linux driver domain ({seconds}s per workload, TCG test bed)"),
+    );
     let svg_path = dir.join("latest.svg");
     std::fs::write(&svg_path, svg).map_err(|e| e.to_string())?;
     let png_path = dir.join("latest.png");
@@ -187,9 +203,16 @@ fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
     for (rw, bs, qd) in WORKLOADS {
         let key = format!("{rw}.{bs}.{qd}");
         let base = &r[&backends[0]]["workloads"][&key];
+        if base.is_null() {
+            continue;
+        }
         for b in backends {
             let v = &r[b]["workloads"][&key];
-            let ratio = if b == &backends[0] { String::from("-") } else { format!("{:.2}x", fnum(&v["iops"]) / fnum(&base["iops"])) };
+            let ratio = if b == &backends[0] {
+                String::from("-")
+            } else {
+                format!("{:.2}x", fnum(&v["iops"]) / fnum(&base["iops"]))
+            };
             println!(
                 "{:<18} {:<14} {:>9.1} {:>9.0} {:>9} {:>10.2} {:>10}",
                 workload_name(rw, *bs, *qd),
@@ -217,10 +240,14 @@ fn chart_svg(backends: &[String], r: &BTreeMap<String, Value>, title: &str) -> S
     let colors = ["#777777", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e"];
     let (w, h, left, top, bottom) = (1100.0, 520.0, 70.0, 60.0, 110.0);
     let plot_h = h - top - bottom;
-    let groups = WORKLOADS.len() as f64;
+    let present: Vec<&(&str, u32, u32)> = WORKLOADS
+        .iter()
+        .filter(|(rw, bs, qd)| !r[&backends[0]]["workloads"][&format!("{rw}.{bs}.{qd}")].is_null())
+        .collect();
+    let groups = present.len().max(1) as f64;
     let gw = (w - left - 20.0) / groups;
     let bw = (gw - 16.0) / backends.len() as f64;
-    let ratios: Vec<Vec<f64>> = WORKLOADS
+    let ratios: Vec<Vec<f64>> = present
         .iter()
         .map(|(rw, bs, qd)| {
             let key = format!("{rw}.{bs}.{qd}");
@@ -247,7 +274,7 @@ fn chart_svg(backends: &[String], r: &BTreeMap<String, Value>, title: &str) -> S
         );
         t += if max > 6.0 { 1.0 } else { 0.5 };
     }
-    for (gi, ((rw, bs, qd), rs)) in WORKLOADS.iter().zip(&ratios).enumerate() {
+    for (gi, ((rw, bs, qd), rs)) in present.iter().zip(&ratios).enumerate() {
         let gx = left + gi as f64 * gw + 8.0;
         for (bi, v) in rs.iter().enumerate() {
             let v = if v.is_finite() { *v } else { 0.0 };

@@ -62,9 +62,16 @@ bench_backend() {
         metric "$b.$rw.$bs.$qd.dd_cpu_s" "$(awk -v a="$c0" -v b="$(xl_cpu "$dom")" 'BEGIN { printf "%.2f", b - a }')"
     done
 
+    for k in loops polls mcyc_poll mcyc_xenstore mcyc_process mcyc_timers hc_sched hc_evtchn hc_gnttab; do
+        v=$(xenstore-read "/local/domain/$DD/data/blkback/$k" 2>/dev/null) && info "$b profile $k=$v"
+    done
     step "$b: detach and destroy"
     xl block-detach 0 xvdb || fail "block-detach from $dom"
     xl destroy "$dom" || fail "destroy $dom"
+    # Xen scrubs the freed memory in its idle loop, on the CPUs the next backend uses:
+    # let it finish before measuring anything else (seen: QD1 latency 5x worse without).
+    step "$b: let Xen scrub the freed memory"
+    sleep "${SETTLE_S:-20}"
 }
 
 # The unikernel: one configuration, the data path chosen per disk by its target.
