@@ -1160,7 +1160,9 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
             let s = (u64::from(p.u16()) % ((DISK - len) as u64 / 512)) as usize * 512;
             cmd < 4 && in_flight_writes.iter().any(|&(a, e)| s < e && a < s + len)
         };
-        if fe.free_slots(q) == 0 || (writes_outstanding && (4..=7).contains(&cmd)) || overlap {
+        // Reads and discards wait for earlier writes and discards; writes wait only for
+        // overlapping ones.
+        if fe.free_slots(q) == 0 || (writes_outstanding && ((4..=7).contains(&cmd) || cmd == 11)) || overlap {
             writes_outstanding = false;
             in_flight_writes.clear();
             let done = h.run(&mut dev, &mut fe);
@@ -1262,8 +1264,12 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                 fe.simple(op, sector, n, secure);
                 if op == BLKIF_OP_DISCARD && sector + n <= (DISK / 512) as u64 {
                     let s = sector as usize * 512;
-                    model[s..s + n as usize * 512].fill(0);
-                    reads.retain(|_, (o, l)| *o + *l <= s || *o >= s + n as usize * 512);
+                    let e = s + n as usize * 512;
+                    model[s..e].fill(0);
+                    reads.retain(|_, (o, l)| *o + *l <= s || *o >= e);
+                    // A discard is a write for ordering purposes.
+                    writes_outstanding = true;
+                    in_flight_writes.push((s, e));
                 }
             }
             12 => {
