@@ -219,7 +219,7 @@ fn verify_main(argv: &[String]) -> i32 {
         for _ in 0..ops {
             let len = VERIFY_SIZES[(rng(&mut x) % VERIFY_SIZES.len() as u64) as usize].min(span);
             let off = (rng(&mut x) as usize % (span - len + 1)) & !511;
-            let write = rng(&mut x) % 2 == 0;
+            let write = rng(&mut x).is_multiple_of(2);
             io(write, off, len, &mut model, &mut x)?;
             if write {
                 written += len as u64;
