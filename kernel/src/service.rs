@@ -65,7 +65,7 @@ type Dev = Device<ForeignMap, AnyStore>;
 
 #[derive(Debug)]
 enum Entry {
-    Serving(Dev, Option<u64>),
+    Serving(alloc::boxed::Box<Dev>, Option<u64>),
     /// The target was refused; kept so rescans do not retry it.
     Failed,
 }
@@ -280,8 +280,10 @@ impl Service {
                 return;
             }
         };
-        let mut cfg = DeviceConfig::default();
-        cfg.path = if target.copy.unwrap_or(self.defaults.copy) { DataPath::Copy } else { DataPath::Map };
+        let mut cfg = DeviceConfig {
+            path: if target.copy.unwrap_or(self.defaults.copy) { DataPath::Copy } else { DataPath::Map },
+            ..DeviceConfig::default()
+        };
         cfg.adv.persistent = target.persistent.unwrap_or(self.defaults.persistent);
         cfg.adv.max_indirect_segments = self.defaults.max_indirect_segments;
         if matches!(target.kind, TargetKind::Null(_)) && cfg.path == DataPath::Copy {
@@ -300,7 +302,7 @@ impl Service {
                 if let Err(e) = d.watch(&mut self.xs, &be) {
                     error!("{be}: watch: {e}");
                 }
-                self.devices.insert(be.clone(), Entry::Serving(d, None));
+                self.devices.insert(be.clone(), Entry::Serving(alloc::boxed::Box::new(d), None));
                 self.update(&be);
             }
             Err(e) => {
@@ -354,7 +356,8 @@ impl Service {
         let due: Vec<String> = self
             .devices
             .iter()
-            .filter_map(|(k, e)| matches!(e, Entry::Serving(_, Some(t)) if *t <= now).then(|| k.clone()))
+            .filter(|(_, e)| matches!(e, Entry::Serving(_, Some(t)) if *t <= now))
+            .map(|(k, _)| k.clone())
             .collect();
         for be in due {
             if let Some(Entry::Serving(mut d, _)) = self.devices.remove(&be) {

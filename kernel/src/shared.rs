@@ -97,6 +97,7 @@ impl SharedMem {
             if (q as usize).is_multiple_of(8) && out.len() - i >= 8 {
                 // SAFETY: `[off + i, off + i + 8)` is inside the checked window and 8-byte
                 // aligned; a volatile load of plain data.
+                #[allow(clippy::cast_ptr_alignment)] // alignment checked just above
                 let v = unsafe { q.cast::<u64>().read_volatile() };
                 out[i..i + 8].copy_from_slice(&v.to_ne_bytes());
                 i += 8;
@@ -119,7 +120,10 @@ impl SharedMem {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(&data[i..i + 8]);
                 // SAFETY: inside the checked window, 8-byte aligned; volatile store.
-                unsafe { q.cast::<u64>().write_volatile(u64::from_ne_bytes(w)) };
+                #[allow(clippy::cast_ptr_alignment)] // alignment checked just above
+                unsafe {
+                    q.cast::<u64>().write_volatile(u64::from_ne_bytes(w));
+                }
                 i += 8;
             } else {
                 // SAFETY: inside the checked window; volatile byte write.
