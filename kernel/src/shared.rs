@@ -95,10 +95,11 @@ impl SharedMem {
         while i < out.len() {
             let q = p.wrapping_add(i);
             if (q as usize).is_multiple_of(8) && out.len() - i >= 8 {
+                #[allow(clippy::cast_ptr_alignment)] // 8-byte alignment checked just above
+                let q64 = q.cast::<u64>();
                 // SAFETY: `[off + i, off + i + 8)` is inside the checked window and 8-byte
-                // aligned; a volatile load of plain data.
-                #[allow(clippy::cast_ptr_alignment)] // alignment checked just above
-                let v = unsafe { q.cast::<u64>().read_volatile() };
+                // aligned (checked just above); a volatile load of plain data.
+                let v = unsafe { q64.read_volatile() };
                 out[i..i + 8].copy_from_slice(&v.to_ne_bytes());
                 i += 8;
             } else {
@@ -119,11 +120,11 @@ impl SharedMem {
             if (q as usize).is_multiple_of(8) && data.len() - i >= 8 {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(&data[i..i + 8]);
-                // SAFETY: inside the checked window, 8-byte aligned; volatile store.
-                #[allow(clippy::cast_ptr_alignment)] // alignment checked just above
-                unsafe {
-                    q.cast::<u64>().write_volatile(u64::from_ne_bytes(w));
-                }
+                #[allow(clippy::cast_ptr_alignment)] // 8-byte alignment checked just above
+                let q64 = q.cast::<u64>();
+                // SAFETY: inside the checked window, 8-byte aligned (checked just above);
+                // a volatile store.
+                unsafe { q64.write_volatile(u64::from_ne_bytes(w)) };
                 i += 8;
             } else {
                 // SAFETY: inside the checked window; volatile byte write.
