@@ -19,7 +19,7 @@ use sh::Result;
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
-  demo                       boot the test bed and show a Linux guest using a served disk
+  demo                       boot the test bed: the Rust driver domain serves disks to Linux guests
   test                       everything CI runs: fmt, clippy, host tests, nested scenarios
   scenario <name> [-v]       run one nested scenario (`cargo xtask scenario list`)
   bench [--backend linux] [--seconds N]
@@ -56,7 +56,7 @@ fn dispatch(args: &[String]) -> Result<i32> {
             }
             Some(name) => scenarios::cmd_scenario(name, verbose),
         },
-        Some("demo") => scenarios::cmd_scenario("linux-dd", true),
+        Some("demo") => scenarios::cmd_scenario("unikernel-dd", false),
         Some("bench") => bench::cmd_bench(&args[1..]),
         Some("test") => cmd_test(),
         Some("-h" | "--help" | "help") | None => {

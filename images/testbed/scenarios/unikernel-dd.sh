@@ -60,6 +60,7 @@ dd if=/dev/urandom of=/tmp/f1 bs=1048576 count=8 2>/dev/null
 cp /tmp/f1 /bin/busybox /usr/lib/xen-4.17/bin/xl /mnt/x/ || fail "copy files"
 mkdir -p /mnt/x/tree && cp -r /etc /mnt/x/tree/ || fail "copy a tree"
 want=$(cd /mnt/x && md5sum f1 busybox xl | md5sum)
+info "mounted: $(df -h /mnt/x | awk 'NR == 2 { print $1 " " $2 " size, " $3 " used, on " $6 }'); $(ls /mnt/x | tr '\n' ' ')"
 sync
 umount /mnt/x || fail "umount"
 e2fsck -fn /dev/xvdb >/tmp/fsck.log 2>&1 || { cat /tmp/fsck.log; fail "fsck found problems"; }
