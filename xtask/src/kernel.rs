@@ -18,14 +18,19 @@ pub fn build() -> Result<PathBuf> {
             TARGET,
         ]))
     })?;
-    let elf = sh::root().join(format!("target/{TARGET}/release/xen-blkback-rs"));
+    let full = sh::root().join(format!("target/{TARGET}/release/xen-blkback-rs"));
+    // The image Xen loads carries no symbol table; the unstripped one stays next to it
+    // for addr2line on a crash dump's rip.
+    let elf = sh::root().join("target/xen-blkback-rs.elf");
+    sh::output(sh::cmd("objcopy").arg("--strip-all").arg(&full).arg(&elf))?;
     let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let entry = pvh_entry(&bytes)?;
     let loaded = load_size(&bytes)?;
     sh::say(format!(
-        "image {}: {} KiB file, {} KiB loaded, PVH entry (XEN_ELFNOTE_PHYS32_ENTRY) at {entry:#x}",
+        "image {} ({} KiB, unstripped: {}), {} KiB loaded, PVH entry (XEN_ELFNOTE_PHYS32_ENTRY) at {entry:#x}",
         elf.display(),
         bytes.len() / 1024,
+        full.display(),
         loaded / 1024
     ));
     Ok(elf)
