@@ -375,17 +375,7 @@ impl<M: crate::hv::Page> Connection<M> {
                 }
             }
         }
-        if !reqs.is_empty() {
-            self.stats.map_calls = self.stats.map_calls.saturating_add(1);
-            self.stats.map_ops = self.stats.map_ops.saturating_add(reqs.len() as u64);
-            for ((wi, pi), (r, res)) in owners.into_iter().zip(reqs.iter().zip(g.map(&reqs))) {
-                let Ok(m) = res else { continue };
-                let rc = self.keep(r.gref, m, persistent);
-                if let Some(slot) = pages.get_mut(wi).and_then(|v| v.get_mut(pi)) {
-                    *slot = Some(rc);
-                }
-            }
-        }
+        self.map_into(g, &reqs, &owners, &mut pages, persistent);
         for (w, maps) in work.iter_mut().zip(pages) {
             let Segments::Indirect { count, .. } = w.req.segs else {
                 continue;
@@ -416,6 +406,30 @@ impl<M: crate::hv::Page> Connection<M> {
             }
             for m in maps.into_iter().flatten() {
                 release(m, unmap);
+            }
+        }
+    }
+
+    /// Maps `reqs` in one batch and puts each mapping into `slots[owner.0][owner.1]`
+    /// (kept in the persistent pool when `persistent`); a failed op leaves its slot empty.
+    fn map_into<G: Grants<Mapping = M>>(
+        &mut self,
+        g: &mut G,
+        reqs: &[MapReq],
+        owners: &[(usize, usize)],
+        slots: &mut [Vec<Option<Rc<M>>>],
+        persistent: bool,
+    ) {
+        if reqs.is_empty() {
+            return;
+        }
+        self.stats.map_calls = self.stats.map_calls.saturating_add(1);
+        self.stats.map_ops = self.stats.map_ops.saturating_add(reqs.len() as u64);
+        for (&(wi, si), (r, res)) in owners.iter().zip(reqs.iter().zip(g.map(reqs))) {
+            let Ok(m) = res else { continue };
+            let rc = self.keep(r.gref, m, persistent);
+            if let Some(slot) = slots.get_mut(wi).and_then(|v| v.get_mut(si)) {
+                *slot = Some(rc);
             }
         }
     }
@@ -465,17 +479,7 @@ impl<M: crate::hv::Page> Connection<M> {
                 }
             }
         }
-        if !reqs.is_empty() {
-            self.stats.map_calls = self.stats.map_calls.saturating_add(1);
-            self.stats.map_ops = self.stats.map_ops.saturating_add(reqs.len() as u64);
-            for ((wi, si), (r, res)) in owners.into_iter().zip(reqs.iter().zip(g.map(&reqs))) {
-                let Ok(m) = res else { continue };
-                let rc = self.keep(r.gref, m, persistent);
-                if let Some(slot) = bufs.get_mut(wi).and_then(|v| v.get_mut(si)) {
-                    *slot = Some(rc);
-                }
-            }
-        }
+        self.map_into(g, &reqs, &owners, &mut bufs, persistent);
         for (w, maps) in work.iter_mut().zip(bufs) {
             if w.failed.is_some() {
                 continue;
