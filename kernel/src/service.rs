@@ -66,8 +66,9 @@ type Dev = Device<ForeignMap, AnyStore>;
 #[derive(Debug)]
 enum Entry {
     Serving(alloc::boxed::Box<Dev>, Option<u64>),
-    /// The target was refused; kept so rescans do not retry it.
-    Failed,
+    /// The target was refused; kept so rescans do not retry it. The time is when its
+    /// directory goes, once the toolstack detached it.
+    Failed(Option<u64>),
 }
 
 /// Defaults from the driver domain's command line.
@@ -177,7 +178,10 @@ impl Service {
     fn next_deadline(&self) -> u64 {
         self.devices
             .values()
-            .filter_map(|e| if let Entry::Serving(_, Some(t)) = e { Some(*t) } else { None })
+            .filter_map(|e| match e {
+                Entry::Serving(_, Some(t)) | Entry::Failed(Some(t)) => Some(*t),
+                _ => None,
+            })
             .min()
             .unwrap_or(u64::MAX)
     }
@@ -276,7 +280,9 @@ impl Service {
                 let _ = HvXs::write(&mut self.xs, &format!("{be}/hotplug-error"), &format!("target `{params}`: {e}"));
                 let _ = HvXs::write(&mut self.xs, &format!("{be}/hotplug-status"), "error");
                 let _ = HvXs::write(&mut self.xs, &format!("{be}/state"), &format!("{}", XenbusState::Closed as u32));
-                self.devices.insert(be, Entry::Failed);
+                // Watch it: when the toolstack gives up (online = 0) the directory goes.
+                let _ = HvXs::watch(&mut self.xs, &be, &be);
+                self.devices.insert(be, Entry::Failed(None));
                 return;
             }
         };
@@ -308,12 +314,24 @@ impl Service {
             Err(e) => {
                 error!("{be}: {e}");
                 let _ = HvXs::write(&mut self.xs, &format!("{be}/hotplug-error"), &e);
-                self.devices.insert(be, Entry::Failed);
+                let _ = HvXs::watch(&mut self.xs, &be, &be);
+                self.devices.insert(be, Entry::Failed(None));
             }
         }
     }
 
     fn update(&mut self, be: &str) {
+        if let Some(Entry::Failed(remove_at)) = self.devices.get(be) {
+            let online = HvXs::read(&mut self.xs, &format!("{be}/online")).ok().flatten();
+            if remove_at.is_none() && online.as_deref().map(str::trim) == Some("0") {
+                // As for a served device: Closed first (libxl waits for it), then the
+                // directory, after the grace.
+                let _ = HvXs::write(&mut self.xs, &format!("{be}/state"), &format!("{}", XenbusState::Closed as u32));
+                let t = time::system_time_ns() + REMOVE_GRACE_NS;
+                self.devices.insert(be.to_string(), Entry::Failed(Some(t)));
+            }
+            return;
+        }
         let Some(Entry::Serving(d, remove_at)) = self.devices.get_mut(be) else {
             return;
         };
@@ -356,15 +374,21 @@ impl Service {
         let due: Vec<String> = self
             .devices
             .iter()
-            .filter(|(_, e)| matches!(e, Entry::Serving(_, Some(t)) if *t <= now))
+            .filter(|(_, e)| matches!(e, Entry::Serving(_, Some(t)) | Entry::Failed(Some(t)) if *t <= now))
             .map(|(k, _)| k.clone())
             .collect();
         for be in due {
-            if let Some(Entry::Serving(mut d, _)) = self.devices.remove(&be) {
-                match d.remove(&mut self.xs, &be) {
+            match self.devices.remove(&be) {
+                Some(Entry::Serving(mut d, _)) => match d.remove(&mut self.xs, &be) {
                     Ok(()) => info!("{be}: detached, directory removed"),
                     Err(e) => error!("{be}: removing the directory: {e}"),
+                },
+                Some(Entry::Failed(_)) => {
+                    let _ = HvXs::unwatch(&mut self.xs, &be, &be);
+                    let _ = HvXs::rm(&mut self.xs, &be);
+                    info!("{be}: refused device detached, directory removed");
                 }
+                None => {}
             }
         }
         if now.saturating_sub(self.last_stats_ns) >= STATS_PERIOD_NS {

@@ -113,6 +113,19 @@ attach0 xvdc 51744 rw ram:16M
 blkload --verify --dev /dev/xvdc --span-mib 16 --ops 20 --seed 9 || fail "verification after re-attach"
 detach0 xvdc 51744
 
+step "a bad target= is refused with a message, not a hang"
+( xl block-attach 0 "format=raw, vdev=xvde, access=rw, backend=$UK, target=bogus:1" >/tmp/bad-attach.log 2>&1; echo "rc=$?" >>/tmp/bad-attach.log ) &
+wait_for 15 xenstore-exists "$(be 0 51776)/hotplug-error" || fail "no hotplug-error for a bad target"
+info "hotplug-error: $(xenstore-read "$(be 0 51776)/hotplug-error")"
+grep -q "target .bogus:1." "$LOG" || fail "the driver domain's console does not say why"
+wait_for 40 grep -q "rc=" /tmp/bad-attach.log || fail "xl block-attach with a bad target hangs"
+grep -q "rc=0" /tmp/bad-attach.log && fail "xl block-attach with a bad target succeeded"
+info "xl said: $(tr '\n' ' ' </tmp/bad-attach.log)"
+# libxl leaves the refused device for the admin to remove: detaching it must work.
+xl block-detach 0 xvde || fail "xl block-detach of the refused device"
+wait_for 15 xs_gone "$(be 0 51776)" || fail "the refused device's directory stayed: $(xenstore-ls "$(be 0 51776)" 2>&1 | tr '\n' ' ')"
+test -b /dev/xvde && fail "/dev/xvde appeared for a refused target"
+
 step "a Linux domU uses a disk of the unikernel"
 follow_console fe-linux
 sed -e "s/@BACKEND@/$UK/" -e 's|@TARGET@|ram:64M|' -e 's/role=fe"/role=fe fe_loop=1"/' \
