@@ -88,6 +88,8 @@ pub struct Service {
     devices: BTreeMap<String, Entry>,
     defaults: Defaults,
     modules: Vec<(u64, u64, bool)>,
+    /// Which boot module a device serves (released when the device goes).
+    module_of: BTreeMap<String, usize>,
     last_stats_ns: u64,
     prof: Profile,
 }
@@ -124,6 +126,7 @@ impl Service {
             devices: BTreeMap::new(),
             defaults,
             modules: modules.into_iter().map(|(a, s)| (a, s, false)).collect(),
+            module_of: BTreeMap::new(),
             last_stats_ns: 0,
             prof: Profile::default(),
         }
@@ -233,8 +236,19 @@ impl Service {
                 for p in d.watches() {
                     let _ = HvXs::unwatch(&mut self.xs, &p, &be);
                 }
+                drop(d);
+                self.release_module(&be);
             }
             info!("{be}: gone");
+        }
+    }
+
+    /// The module a removed device served can be served again (its contents stay).
+    fn release_module(&mut self, be: &str) {
+        if let Some(n) = self.module_of.remove(be) {
+            if let Some(m) = self.modules.get_mut(n) {
+                m.2 = false;
+            }
         }
     }
 
@@ -308,11 +322,19 @@ impl Service {
                 if let Err(e) = d.watch(&mut self.xs, &be) {
                     error!("{be}: watch: {e}");
                 }
+                if let TargetKind::Module(n) = target.kind {
+                    self.module_of.insert(be.clone(), n);
+                }
                 self.devices.insert(be.clone(), Entry::Serving(alloc::boxed::Box::new(d), None));
                 self.update(&be);
             }
             Err(e) => {
                 error!("{be}: {e}");
+                if let TargetKind::Module(n) = target.kind {
+                    if let Some(m) = self.modules.get_mut(n) {
+                        m.2 = false;
+                    }
+                }
                 let _ = HvXs::write(&mut self.xs, &format!("{be}/hotplug-error"), &e);
                 let _ = HvXs::watch(&mut self.xs, &be, &be);
                 self.devices.insert(be, Entry::Failed(None));
@@ -379,10 +401,14 @@ impl Service {
             .collect();
         for be in due {
             match self.devices.remove(&be) {
-                Some(Entry::Serving(mut d, _)) => match d.remove(&mut self.xs, &be) {
-                    Ok(()) => info!("{be}: detached, directory removed"),
-                    Err(e) => error!("{be}: removing the directory: {e}"),
-                },
+                Some(Entry::Serving(mut d, _)) => {
+                    match d.remove(&mut self.xs, &be) {
+                        Ok(()) => info!("{be}: detached, directory removed"),
+                        Err(e) => error!("{be}: removing the directory: {e}"),
+                    }
+                    drop(d);
+                    self.release_module(&be);
+                }
                 Some(Entry::Failed(_)) => {
                     let _ = HvXs::unwatch(&mut self.xs, &be, &be);
                     let _ = HvXs::rm(&mut self.xs, &be);

@@ -23,7 +23,10 @@ detach0() {
 
 step "create the unikernel driver domain"
 follow_console $UK
+# A 4 MiB image with known contents, given to the driver domain as its boot module.
+dd if=/dev/urandom of=/tmp/module.img bs=1048576 count=4 2>/dev/null
 sed "s/@CMDLINE@/path=map persistent=1 indirect=256/" /etc/xen/testbed/uk-dd.cfg > /tmp/uk-dd.cfg
+echo 'ramdisk = "/tmp/module.img"' >> /tmp/uk-dd.cfg
 t0=$(now_ms)
 xl create /tmp/uk-dd.cfg || fail "xl create $UK"
 wait_for 60 grep -q "blkback: serving" "$LOG" || fail "the driver domain never started serving"
@@ -112,6 +115,19 @@ test -b /dev/xvdc && fail "/dev/xvdc still present"
 attach0 xvdc 51744 rw ram:16M
 blkload --verify --dev /dev/xvdc --span-mib 16 --ops 20 --seed 9 || fail "verification after re-attach"
 detach0 xvdc 51744
+
+step "an image given as ramdisk= is served in place (target=module)"
+attach0 xvdf 51792 rw module
+[ "$(xenstore-read "$(be 0 51792)/sectors")" = 8192 ] || fail "module disk: sectors != 8192"
+[ "$(dd if=/dev/xvdf bs=1048576 count=4 iflag=direct 2>/dev/null | md5sum)" = "$(md5sum < /tmp/module.img)" ] ||
+    fail "the module disk does not read back as the image"
+dd if=/dev/urandom of=/tmp/patch bs=65536 count=1 2>/dev/null
+dd if=/tmp/patch of=/dev/xvdf bs=65536 seek=10 oflag=direct 2>/dev/null || fail "write to the module disk"
+detach0 xvdf 51792
+attach0 xvdf 51792 rw module
+[ "$(dd if=/dev/xvdf bs=65536 skip=10 count=1 iflag=direct 2>/dev/null | md5sum)" = "$(md5sum < /tmp/patch)" ] ||
+    fail "a write to the module disk did not survive detach and re-attach"
+detach0 xvdf 51792
 
 step "a bad target= is refused with a message, not a hang"
 ( xl block-attach 0 "format=raw, vdev=xvde, access=rw, backend=$UK, target=bogus:1" >/tmp/bad-attach.log 2>&1; echo "rc=$?" >>/tmp/bad-attach.log ) &
