@@ -96,6 +96,21 @@ fn cmd_test() -> Result<i32> {
             "warnings",
         ])),
     );
+    // The unikernel itself: its modules only exist for the bare-metal target.
+    check(
+        "clippy (unikernel target)",
+        sh::run(sh::cmd(cargo).current_dir(sh::root()).args([
+            "clippy",
+            "-p",
+            "kernel",
+            "--target",
+            kernel::TARGET,
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ])),
+    );
     check("host tests", sh::run(sh::cmd(cargo).current_dir(sh::root()).args(["test", "--workspace"])));
     match images::build() {
         Ok(images) => {
