@@ -1,9 +1,12 @@
 //! Arbitrary bytes into the ring, the requests and the indirect pages of a mock frontend,
-//! through the whole engine (`blkback::testing::fuzz_ring` holds the logic and the
-//! invariants; the corpus is replayed by `backends/blk/tests/fuzz_corpus.rs`).
+//! through the whole engine. The model and its invariants are in
+//! `backends/blk/tests/fuzz_model/` (shared with the corpus replay that `cargo test` runs).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../../backends/blk/tests/fuzz_model/mod.rs"]
+mod fuzz_model;
+
 fuzz_target!(|data: &[u8]| {
-    let _ = blkback::testing::fuzz_ring(data);
+    let _ = fuzz_model::fuzz_ring(data);
 });

@@ -90,3 +90,23 @@ pub fn unmask(port: EvtchnPort) -> XenResult<()> {
 pub fn masked(port: EvtchnPort) -> bool {
     with_bit(port, MASK, |w, b| w.load(Ordering::Acquire) & b != 0).unwrap_or(false)
 }
+
+/// Event channels as the runtime's `EventChannel`: every bound port is masked (no upcalls;
+/// `SCHEDOP_poll` still wakes on it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Evtchn;
+
+impl xen_hv::EventChannel for Evtchn {
+    fn bind(&mut self, remote: DomId, remote_port: EvtchnPort) -> Result<EvtchnPort, i32> {
+        let p = bind_interdomain(remote, remote_port).map_err(|e| e.0)?;
+        mask(p);
+        Ok(p)
+    }
+    fn notify(&mut self, port: EvtchnPort) {
+        notify(port);
+    }
+    fn close(&mut self, port: EvtchnPort) {
+        let _ = close(port);
+        clear(port);
+    }
+}

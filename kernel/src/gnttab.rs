@@ -14,12 +14,13 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use xen_hv::{CopyOp, CopyPtr, GrantError, MapReq, MemError};
 use xen_sys_mini::grant_table::*;
 use xen_sys_mini::hypercall::GRANT_TABLE_OP;
 use xen_sys_mini::memory::XENMAPSPACE_GRANT_TABLE;
 use xen_sys_mini::{DomId, GrantRef, DOMID_SELF};
 
-use crate::hypercall::{self, XenError, XenResult};
+use crate::hypercall::{self, XenResult};
 use crate::mem;
 use crate::shared::SharedMem;
 
@@ -32,15 +33,10 @@ pub const MAP_SLOTS: u32 = 65536;
 /// Refs Xen's tools reserve (`GNTTAB_NR_RESERVED_ENTRIES`: console, xenstore).
 const RESERVED_REFS: u32 = 8;
 
-/// Why a grant operation failed.
+/// Why granting or ending access to one of our own pages failed (foreign grants fail with
+/// `xen_hv::GrantError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GntError {
-    /// Xen's per-op status (`GNTST_*`), e.g. a bad ref from the other domain.
-    Status(i16),
-    /// The whole hypercall failed.
-    Hypercall(XenError),
-    /// All mapping slots are in use.
-    NoSlot,
     /// Our table has no free entry.
     NoFreeRef,
     /// The other side still has the page mapped or is copying: retry later.
@@ -228,18 +224,10 @@ fn release_slot(slot: u32, reusable: bool) {
     }
 }
 
-/// What to map.
-#[derive(Debug, Clone, Copy)]
-pub struct MapReq {
-    pub dom: DomId,
-    pub gref: GrantRef,
-    pub readonly: bool,
-}
-
 /// Maps every request with one `GNTTABOP_map_grant_ref` hypercall. Each result is the
 /// mapping or why that op failed; a failure never affects the other ops.
-pub fn map_batch(reqs: &[MapReq]) -> Vec<Result<ForeignMap, GntError>> {
-    let mut out: Vec<Result<ForeignMap, GntError>> = Vec::with_capacity(reqs.len());
+pub fn map_batch(reqs: &[MapReq]) -> Vec<Result<ForeignMap, GrantError>> {
+    let mut out: Vec<Result<ForeignMap, GrantError>> = Vec::with_capacity(reqs.len());
     if reqs.is_empty() {
         return out;
     }
@@ -247,7 +235,7 @@ pub fn map_batch(reqs: &[MapReq]) -> Vec<Result<ForeignMap, GntError>> {
     let (slots, base) = {
         let mut g = STATE.lock();
         let Some(s) = g.as_mut() else {
-            return reqs.iter().map(|_| Err(GntError::NoSlot)).collect();
+            return reqs.iter().map(|_| Err(GrantError::NoSlot)).collect();
         };
         let slots: Vec<Option<u32>> = reqs.iter().map(|_| s.free_slots.pop_front()).collect();
         (slots, s.slot_base_gfn)
@@ -269,13 +257,13 @@ pub fn map_batch(reqs: &[MapReq]) -> Vec<Result<ForeignMap, GntError>> {
     MAP_CALLS.fetch_add(1, Ordering::Relaxed);
     MAP_OPS.fetch_add(ops.len() as u64, Ordering::Relaxed);
     let rc = op_array(GNTTABOP_MAP_GRANT_REF, &mut ops);
-    let mut results: Vec<Option<Result<(u64, GrantHandle), GntError>>> = reqs.iter().map(|_| None).collect();
+    let mut results: Vec<Option<Result<(u64, GrantHandle), GrantError>>> = reqs.iter().map(|_| None).collect();
     for (k, op) in ops.iter().enumerate() {
         let i = idx[k];
         results[i] = Some(match rc {
-            Err(e) => Err(GntError::Hypercall(e)),
+            Err(e) => Err(GrantError::Hypercall(e.0)),
             Ok(_) if op.status == gntst::OKAY => Ok((op.host_addr, op.handle)),
-            Ok(_) => Err(GntError::Status(op.status)),
+            Ok(_) => Err(GrantError::Status(op.status)),
         });
     }
     for ((r, slot), res) in reqs.iter().zip(slots).zip(results) {
@@ -290,16 +278,16 @@ pub fn map_batch(reqs: &[MapReq]) -> Vec<Result<ForeignMap, GntError>> {
             }
             (Some(slot), None) => {
                 release_slot(slot, true);
-                Err(GntError::NoSlot)
+                Err(GrantError::NoSlot)
             }
-            (None, _) => Err(GntError::NoSlot),
+            (None, _) => Err(GrantError::NoSlot),
         });
     }
     out
 }
 
 /// Unmaps every mapping with one `GNTTABOP_unmap_grant_ref` hypercall.
-pub fn unmap_batch(maps: Vec<ForeignMap>) -> Vec<Result<(), GntError>> {
+pub fn unmap_batch(maps: Vec<ForeignMap>) -> Vec<Result<(), GrantError>> {
     if maps.is_empty() {
         return Vec::new();
     }
@@ -319,9 +307,9 @@ pub fn unmap_batch(maps: Vec<ForeignMap>) -> Vec<Result<(), GntError>> {
         .zip(slots)
         .map(|(op, slot)| {
             let r = match rc {
-                Err(e) => Err(GntError::Hypercall(e)),
+                Err(e) => Err(GrantError::Hypercall(e.0)),
                 Ok(_) if op.status == gntst::OKAY => Ok(()),
-                Ok(_) => Err(GntError::Status(op.status)),
+                Ok(_) => Err(GrantError::Status(op.status)),
             };
             release_slot(slot, r.is_ok());
             r
@@ -332,15 +320,6 @@ pub fn unmap_batch(maps: Vec<ForeignMap>) -> Vec<Result<(), GntError>> {
 // ---------------------------------------------------------------------------------------
 // Copy
 
-/// One side of a copy.
-#[derive(Debug, Clone, Copy)]
-pub enum CopyPtr {
-    /// A grant of another domain (or ours, to ourselves).
-    Gref { dom: DomId, gref: GrantRef, offset: u16 },
-    /// One of our own frames.
-    Local { gfn: u64, offset: u16 },
-}
-
 fn copy_ptr(p: CopyPtr) -> (GnttabCopyPtr, bool) {
     match p {
         CopyPtr::Gref { dom, gref, offset } => (GnttabCopyPtr { u: u64::from(gref), domid: dom, offset }, true),
@@ -348,30 +327,80 @@ fn copy_ptr(p: CopyPtr) -> (GnttabCopyPtr, bool) {
     }
 }
 
-/// A copy op for `copy_batch`.
-pub fn copy_op(src: CopyPtr, dst: CopyPtr, len: u16) -> GnttabCopy {
-    let (source, sg) = copy_ptr(src);
-    let (dest, dg) = copy_ptr(dst);
+/// `gnttab_copy` for one op.
+fn copy_op(op: &CopyOp) -> GnttabCopy {
+    let (source, sg) = copy_ptr(op.src);
+    let (dest, dg) = copy_ptr(op.dst);
     let flags = if sg { GNTCOPY_SOURCE_GREF } else { 0 } | if dg { GNTCOPY_DEST_GREF } else { 0 };
-    GnttabCopy { source, dest, len, flags, status: 0 }
+    GnttabCopy { source, dest, len: op.len, flags, status: 0 }
 }
 
 /// Runs every copy with one `GNTTABOP_copy` hypercall; per-op results.
-pub fn copy_batch(ops: &mut [GnttabCopy]) -> Vec<Result<(), GntError>> {
+pub fn copy_batch(ops: &[CopyOp]) -> Vec<Result<(), GrantError>> {
     if ops.is_empty() {
         return Vec::new();
     }
+    let mut ops: Vec<GnttabCopy> = ops.iter().map(copy_op).collect();
+    let ops = ops.as_mut_slice();
     COPY_CALLS.fetch_add(1, Ordering::Relaxed);
     COPY_OPS.fetch_add(ops.len() as u64, Ordering::Relaxed);
     let rc = op_array(GNTTABOP_COPY, ops);
     ops.iter()
         .map(|op| match rc {
-            Err(e) => Err(GntError::Hypercall(e)),
+            Err(e) => Err(GrantError::Hypercall(e.0)),
             Ok(_) if op.status == gntst::OKAY => Ok(()),
             Ok(_) => {
                 COPY_ERRORS.fetch_add(1, Ordering::Relaxed);
-                Err(GntError::Status(op.status))
+                Err(GrantError::Status(op.status))
             }
         })
         .collect()
+}
+
+/// The grant table as the runtime's `Grants` (one hypercall per batch).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gnttab;
+
+impl xen_hv::Grants for Gnttab {
+    type Mapping = ForeignMap;
+
+    fn map(&mut self, reqs: &[MapReq]) -> Vec<Result<ForeignMap, GrantError>> {
+        map_batch(reqs)
+    }
+    fn unmap(&mut self, maps: Vec<ForeignMap>) -> Vec<Result<(), GrantError>> {
+        unmap_batch(maps)
+    }
+    fn copy(&mut self, ops: &[CopyOp]) -> Vec<Result<(), GrantError>> {
+        copy_batch(ops)
+    }
+}
+
+impl xen_hv::Page for ForeignMap {
+    fn read(&self, off: usize, dst: &mut [u8]) -> Result<(), MemError> {
+        self.mem().read_bytes(off, dst).map_err(|_| MemError::OutOfBounds)
+    }
+    fn write(&self, off: usize, src: &[u8]) -> Result<(), MemError> {
+        if self.readonly {
+            // Xen mapped it read-only in our p2m: a write would fault. Refuse it here.
+            return Err(MemError::ReadOnly);
+        }
+        self.mem().write_bytes(off, src).map_err(|_| MemError::OutOfBounds)
+    }
+    fn load_u32(&self, off: usize) -> Result<u32, MemError> {
+        let m = self.mem();
+        let a = m.atomic_u32(off).map_err(|_| MemError::OutOfBounds)?;
+        Ok(a.load(Ordering::Acquire))
+    }
+    fn store_u32(&self, off: usize, v: u32) -> Result<(), MemError> {
+        if self.readonly {
+            return Err(MemError::ReadOnly);
+        }
+        let m = self.mem();
+        let a = m.atomic_u32(off).map_err(|_| MemError::OutOfBounds)?;
+        a.store(v, Ordering::Release);
+        Ok(())
+    }
+    fn fence(&self) {
+        crate::shared::mb();
+    }
 }

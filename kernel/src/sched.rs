@@ -23,16 +23,15 @@ fn shutdown(reason: u32) -> XenResult<u64> {
     unsafe { hypercall::op(SCHED_OP, SCHEDOP_SHUTDOWN, &mut arg) }
 }
 
-/// Powers the domain off (normal exit).
+/// Powers the domain off (normal exit). Flush the console first (`crate::poweroff`).
 pub fn poweroff() -> ! {
-    crate::console::flush();
     let _ = shutdown(SHUTDOWN_POWEROFF);
     crate::arch::halt_forever()
 }
 
-/// Tells the toolstack the domain crashed (`on_crash` applies), after the console shows why.
+/// Tells the toolstack the domain crashed (`on_crash` applies). Flush the console first
+/// (`crate::crash`), so it shows why.
 pub fn crash() -> ! {
-    crate::console::flush();
     let _ = shutdown(SHUTDOWN_CRASH);
     crate::arch::halt_forever()
 }

@@ -9,10 +9,12 @@ use xen_sys_mini::event_channel::EVTCHNSTAT_INTERDOMAIN;
 use xen_sys_mini::grant_table::gntst;
 use xen_sys_mini::DomId;
 
-use crate::gnttab::{self, CopyPtr, GntError, MapReq};
+use xen_hv::{CopyOp, CopyPtr, GrantError, MapReq};
+
+use crate::gnttab::{self, GntError};
 use crate::mem::Page;
 use crate::xenstore::XenStore;
-use crate::{evtchn, hypercall, time};
+use crate::{evtchn, hypercall, sched, time};
 
 type Check = Result<(), String>;
 type CheckFn = fn(&mut XenStore, DomId) -> Check;
@@ -198,11 +200,11 @@ fn evtchn_loop(_: &mut XenStore, domid: DomId) -> Check {
     // poll must return at once for a pending port, and time out otherwise.
     evtchn::send(a).map_err(e)?;
     let t = time::system_time_ns();
-    crate::sched::poll(&[b], t + 2_000_000_000).map_err(e)?;
+    sched::poll(&[b], t + 2_000_000_000).map_err(e)?;
     ensure!(time::system_time_ns() - t < 1_000_000_000, "poll did not return for a pending port");
     evtchn::clear(b);
     let t = time::system_time_ns();
-    crate::sched::poll(&[b], t + 50_000_000).map_err(e)?;
+    sched::poll(&[b], t + 50_000_000).map_err(e)?;
     let waited = time::system_time_ns() - t;
     ensure!(waited >= 40_000_000, "poll with nothing pending returned after {waited} ns");
     // Unmasking through Xen keeps the port usable and clears the mask bit.
@@ -242,12 +244,12 @@ fn give_up(p: Page) {
 /// Reads a granted frame by reference with GNTTABOP_copy (independently of any mapping).
 fn read_grant(domid: DomId, gref: xen_sys_mini::GrantRef) -> Result<Vec<u8>, String> {
     let tmp = Page::alloc().ok_or("no page")?;
-    let mut op = [gnttab::copy_op(
-        CopyPtr::Gref { dom: domid, gref, offset: 0 },
-        CopyPtr::Local { gfn: tmp.gfn(), offset: 0 },
-        4096,
-    )];
-    let r = gnttab::copy_batch(&mut op);
+    let op = [CopyOp {
+        src: CopyPtr::Gref { dom: domid, gref, offset: 0 },
+        dst: CopyPtr::Local { gfn: tmp.gfn(), offset: 0 },
+        len: 4096,
+    }];
+    let r = gnttab::copy_batch(&op);
     ensure!(r == [Ok(())], "copy from grant {gref}: {r:?}");
     Ok(bytes(&tmp.mem()))
 }
@@ -290,41 +292,41 @@ fn grant_copy(_: &mut XenStore, domid: DomId) -> Check {
     let _ = fill(&src, 42);
     let gref = gnttab::grant_access(domid, src.gfn(), true).map_err(|e| format!("grant: {e:?}"))?;
     // Grant → local, in two ops of one batch (two halves).
-    let mut ops = [
-        gnttab::copy_op(
-            CopyPtr::Gref { dom: domid, gref, offset: 0 },
-            CopyPtr::Local { gfn: dst.gfn(), offset: 0 },
-            2048,
-        ),
-        gnttab::copy_op(
-            CopyPtr::Gref { dom: domid, gref, offset: 2048 },
-            CopyPtr::Local { gfn: dst.gfn(), offset: 2048 },
-            2048,
-        ),
+    let ops = [
+        CopyOp {
+            src: CopyPtr::Gref { dom: domid, gref, offset: 0 },
+            dst: CopyPtr::Local { gfn: dst.gfn(), offset: 0 },
+            len: 2048,
+        },
+        CopyOp {
+            src: CopyPtr::Gref { dom: domid, gref, offset: 2048 },
+            dst: CopyPtr::Local { gfn: dst.gfn(), offset: 2048 },
+            len: 2048,
+        },
     ];
     let before = gnttab::counters();
-    let r = gnttab::copy_batch(&mut ops);
+    let r = gnttab::copy_batch(&ops);
     ensure!(r.iter().all(Result::is_ok), "copy from grant: {r:?}");
     ensure!(gnttab::counters().copy_calls - before.copy_calls == 1, "two copies took more than one hypercall");
     ensure!(bytes(&dst.mem()) == bytes(&src.mem()), "copied page differs");
     // Local → a read-only grant must fail with a status, not corrupt anything.
-    let mut bad = [gnttab::copy_op(
-        CopyPtr::Local { gfn: dst.gfn(), offset: 0 },
-        CopyPtr::Gref { dom: domid, gref, offset: 0 },
-        16,
-    )];
-    let r = gnttab::copy_batch(&mut bad);
-    ensure!(matches!(r[..], [Err(GntError::Status(_))]), "copy into a read-only grant: {r:?}");
+    let bad = [CopyOp {
+        src: CopyPtr::Local { gfn: dst.gfn(), offset: 0 },
+        dst: CopyPtr::Gref { dom: domid, gref, offset: 0 },
+        len: 16,
+    }];
+    let r = gnttab::copy_batch(&bad);
+    ensure!(matches!(r[..], [Err(GrantError::Status(_))]), "copy into a read-only grant: {r:?}");
     gnttab::end_access(gref).map_err(|e| format!("end_access: {e:?}"))?;
     // Local → writable grant.
     let wref = gnttab::grant_access(domid, src.gfn(), false).map_err(|e| format!("grant: {e:?}"))?;
     dst.mem().fill(0, 4096, 0x5A).map_err(|_| "fill")?;
-    let mut ops = [gnttab::copy_op(
-        CopyPtr::Local { gfn: dst.gfn(), offset: 0 },
-        CopyPtr::Gref { dom: domid, gref: wref, offset: 0 },
-        4096,
-    )];
-    let r = gnttab::copy_batch(&mut ops);
+    let ops = [CopyOp {
+        src: CopyPtr::Local { gfn: dst.gfn(), offset: 0 },
+        dst: CopyPtr::Gref { dom: domid, gref: wref, offset: 0 },
+        len: 4096,
+    }];
+    let r = gnttab::copy_batch(&ops);
     ensure!(r == [Ok(())], "copy to grant: {r:?}");
     ensure!(bytes(&src.mem()).iter().all(|&b| b == 0x5A), "copy into the grant not seen");
     gnttab::end_access(wref).map_err(|e| format!("end_access: {e:?}"))?;
@@ -349,7 +351,7 @@ fn batch_map_bad_ref(_: &mut XenStore, domid: DomId) -> Check {
     let mid = gnttab::counters();
     ensure!(mid.map_calls - before.map_calls == 1, "3 ops took {} map hypercalls", mid.map_calls - before.map_calls);
     ensure!(
-        matches!(res[1], Err(GntError::Status(s)) if s == gntst::BAD_GNTREF),
+        matches!(res[1], Err(GrantError::Status(s)) if s == gntst::BAD_GNTREF),
         "bad ref gave {:?}",
         res[1].as_ref().err()
     );

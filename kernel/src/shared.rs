@@ -59,6 +59,10 @@ impl SharedMem {
         self.len
     }
 
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn check(&self, off: usize, size: usize, align: usize) -> Result<*mut u8, OutOfBounds> {
         let end = off.checked_add(size).ok_or(OutOfBounds)?;
         if end > self.len || !(self.addr as usize + off).is_multiple_of(align) {

@@ -221,4 +221,25 @@ pub mod gntst {
     pub const EAGAIN: i16 = -12;
     #[doc(alias = "GNTST_no_space")]
     pub const NO_SPACE: i16 = -13;
+
+    /// The C name of a status (`GNTTABOP_error_msgs` in grant_table.h), for messages.
+    pub const fn name(status: i16) -> &'static str {
+        match status {
+            OKAY => "GNTST_okay",
+            GENERAL_ERROR => "GNTST_general_error",
+            BAD_DOMAIN => "GNTST_bad_domain",
+            BAD_GNTREF => "GNTST_bad_gntref",
+            BAD_HANDLE => "GNTST_bad_handle",
+            BAD_VIRT_ADDR => "GNTST_bad_virt_addr",
+            BAD_DEV_ADDR => "GNTST_bad_dev_addr",
+            NO_DEVICE_SPACE => "GNTST_no_device_space",
+            PERMISSION_DENIED => "GNTST_permission_denied",
+            BAD_PAGE => "GNTST_bad_page",
+            BAD_COPY_ARG => "GNTST_bad_copy_arg",
+            ADDRESS_TOO_BIG => "GNTST_address_too_big",
+            EAGAIN => "GNTST_eagain",
+            NO_SPACE => "GNTST_no_space",
+            _ => "unknown GNTST",
+        }
+    }
 }

@@ -13,7 +13,7 @@ pub fn build() -> Result<PathBuf> {
             "--release",
             "-q",
             "-p",
-            "kernel",
+            "xen-blkback-rs",
             "--target",
             TARGET,
         ]))

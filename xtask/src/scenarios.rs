@@ -1,4 +1,4 @@
-//! The nested scenarios: one dom0 script each (`images/testbed/scenarios/<name>.sh`), a
+//! The nested scenarios: one dom0 script each (`tests/scenarios/<name>.sh`), a
 //! timeout, and the outcome `cargo xtask test` expects.
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ pub struct Scenario {
     pub expect: Expect,
     /// Carries the unikernel image into dom0 as `/boot/xen-blkback-rs`.
     pub unikernel: bool,
+    /// Carries the load and verify tool into dom0 as `/usr/bin/blkload`.
+    pub blkload: bool,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -31,6 +33,7 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_s: 420,
         expect: Expect::Success,
         unikernel: false,
+        blkload: false,
     },
     Scenario {
         name: "selftest",
@@ -38,6 +41,7 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_s: 240,
         expect: Expect::Success,
         unikernel: true,
+        blkload: true,
     },
     Scenario {
         name: "unikernel-dd",
@@ -46,13 +50,15 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_s: 600,
         expect: Expect::Success,
         unikernel: true,
+        blkload: true,
     },
     Scenario {
         name: "selfcheck-fail",
-        about: "negative self-check: a corrupted disk must make the harness report FAILURE",
+        about: "negative self-check: blkload --verify and the checksum check must both catch a corrupted disk",
         timeout_s: 180,
         expect: Expect::FailureContaining("data mismatch"),
         unikernel: false,
+        blkload: true,
     },
 ];
 
@@ -74,10 +80,12 @@ pub fn run(
     if sc.unikernel {
         let elf = crate::kernel::build()?;
         extra.push(("boot/xen-blkback-rs".into(), crate::cpio::Entry::File { src: elf, mode: 0o644 }));
+    }
+    if sc.blkload {
         let blkload = crate::bench::build_blkload()?;
         extra.push(("usr/bin/blkload".into(), crate::cpio::Entry::File { src: blkload, mode: 0o755 }));
     }
-    let script = sh::root().join(format!("images/testbed/scenarios/{}.sh", sc.name));
+    let script = sh::root().join(format!("tests/scenarios/{}.sh", sc.name));
     let run = Run { name: sc.name, script, extra, timeout: Duration::from_secs(sc.timeout_s), verbose };
     let mut report = testbed::boot(images, &run)?;
     testbed::summarize(&report);

@@ -49,6 +49,19 @@ pub enum ConfigError {
     Store(String),
 }
 
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::Missing(k) => write!(f, "frontend key {k} is missing"),
+            ConfigError::BadValue(k) => write!(f, "frontend key {k} is not a number in range"),
+            ConfigError::TooManyQueues(n) => write!(f, "frontend asked for {n} queues, outside what we offered"),
+            ConfigError::RingOrderTooBig(o) => write!(f, "frontend ring-page-order {o} is above what we offered"),
+            ConfigError::UnknownProtocol(p) => write!(f, "unknown frontend protocol {p:?}"),
+            ConfigError::Store(e) => write!(f, "xenstore: {e}"),
+        }
+    }
+}
+
 /// Strict decimal `u32`: digits only (surrounding whitespace tolerated), no sign, no
 /// overflow. xenstore values may also carry a trailing NUL from some writers.
 pub fn parse_u32(s: &str) -> Option<u32> {
@@ -60,7 +73,7 @@ pub fn parse_u32(s: &str) -> Option<u32> {
 }
 
 fn read<X: XenStore>(xs: &mut X, path: &str) -> Result<Option<String>, ConfigError> {
-    xs.read(path).map_err(|e| ConfigError::Store(format!("{path}: {e:?}")))
+    xs.read(path).map_err(|e| ConfigError::Store(format!("{path}: {e}")))
 }
 
 fn read_u32<X: XenStore>(xs: &mut X, path: &str) -> Result<Option<u32>, ConfigError> {

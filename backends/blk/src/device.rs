@@ -48,16 +48,26 @@ pub struct UpdateOutcome {
     pub ports_changed: bool,
 }
 
+/// What stands behind a device: a store, or the reason there is none (a refused
+/// `target=`). A refused device still follows the xenbus state machine (it goes Closed and,
+/// on detach, removes its directory); it just never offers itself.
+#[derive(Debug)]
+pub enum Backing<S> {
+    Store(S),
+    Refused(String),
+}
+
 #[derive(Debug)]
 pub struct Device<M, S> {
     /// `/local/domain/<us>/backend/vbd/<frontend-id>/<devid>`
     pub be: String,
-    /// The frontend directory named by the toolstack's `frontend` key.
+    /// The frontend directory named by the toolstack's `frontend` key (empty if refused
+    /// before it was read).
     pub fe: String,
     pub fe_dom: DomId,
     published: XenbusState,
     conn: Option<Connection<M>>,
-    store: S,
+    backing: Backing<S>,
     cfg: DeviceConfig,
     read_only: bool,
     /// Why the last connect or pass failed, for logs and tests.
@@ -66,38 +76,54 @@ pub struct Device<M, S> {
 }
 
 fn xs_err(e: crate::hv::StoreErr) -> String {
-    format!("xenstore: {e:?}")
+    format!("xenstore: {e}")
+}
+
+/// The toolstack's keys of a backend directory (`frontend`, `frontend-id`, `mode`):
+/// written by dom0, still checked.
+fn toolstack_keys<X: XenStore>(xs: &mut X, be: &str) -> Result<(String, DomId, bool), String> {
+    let fe = xs.read(&format!("{be}/frontend")).map_err(xs_err)?.ok_or("no `frontend` key")?;
+    let fe_dom = xs
+        .read(&format!("{be}/frontend-id"))
+        .map_err(xs_err)?
+        .and_then(|v| parse_u32(&v))
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or("bad `frontend-id`")?;
+    // The frontend path must belong to that domain (as Linux's xenbus checks).
+    let fe = fe.trim().to_string();
+    if !fe.starts_with(&format!("/local/domain/{fe_dom}/")) {
+        return Err(format!("frontend path {fe} is not in domain {fe_dom}"));
+    }
+    Ok((fe, fe_dom, mode_read_only(xs, be)?))
+}
+
+/// `mode` as libxl writes it (`w` or `r`); absent means writable.
+pub fn mode_read_only<X: XenStore>(xs: &mut X, be: &str) -> Result<bool, String> {
+    let mode = xs.read(&format!("{be}/mode")).map_err(xs_err)?;
+    Ok(mode.is_some_and(|m| !m.trim().starts_with('w')))
 }
 
 impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
-    /// A device for the backend directory `be`. Reads the toolstack's `frontend`,
-    /// `frontend-id` and `mode` keys (toolstack-written, still checked).
-    pub fn new<X: XenStore>(xs: &mut X, be: &str, store: S, cfg: DeviceConfig) -> Result<Self, String> {
-        let fe = xs.read(&format!("{be}/frontend")).map_err(xs_err)?.ok_or("no `frontend` key")?;
-        let fe_dom = xs
-            .read(&format!("{be}/frontend-id"))
-            .map_err(xs_err)?
-            .and_then(|v| parse_u32(&v))
-            .and_then(|v| u16::try_from(v).ok())
-            .ok_or("bad `frontend-id`")?;
-        // The frontend path must belong to that domain (as Linux's xenbus checks).
-        if !fe.starts_with(&format!("/local/domain/{fe_dom}/")) {
-            return Err(format!("frontend path {fe} is not in domain {fe_dom}"));
-        }
-        let mode = xs.read(&format!("{be}/mode")).map_err(xs_err)?.unwrap_or_else(|| String::from("w"));
-        let read_only = !mode.trim().starts_with('w') || store.info().read_only;
-        Ok(Self {
+    /// A device for the backend directory `be` with what stands behind it. Bad toolstack
+    /// keys make it a refused device too.
+    pub fn new<X: XenStore>(xs: &mut X, be: &str, backing: Backing<S>, cfg: DeviceConfig) -> Self {
+        let (fe, fe_dom, ro, backing) = match toolstack_keys(xs, be) {
+            Ok((fe, dom, ro)) => (fe, dom, ro, backing),
+            Err(e) => (String::new(), 0, true, Backing::Refused(e)),
+        };
+        let read_only = ro || matches!(&backing, Backing::Store(s) if s.info().read_only);
+        Self {
             be: be.to_string(),
-            fe: fe.trim().to_string(),
+            fe,
             fe_dom,
             published: XenbusState::Initialising,
             conn: None,
-            store,
+            backing,
             cfg,
             read_only,
             last_error: None,
             removed: false,
-        })
+        }
     }
 
     pub fn state(&self) -> XenbusState {
@@ -108,21 +134,57 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         self.conn.as_ref()
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
+    /// The store, unless the device was refused.
+    pub fn store(&self) -> Option<&S> {
+        match &self.backing {
+            Backing::Store(s) => Some(s),
+            Backing::Refused(_) => None,
+        }
     }
 
-    pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
+    /// Why the device was refused, if it was.
+    pub fn refused(&self) -> Option<&str> {
+        match &self.backing {
+            Backing::Store(_) => None,
+            Backing::Refused(e) => Some(e),
+        }
+    }
+
+    /// The store back, once the device is gone (a boot module can be served again).
+    pub fn into_store(self) -> Option<S> {
+        debug_assert!(self.conn.is_none(), "into_store on a connected device");
+        match self.backing {
+            Backing::Store(s) => Some(s),
+            Backing::Refused(_) => None,
+        }
     }
 
     pub fn read_only(&self) -> bool {
         self.read_only
     }
 
+    pub fn config(&self) -> &DeviceConfig {
+        &self.cfg
+    }
+
     /// Paths to watch: our directory (state, online) and the frontend's state.
-    pub fn watches(&self) -> [String; 2] {
-        [self.be.clone(), format!("{}/state", self.fe)]
+    pub fn watches(&self) -> Vec<String> {
+        let mut w = alloc::vec![self.be.clone()];
+        if !self.fe.is_empty() {
+            w.push(format!("{}/state", self.fe));
+        }
+        w
+    }
+
+    /// Whether a watch event on `path` can change what `update` decides: our own counters
+    /// under `statistics/` and the connect keys we wrote cannot; the toolstack's `state`
+    /// and `online`, the frontend's `state`, and our directory going away can.
+    pub fn relevant(&self, path: &str) -> bool {
+        match path.strip_prefix(self.be.as_str()) {
+            Some("") | Some("/state") | Some("/online") => true,
+            Some(_) => false,
+            None => true,
+        }
     }
 
     /// Sets the watches this device reacts to, with `token` (the service maps events back
@@ -141,10 +203,17 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
 
     fn snapshot<X: XenStore>(&self, xs: &mut X) -> Result<Snapshot, String> {
         let state = |v: Option<String>| v.and_then(|v| parse_u32(&v)).and_then(XenbusState::from_u32);
-        let frontend = state(xs.read(&format!("{}/state", self.fe)).map_err(xs_err)?);
+        let frontend =
+            if self.fe.is_empty() { None } else { state(xs.read(&format!("{}/state", self.fe)).map_err(xs_err)?) };
         let online = xs.read(&format!("{}/online", self.be)).map_err(xs_err)?.and_then(|v| parse_u32(&v)) == Some(1);
         let backend_in_store = state(xs.read(&format!("{}/state", self.be)).map_err(xs_err)?);
-        Ok(Snapshot { frontend, online, backend_in_store, connected: self.conn.is_some() })
+        Ok(Snapshot {
+            frontend,
+            online,
+            backend_in_store,
+            connected: self.conn.is_some(),
+            refused: self.refused().is_some(),
+        })
     }
 
     /// Re-reads xenstore and acts on it.
@@ -183,6 +252,14 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
                     }
                 }
                 Action::RemoveDir => out.remove_dir = true,
+                Action::Refuse => {
+                    let why = self.refused().unwrap_or("refused").to_string();
+                    let pairs = [
+                        (format!("{}/hotplug-error", self.be), why),
+                        (format!("{}/hotplug-status", self.be), String::from("error")),
+                    ];
+                    xs.write_all(&pairs).map_err(xs_err)?;
+                }
             }
         }
         self.published = next;
@@ -206,8 +283,11 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         g: &mut G,
         ev: &mut E,
     ) -> Result<(), String> {
-        let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv).map_err(|e| format!("frontend keys: {e:?}"))?;
-        let info = self.store.info();
+        let Backing::Store(store) = &mut self.backing else {
+            return Err(String::from("no store"));
+        };
+        let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv).map_err(|e| e.to_string())?;
+        let info = store.info();
         let limits = Limits {
             capacity: info.sectors,
             read_only: self.read_only,
@@ -229,7 +309,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             max_segments_per_pass: self.cfg.max_segments_per_pass,
             persistent_cap: self.cfg.persistent_cap,
         };
-        let conn = Connection::connect(g, ev, &params).map_err(|e| format!("connect: {e:?}"))?;
+        let conn = Connection::connect(g, ev, &params).map_err(|e| e.to_string())?;
         let b = |v: bool| String::from(if v { "1" } else { "0" });
         let kv = [
             ("sectors", info.sectors.to_string()),
@@ -247,7 +327,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         ];
         let pairs: Vec<(String, String)> = kv.into_iter().map(|(k, v)| (format!("{}/{k}", self.be), v)).collect();
         if let Err(e) = xs.write_all(&pairs) {
-            conn.disconnect(g, ev, &mut self.store);
+            conn.disconnect(g, ev, store);
             return Err(xs_err(e));
         }
         self.conn = Some(conn);
@@ -256,8 +336,8 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     }
 
     fn disconnect<G: Grants<Mapping = M>, E: EventChannel>(&mut self, g: &mut G, ev: &mut E) {
-        if let Some(c) = self.conn.take() {
-            c.disconnect(g, ev, &mut self.store);
+        if let (Some(c), Backing::Store(store)) = (self.conn.take(), &mut self.backing) {
+            c.disconnect(g, ev, store);
         }
     }
 
@@ -269,13 +349,13 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         g: &mut G,
         ev: &mut E,
     ) -> PassReport {
-        let Some(c) = self.conn.as_mut() else {
+        let (Some(c), Backing::Store(store)) = (self.conn.as_mut(), &mut self.backing) else {
             return PassReport::default();
         };
-        match c.process(g, ev, &mut self.store) {
+        match c.process(g, ev, store) {
             Ok(r) => r,
             Err(e) => {
-                let msg = format!("ring protocol violation: {e:?}");
+                let msg = format!("ring protocol violation: {e}");
                 self.last_error = Some(msg.clone());
                 self.disconnect(g, ev);
                 let _ = xs.write(&format!("{}/error", self.be), &msg);

@@ -75,6 +75,19 @@ pub enum ConnError {
     Local,
 }
 
+impl core::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConnError::RingMap => f.write_str("a ring-ref could not be mapped"),
+            ConnError::Ring(e) => write!(f, "unusable ring: {e}"),
+            ConnError::Evtchn(e) => {
+                write!(f, "event-channel could not be bound ({})", xen_sys_mini::errno::name(e.saturating_abs()))
+            }
+            ConnError::Local => f.write_str("out of the driver domain's resources"),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     queue: usize,

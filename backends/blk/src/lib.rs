@@ -11,7 +11,10 @@
 //! - [`engine`]: one connected frontend: ring passes, batched grant work, data paths
 //!   (map, persistent, copy), responses, statistics.
 //! - [`device`]: one vbd: the state machine's actions carried out against xenstore.
-//! - [`store`]: RAM and null stores.
+//! - [`service`]: the driver domain's blkback: discovery under `backend/vbd`, the device
+//!   table, refused targets, detach, boot-module reuse, statistics.
+//! - [`target`]: parsing `target=` (the backend's `params`).
+//! - [`store`]: RAM (frames or a boot module) and null stores.
 //! - `testing` (feature `test-utils`): fake hypervisor and a Linux-like mock frontend.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -19,16 +22,20 @@
 
 extern crate alloc;
 
+/// The hypervisor traits this engine is generic over (the runtime's contract, `xen-hv`).
+pub use xen_hv as hv;
+
 pub mod abi;
 pub mod config;
 pub mod device;
 pub mod engine;
-pub mod hv;
 pub mod persistent;
 pub mod request;
 pub mod ring;
+pub mod service;
 pub mod stats;
 pub mod store;
+pub mod target;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod xenbus;

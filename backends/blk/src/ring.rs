@@ -30,6 +30,18 @@ pub enum RingError {
     BadSize,
 }
 
+impl core::fmt::Display for RingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RingError::ProdOverflow { req_prod, rsp_prod } => {
+                write!(f, "req_prod {req_prod} runs more than a ring ahead of rsp_prod {rsp_prod}")
+            }
+            RingError::Memory(e) => write!(f, "ring page: {e}"),
+            RingError::BadSize => f.write_str("no usable ring in that many pages"),
+        }
+    }
+}
+
 /// Byte offset of slot `idx` (`RING_GET_REQUEST`/`RING_GET_RESPONSE`: `idx & (size - 1)`;
 /// `size` is a power of two).
 fn slot_offset(abi: Abi, size: u32, idx: u32) -> usize {

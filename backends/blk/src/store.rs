@@ -4,7 +4,7 @@
 //! with no intermediate buffer.
 use alloc::vec::Vec;
 
-use crate::hv::{MemError, Page};
+use crate::hv::{Frame, MemError, Page, Region};
 
 /// What the disk is, as advertised to the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,114 @@ impl RamBacking for Vec<u8> {
     }
 }
 
+/// Splits disk range `[off, off + len)` into per-frame pieces: (frame index, offset in the
+/// frame, offset in the range, length).
+fn pieces(off: u64, len: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let mut done = 0usize;
+    core::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let at = off.checked_add(u64::try_from(done).ok()?)?;
+        let in_frame = usize::try_from(at % 4096).ok()?;
+        let n = 4096usize.saturating_sub(in_frame).min(len.saturating_sub(done));
+        let item = (usize::try_from(at / 4096).ok()?, in_frame, done, n);
+        done = done.saturating_add(n);
+        Some(item)
+    })
+}
+
+/// A RAM disk made of our own frames (one per 4 KiB, not contiguous); the copy path names
+/// them by GFN. The frames go back to the runtime when the disk is dropped.
+#[derive(Debug)]
+pub struct FrameDisk<F> {
+    frames: Vec<F>,
+}
+
+impl<F: Frame> FrameDisk<F> {
+    pub fn new(frames: Vec<F>) -> Self {
+        Self { frames }
+    }
+}
+
+impl<F: Frame> RamBacking for FrameDisk<F> {
+    fn size(&self) -> u64 {
+        u64::try_from(self.frames.len()).unwrap_or(0).saturating_mul(4096)
+    }
+    // One copy each way, straight between our frame and the frontend's page.
+    fn to_page(&self, off: u64, page: &dyn Page, page_off: usize, len: usize) -> Result<(), MemError> {
+        for (fi, in_frame, done, n) in pieces(off, len) {
+            let f = self.frames.get(fi).ok_or(MemError::OutOfBounds)?;
+            let src = f.bytes().get(in_frame..).and_then(|b| b.get(..n)).ok_or(MemError::OutOfBounds)?;
+            page.write(page_off.saturating_add(done), src)?;
+        }
+        Ok(())
+    }
+    fn store_page(&mut self, off: u64, page: &dyn Page, page_off: usize, len: usize) -> Result<(), MemError> {
+        for (fi, in_frame, done, n) in pieces(off, len) {
+            let f = self.frames.get_mut(fi).ok_or(MemError::OutOfBounds)?;
+            let dst = f.bytes_mut().get_mut(in_frame..).and_then(|b| b.get_mut(..n)).ok_or(MemError::OutOfBounds)?;
+            page.read(page_off.saturating_add(done), dst)?;
+        }
+        Ok(())
+    }
+    fn zero(&mut self, off: u64, len: u64) {
+        for (fi, in_frame, _, n) in pieces(off, usize::try_from(len).unwrap_or(0)) {
+            if let Some(d) = self.frames.get_mut(fi).and_then(|f| f.bytes_mut().get_mut(in_frame..)?.get_mut(..n)) {
+                d.fill(0);
+            }
+        }
+    }
+    fn gfn(&self, off: u64) -> Option<(u64, u16)> {
+        let f = self.frames.get(usize::try_from(off / 4096).ok()?)?;
+        Some((f.gfn(), u16::try_from(off % 4096).ok()?))
+    }
+}
+
+/// A disk served in place from one contiguous region (a boot module: `ramdisk=` in the
+/// driver domain's xl config). Its contents outlive the device.
+#[derive(Debug)]
+pub struct RegionDisk<R> {
+    region: R,
+}
+
+impl<R: Region> RegionDisk<R> {
+    pub fn new(region: R) -> Self {
+        Self { region }
+    }
+    pub fn into_region(self) -> R {
+        self.region
+    }
+}
+
+impl<R: Region> RamBacking for RegionDisk<R> {
+    fn size(&self) -> u64 {
+        // Whole sectors only.
+        u64::try_from(self.region.bytes().len()).unwrap_or(0) & !511
+    }
+    fn to_page(&self, off: u64, page: &dyn Page, page_off: usize, len: usize) -> Result<(), MemError> {
+        let s = usize::try_from(off).map_err(|_| MemError::OutOfBounds)?;
+        let src = self.region.bytes().get(s..).and_then(|b| b.get(..len)).ok_or(MemError::OutOfBounds)?;
+        page.write(page_off, src)
+    }
+    fn store_page(&mut self, off: u64, page: &dyn Page, page_off: usize, len: usize) -> Result<(), MemError> {
+        let s = usize::try_from(off).map_err(|_| MemError::OutOfBounds)?;
+        let dst = self.region.bytes_mut().get_mut(s..).and_then(|b| b.get_mut(..len)).ok_or(MemError::OutOfBounds)?;
+        page.read(page_off, dst)
+    }
+    fn zero(&mut self, off: u64, len: u64) {
+        let (Ok(s), Ok(n)) = (usize::try_from(off), usize::try_from(len)) else {
+            return;
+        };
+        if let Some(d) = self.region.bytes_mut().get_mut(s..).and_then(|b| b.get_mut(..n)) {
+            d.fill(0);
+        }
+    }
+    fn gfn(&self, off: u64) -> Option<(u64, u16)> {
+        (off < self.size()).then(|| self.region.gfn(off)).flatten()
+    }
+}
+
 /// A disk in memory. I/O completes at once (still handed back through `complete`).
 #[derive(Debug)]
 pub struct RamStore<M, B> {
@@ -149,6 +257,10 @@ impl<M: RamBacking, B: Page> RamStore<M, B> {
     }
     pub fn backing_mut(&mut self) -> &mut M {
         &mut self.mem
+    }
+    /// The memory back (a boot module returns to its pool when its device goes).
+    pub fn into_backing(self) -> M {
+        self.mem
     }
 
     fn run(&mut self, io: &StoreIo<B>) -> Result<u64, StoreError> {

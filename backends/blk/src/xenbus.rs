@@ -3,7 +3,7 @@
 //! watch event re-reads the whole snapshot), so lost or coalesced watch events, and two
 //! changes between looks, cannot leave it behind.
 //!
-//! It follows stock libxl and Linux blkfront (shared/testbed.md): advertise and go to
+//! It follows stock libxl and Linux blkfront (docs/testbed.md, "libxl and driver domains"): advertise and go to
 //! InitWait at probe (libxl waits for exactly that); connect when the frontend is
 //! Initialised or Connected; follow Closing and Closed; reconnect when a closed frontend
 //! starts over; when the toolstack detaches (`online` = 0, or our `state` set to Closing
@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub backend_in_store: Option<XenbusState>,
     /// Whether a connection (mapped rings) exists.
     pub connected: bool,
+    /// The device cannot be served (its `target=` was refused): it never offers itself.
+    pub refused: bool,
 }
 
 /// What to do, in order.
@@ -39,6 +41,8 @@ pub enum Action {
     /// Unmap everything of the frontend, close its event channels.
     Disconnect,
     SetState(XenbusState),
+    /// Say why the device cannot be served (`hotplug-error`, `hotplug-status` = error).
+    Refuse,
     /// Delete our backend directory (after a short grace, so the toolstack sees Closed
     /// first).
     RemoveDir,
@@ -48,6 +52,20 @@ pub enum Action {
 pub fn step(published: XenbusState, s: &Snapshot) -> (XenbusState, Vec<Action>) {
     use XenbusState as X;
     let mut a = Vec::new();
+    if s.refused {
+        // Never InitWait: libxl's attach fails after its wait, as for a hotplug script that
+        // failed; then `xl block-detach` (online = 0) ends it like any other device.
+        if published != X::Closed {
+            a.push(Action::Refuse);
+        }
+        if published != X::Closed || s.backend_in_store != Some(X::Closed) {
+            a.push(Action::SetState(X::Closed));
+        }
+        if !s.online {
+            a.push(Action::RemoveDir);
+        }
+        return (X::Closed, a);
+    }
     let detaching = !s.online || (s.backend_in_store == Some(X::Closing) && published != X::Closing);
     let fe_done = matches!(s.frontend, None | Some(X::Closed) | Some(X::Unknown));
     if detaching || (!s.online && published == X::Closed) {
@@ -138,7 +156,7 @@ mod tests {
     use XenbusState as X;
 
     fn snap(fe: Option<X>, online: bool, be: X, connected: bool) -> Snapshot {
-        Snapshot { frontend: fe, online, backend_in_store: Some(be), connected }
+        Snapshot { frontend: fe, online, backend_in_store: Some(be), connected, refused: false }
     }
 
     #[test]
@@ -184,6 +202,20 @@ mod tests {
         assert_eq!((s, a.as_slice()), (X::Closed, &[Action::Disconnect, Action::SetState(X::Closed)][..]));
         // Then the toolstack cleans up.
         let (s, a) = step(X::Closed, &snap(None, false, X::Closing, false));
+        assert_eq!((s, a.as_slice()), (X::Closed, &[Action::SetState(X::Closed), Action::RemoveDir][..]));
+    }
+
+    #[test]
+    fn refused_device_closes_once_and_goes_on_detach() {
+        let refused = |fe, online, be| Snapshot { refused: true, ..snap(fe, online, be, false) };
+        let (s, a) = step(X::Initialising, &refused(Some(X::Initialising), true, X::Initialising));
+        assert_eq!((s, a.as_slice()), (X::Closed, &[Action::Refuse, Action::SetState(X::Closed)][..]));
+        // Level-triggered: the same snapshot again does nothing.
+        assert_eq!(step(X::Closed, &refused(Some(X::Initialising), true, X::Closed)), (X::Closed, alloc::vec![]));
+        // The frontend cannot talk it into connecting.
+        assert_eq!(step(X::Closed, &refused(Some(X::Initialised), true, X::Closed)), (X::Closed, alloc::vec![]));
+        // libxl detaches: it wrote state 5; Closed again, then the directory goes.
+        let (s, a) = step(X::Closed, &refused(Some(X::Initialising), false, X::Closing));
         assert_eq!((s, a.as_slice()), (X::Closed, &[Action::SetState(X::Closed), Action::RemoveDir][..]));
     }
 

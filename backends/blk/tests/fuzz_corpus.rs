@@ -3,7 +3,10 @@
 //! that exercise each command.
 // Casts here are on the tests' own small values.
 #![allow(clippy::cast_possible_truncation)]
-use blkback::testing::{fuzz_ring, pattern};
+mod fuzz_model;
+
+use blkback::testing::pattern;
+use fuzz_model::fuzz_ring;
 
 #[test]
 fn corpus_replays_clean() {

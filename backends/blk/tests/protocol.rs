@@ -255,7 +255,10 @@ fn copy_path_moves_data_with_one_copy_call_and_no_mapping() {
     assert_eq!(after.copy_calls - before.copy_calls, 1, "one GNTTABOP_copy for the whole pass");
     assert_eq!(after.map_calls, before.map_calls, "the copy path maps no data page");
     for (i, d) in data.iter().enumerate() {
-        assert!(dev.store().backing().bytes(i * 100 * 512, d.len()) == *d, "request {i} not in the store");
+        assert!(
+            dev.store().expect("served").backing().bytes(i * 100 * 512, d.len()) == *d,
+            "request {i} not in the store"
+        );
     }
     // And back.
     for (i, d) in data.iter().enumerate() {

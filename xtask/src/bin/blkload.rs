@@ -13,7 +13,9 @@
 //! I/O size from 512 B to 4 MiB written sequentially, then N writes and reads of random
 //! sizes at random 512-byte-aligned offsets, everything read back with O_DIRECT and compared
 //! with an in-memory model of the span. Prints `METRIC verify <json>`; exits 1 on the first
-//! mismatch (with where it is).
+//! mismatch (with where it is). `--inject-loss OFF` (the harness's negative self-check) writes
+//! one 4 KiB block at OFF behind the model's back just before the final read-back, as a
+//! backend that lost or misplaced a write would: the run must then fail.
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss, clippy::cast_sign_loss)]
 
 use std::fs::OpenOptions;
@@ -139,6 +141,7 @@ fn verify_main(argv: &[String]) -> i32 {
     let mut span_mib = 16usize;
     let mut seed = 1u64;
     let mut ops = 200usize;
+    let mut inject: Option<usize> = None;
     let mut it = argv.iter();
     while let Some(k) = it.next() {
         let v = it.next().cloned().unwrap_or_default();
@@ -147,6 +150,7 @@ fn verify_main(argv: &[String]) -> i32 {
             "--span-mib" => span_mib = v.parse().unwrap_or(16),
             "--seed" => seed = v.parse().unwrap_or(1),
             "--ops" => ops = v.parse().unwrap_or(200),
+            "--inject-loss" => inject = v.parse::<usize>().ok().map(|o| o & !(ALIGN - 1)),
             _ => {}
         }
     }
@@ -202,6 +206,7 @@ fn verify_main(argv: &[String]) -> i32 {
         }
         Ok(())
     };
+    let mut inject_buf = vec![0u8; 2 * ALIGN];
     let mut run = || -> Result<(), String> {
         // Sequential: each size, back to back from the start, then read back.
         let mut off = 0;
@@ -225,6 +230,12 @@ fn verify_main(argv: &[String]) -> i32 {
                 written += len as u64;
             }
             checks += 1;
+        }
+        if let Some(at) = inject.filter(|&at| at + ALIGN <= span) {
+            let buf = aligned(&mut inject_buf, ALIGN);
+            buf.fill(0x5A);
+            f.write_all_at(buf, at as u64).map_err(|e| format!("inject at {at}: {e}"))?;
+            eprintln!("blkload: injected a lost write: 4096 bytes at {at} changed behind the model");
         }
         // The whole span, in 1 MiB reads.
         let mut off = 0;

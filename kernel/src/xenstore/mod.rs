@@ -7,15 +7,21 @@
 //! malformed watch event, or no answer before the deadline are errors, never panics.
 //! Watch events that arrive while waiting for a reply are queued.
 use alloc::collections::VecDeque;
-use alloc::string::String;
+use alloc::string::{String, ToString};
+
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
+use xen_hv::StoreErr;
 
-use xen_sys_mini::io::xs_wire::{xs, XsdSockmsg, XENSTORE_PAYLOAD_MAX, XENSTORE_RING_SIZE, XSD_ERRORS};
+use xen_sys_mini::io::xs_wire::{xs, XsdSockmsg, XENSTORE_PAYLOAD_MAX, XENSTORE_RING_SIZE};
 use xen_sys_mini::EvtchnPort;
 
 use crate::shared::SharedMem;
 use crate::{evtchn, sched, time};
+
+pub mod wire;
+
+use wire::Incoming;
 
 const REQ: usize = 0;
 const RSP: usize = XENSTORE_RING_SIZE;
@@ -26,46 +32,10 @@ const RSP_PROD: usize = REQ_CONS + 12;
 /// How long a request may wait for xenstored.
 const TIMEOUT_NS: u64 = 20_000_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum XsError {
-    /// xenstored answered with an error (the errno of its name, e.g. ENOENT = 2).
-    Errno(i32, &'static str),
-    /// The ring or a reply broke the protocol (who: xenstored, or memory corruption).
-    Protocol(&'static str),
-    /// No answer in time.
-    Timeout,
-    /// A reply that is not UTF-8 where text was expected.
-    NotText,
-}
-
-impl XsError {
-    pub fn is_enoent(&self) -> bool {
-        matches!(self, XsError::Errno(2, _))
-    }
-    pub fn is_eagain(&self) -> bool {
-        matches!(self, XsError::Errno(11, _))
-    }
-}
-
-impl core::fmt::Display for XsError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            XsError::Errno(_, n) => write!(f, "{n}"),
-            XsError::Protocol(w) => write!(f, "protocol error: {w}"),
-            XsError::Timeout => write!(f, "timed out"),
-            XsError::NotText => write!(f, "reply is not text"),
-        }
-    }
-}
+pub use wire::XsError;
+pub use xen_hv::WatchEvent;
 
 pub type XsResult<T> = Result<T, XsError>;
-
-/// A watch event: the path that changed and the token given to `watch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchEvent {
-    pub path: String,
-    pub token: String,
-}
 
 /// A transaction id (0 = none).
 pub type Tx = u32;
@@ -163,33 +133,16 @@ impl XenStore {
 
     /// Reads one message (header + payload), validated.
     fn read_msg(&mut self, deadline: u64) -> XsResult<(XsdSockmsg, Vec<u8>)> {
-        let mut h = [0u8; 16];
+        let mut h = [0u8; wire::HEADER_LEN];
         self.ring_read(&mut h, deadline)?;
-        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-        let hdr = XsdSockmsg { type_: word(0), req_id: word(4), tx_id: word(8), len: word(12) };
-        if hdr.len as usize > XENSTORE_PAYLOAD_MAX {
-            return Err(XsError::Protocol("payload longer than XENSTORE_PAYLOAD_MAX"));
-        }
-        if hdr.type_ >= xs::TYPE_COUNT {
-            return Err(XsError::Protocol("unknown message type"));
-        }
+        let hdr = wire::decode_header(&h)?;
         let mut payload = alloc::vec![0u8; hdr.len as usize];
         self.ring_read(&mut payload, deadline)?;
         Ok((hdr, payload))
     }
 
     fn queue_watch_event(&mut self, payload: &[u8]) -> XsResult<()> {
-        // "path\0token\0" (io/xs_wire.h: XS_WATCH_PATH, XS_WATCH_TOKEN).
-        let mut parts = payload.split(|&b| b == 0);
-        let (Some(p), Some(t)) = (parts.next(), parts.next()) else {
-            return Err(XsError::Protocol("malformed watch event"));
-        };
-        let path = String::from_utf8(p.to_vec()).map_err(|_| XsError::Protocol("watch event path not text"))?;
-        let token = String::from_utf8(t.to_vec()).map_err(|_| XsError::Protocol("watch event token not text"))?;
-        if path.is_empty() {
-            return Err(XsError::Protocol("watch event with an empty path"));
-        }
-        self.events.push_back(WatchEvent { path, token });
+        self.events.push_back(wire::decode_watch_event(payload)?);
         Ok(())
     }
 
@@ -203,32 +156,17 @@ impl XenStore {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.requests += 1;
         let deadline = time::system_time_ns() + TIMEOUT_NS;
-        let mut hdr = [0u8; 16];
-        for (i, v) in [type_, id, tx, len as u32].into_iter().enumerate() {
-            hdr[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
-        }
+        let hdr = wire::encode_header(type_, id, tx, len as u32);
         self.ring_write(&hdr, deadline)?;
         for p in parts {
             self.ring_write(p, deadline)?;
         }
         loop {
             let (h, payload) = self.read_msg(deadline)?;
-            if h.type_ == xs::WATCH_EVENT {
-                self.queue_watch_event(&payload)?;
-                continue;
+            match wire::classify(&h, payload, type_, id)? {
+                Incoming::Event(e) => self.events.push_back(e),
+                Incoming::Reply(p) => return Ok(p),
             }
-            if h.req_id != id {
-                return Err(XsError::Protocol("reply to a request id we did not send"));
-            }
-            if h.type_ == xs::ERROR {
-                let name = payload.split(|&b| b == 0).next().unwrap_or(&[]);
-                let e = XSD_ERRORS.iter().find(|(n, _)| n.as_bytes() == name).copied().unwrap_or(("EIO", 5));
-                return Err(XsError::Errno(e.1, e.0));
-            }
-            if h.type_ != type_ {
-                return Err(XsError::Protocol("reply of another type than the request"));
-            }
-            return Ok(payload);
         }
     }
 
@@ -262,14 +200,12 @@ impl XenStore {
     }
 
     pub fn directory(&mut self, tx: Tx, path: &str) -> XsResult<Vec<String>> {
-        let v = self.request(xs::DIRECTORY, tx, &[path.as_bytes(), b"\0"])?;
-        v.split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| Self::text(s.to_vec())).collect()
+        wire::decode_list(&self.request(xs::DIRECTORY, tx, &[path.as_bytes(), b"\0"])?)
     }
 
     /// Permissions as xenstored lists them: `n0`, `r5`, ... (owner first).
     pub fn get_perms(&mut self, tx: Tx, path: &str) -> XsResult<Vec<String>> {
-        let v = self.request(xs::GET_PERMS, tx, &[path.as_bytes(), b"\0"])?;
-        v.split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| Self::text(s.to_vec())).collect()
+        wire::decode_list(&self.request(xs::GET_PERMS, tx, &[path.as_bytes(), b"\0"])?)
     }
 
     pub fn set_perms(&mut self, tx: Tx, path: &str, perms: &[&str]) -> XsResult<()> {
@@ -344,5 +280,61 @@ impl XenStore {
             let _ = sched::poll(&[self.port], deadline_ns);
             evtchn::clear(self.port);
         }
+    }
+}
+
+fn store_err(e: XsError) -> StoreErr {
+    if e.is_enoent() {
+        StoreErr::NotFound
+    } else if e.is_eagain() {
+        StoreErr::Again
+    } else {
+        StoreErr::Other(e.to_string())
+    }
+}
+
+/// Xenstore as the runtime's `XenStore` (outside transactions; `write_all` is one).
+impl xen_hv::XenStore for XenStore {
+    fn read(&mut self, path: &str) -> Result<Option<String>, StoreErr> {
+        match self.read_opt(0, path) {
+            // xenstored answers EACCES, not ENOENT, for a node under a domain directory that
+            // is gone (the check falls to an ancestor we may not read): for us it is absent.
+            Err(XsError::Errno(xen_sys_mini::errno::EACCES, _)) => Ok(None),
+            r => r.map_err(store_err),
+        }
+    }
+    fn write(&mut self, path: &str, value: &str) -> Result<(), StoreErr> {
+        XenStore::write(self, 0, path, value).map_err(store_err)
+    }
+    fn rm(&mut self, path: &str) -> Result<(), StoreErr> {
+        match XenStore::rm(self, 0, path) {
+            Err(e) if e.is_enoent() => Ok(()),
+            r => r.map_err(store_err),
+        }
+    }
+    fn directory(&mut self, path: &str) -> Result<Vec<String>, StoreErr> {
+        match XenStore::directory(self, 0, path) {
+            Err(e) if e.is_enoent() => Ok(Vec::new()),
+            r => r.map_err(store_err),
+        }
+    }
+    fn write_all(&mut self, pairs: &[(String, String)]) -> Result<(), StoreErr> {
+        self.transaction(|xs, tx| {
+            for (k, v) in pairs {
+                XenStore::write(xs, tx, k, v)?;
+            }
+            Ok(())
+        })
+        .map(|_| ())
+        .map_err(store_err)
+    }
+    fn watch(&mut self, path: &str, token: &str) -> Result<(), StoreErr> {
+        XenStore::watch(self, path, token).map_err(store_err)
+    }
+    fn unwatch(&mut self, path: &str, token: &str) -> Result<(), StoreErr> {
+        XenStore::unwatch(self, path, token).map_err(store_err)
+    }
+    fn next_event(&mut self) -> Result<Option<WatchEvent>, StoreErr> {
+        XenStore::next_event(self, 0).map_err(store_err)
     }
 }

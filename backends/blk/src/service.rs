@@ -1,0 +1,415 @@
+//! The blkback service of a driver domain: every vbd the toolstack puts under our
+//! `backend/vbd/<frontend-id>/<devid>` becomes a [`Device`] with the store its `target=`
+//! names; watch events drive the devices' state machines, `process` their rings.
+//!
+//! Like Linux's `xen-blkback/xenbus.c` (and Mini-OS `tpmback.c`), the backend owns its
+//! discovery: one watch on `backend/vbd`, a rescan when a device directory appears or goes,
+//! and per device the watches `Device::watches` names. The runtime offers xenstore, grants,
+//! event channels, frames and a clock; it knows nothing about vbds.
+//!
+//! Sans-I/O: the caller owns the loop, the clock (`now` in ns) and the sleeping; the service
+//! says which ports to sleep on and until when (`ports`, `next_deadline`).
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::device::{self, Backing, Device, DeviceConfig};
+use crate::engine::DataPath;
+use crate::hv::{DomId, EventChannel, EvtchnPort, Frames, Grants, Page, Region, StoreErr, XenStore};
+use crate::store::{BlockStore, Completion, DiskInfo, FrameDisk, NullStore, RamStore, RegionDisk, StoreError, StoreIo};
+use crate::target::{self, Target, TargetKind};
+
+/// How often the counters are published.
+pub const STATS_PERIOD_NS: u64 = 1_000_000_000;
+/// How long after writing Closed our directory is removed (libxl reads Closed first).
+pub const REMOVE_GRACE_NS: u64 = 200_000_000;
+/// Memory a RAM disk must leave free (rings, mappings' page tables, the heap's neighbours).
+pub const RAM_RESERVE: u64 = 2 << 20;
+/// The watch token of the vbd directory (device watches use their backend path).
+const VBD_TOKEN: &str = "vbd";
+
+/// Defaults from the driver domain's command line, overridable per disk by `target=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    pub path: DataPath,
+    pub persistent: bool,
+    pub max_indirect_segments: u16,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self { path: DataPath::Map, persistent: true, max_indirect_segments: 256 }
+    }
+}
+
+/// The stores a `target=` can name, as one type.
+#[derive(Debug)]
+pub enum AnyStore<F, R, B> {
+    Ram(RamStore<FrameDisk<F>, B>),
+    /// A boot module and its index (it goes back to the pool when the device goes).
+    Module(RamStore<RegionDisk<R>, B>, usize),
+    Null(NullStore<B>),
+}
+
+impl<F: crate::hv::Frame, R: Region, B: Page> BlockStore<B> for AnyStore<F, R, B> {
+    fn info(&self) -> DiskInfo {
+        match self {
+            AnyStore::Ram(s) => s.info(),
+            AnyStore::Module(s, _) => s.info(),
+            AnyStore::Null(s) => s.info(),
+        }
+    }
+    fn submit(&mut self, io: StoreIo<B>) -> Result<(), (StoreIo<B>, StoreError)> {
+        match self {
+            AnyStore::Ram(s) => s.submit(io),
+            AnyStore::Module(s, _) => s.submit(io),
+            AnyStore::Null(s) => s.submit(io),
+        }
+    }
+    fn complete(&mut self, out: &mut Vec<Completion<B>>) {
+        match self {
+            AnyStore::Ram(s) => s.complete(out),
+            AnyStore::Module(s, _) => s.complete(out),
+            AnyStore::Null(s) => s.complete(out),
+        }
+    }
+    fn frames(&self, off: u64, len: u32, out: &mut Vec<(u64, u16, u16)>) -> bool {
+        match self {
+            AnyStore::Ram(s) => s.frames(off, len, out),
+            AnyStore::Module(s, _) => s.frames(off, len, out),
+            AnyStore::Null(s) => s.frames(off, len, out),
+        }
+    }
+}
+
+type Store<G, F, R> = AnyStore<<F as Frames>::Frame, R, Rc<<G as Grants>::Mapping>>;
+type Dev<G, F, R> = Device<<G as Grants>::Mapping, Store<G, F, R>>;
+
+#[derive(Debug)]
+struct Entry<D> {
+    dev: Box<D>,
+    /// When the directory goes (after the grace that follows Closed on detach).
+    remove_at: Option<u64>,
+}
+
+/// A log line the service wants shown (the caller decides where lines go).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// Only shown with the `debug` switch: every watch event handled.
+    Debug(String),
+    Info(String),
+    Warn(String),
+    Error(String),
+}
+
+/// The service over the hypervisor `G` (grants), frames `F` and boot modules `R`.
+pub struct Service<G: Grants, F: Frames, R: Region> {
+    base: String,
+    data: String,
+    defaults: Defaults,
+    devices: BTreeMap<String, Entry<Dev<G, F, R>>>,
+    frames: F,
+    /// Boot modules; `None` while a device serves it.
+    modules: Vec<Option<R>>,
+    last_stats_ns: u64,
+    /// Log lines since the caller last took them.
+    notes: Vec<Note>,
+}
+
+impl<G: Grants, F: Frames, R: Region> core::fmt::Debug for Service<G, F, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Service({}, {} devices)", self.base, self.devices.len())
+    }
+}
+
+impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
+    /// The service of driver domain `domid`, with its memory for RAM disks and its boot
+    /// modules.
+    pub fn new(domid: DomId, defaults: Defaults, frames: F, modules: Vec<R>) -> Self {
+        Self {
+            base: format!("/local/domain/{domid}/backend/vbd"),
+            data: format!("/local/domain/{domid}/data/blkback"),
+            defaults,
+            devices: BTreeMap::new(),
+            frames,
+            modules: modules.into_iter().map(Some).collect(),
+            last_stats_ns: 0,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Starts watching `backend/vbd` and says we are ready (`data/blkback/ready`).
+    pub fn start<X: XenStore>(&mut self, xs: &mut X) -> Result<(), StoreErr> {
+        xs.watch(&self.base, VBD_TOKEN)?;
+        xs.write(&format!("{}/ready", self.data), "1")
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn defaults(&self) -> Defaults {
+        self.defaults
+    }
+
+    /// The devices by backend path.
+    pub fn devices(&self) -> impl Iterator<Item = (&str, &Dev<G, F, R>)> {
+        self.devices.iter().map(|(k, e)| (k.as_str(), &*e.dev))
+    }
+
+    pub fn device(&self, be: &str) -> Option<&Dev<G, F, R>> {
+        self.devices.get(be).map(|e| &*e.dev)
+    }
+
+    /// Boot modules not served right now.
+    pub fn free_modules(&self) -> usize {
+        self.modules.iter().filter(|m| m.is_some()).count()
+    }
+
+    /// Log lines since the last call.
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        core::mem::take(&mut self.notes)
+    }
+
+    fn info(&mut self, s: String) {
+        self.notes.push(Note::Info(s));
+    }
+    fn warn(&mut self, s: String) {
+        self.notes.push(Note::Warn(s));
+    }
+    fn error(&mut self, s: String) {
+        self.notes.push(Note::Error(s));
+    }
+
+    /// Every event channel port of every connection, appended to `out` (to sleep on).
+    pub fn ports(&self, out: &mut Vec<EvtchnPort>) {
+        for e in self.devices.values() {
+            out.extend(e.dev.ports());
+        }
+    }
+
+    /// The earliest time a timer (a directory removal, the statistics) is due.
+    pub fn next_deadline(&self) -> u64 {
+        let removal = self.devices.values().filter_map(|e| e.remove_at).min().unwrap_or(u64::MAX);
+        removal.min(self.last_stats_ns.saturating_add(STATS_PERIOD_NS))
+    }
+
+    /// Handles every queued watch event: a vbd appearing or vanishing rescans; a device's
+    /// event re-runs its state machine (level-triggered: it re-reads what it needs).
+    pub fn handle_xenstore<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, now: u64) {
+        loop {
+            let event = match xs.next_event() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    self.error(format!("xenstore: {e}"));
+                    break;
+                }
+            };
+            self.notes.push(Note::Debug(format!("watch {} ({})", event.path, event.token)));
+            if event.token == VBD_TOKEN {
+                // Only the shape of the tree matters here (a vbd appearing or going), not
+                // the keys below a device: those reach the device's own watch.
+                let depth = event.path.strip_prefix(&self.base).map(|r| r.split('/').filter(|s| !s.is_empty()).count());
+                if matches!(depth, Some(0..=2)) {
+                    self.rescan(xs, g, ev, now);
+                }
+            } else if self.devices.get(&event.token).is_some_and(|e| e.dev.relevant(&event.path)) {
+                let be = event.token;
+                self.update(xs, g, ev, &be, now);
+            }
+        }
+    }
+
+    fn rescan<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, now: u64) {
+        let mut seen: Vec<String> = Vec::new();
+        for fe in xs.directory(&self.base).unwrap_or_default() {
+            for dev in xs.directory(&format!("{}/{fe}", self.base)).unwrap_or_default() {
+                seen.push(format!("{}/{fe}/{dev}", self.base));
+            }
+        }
+        for be in &seen {
+            if !self.devices.contains_key(be) {
+                self.add(xs, g, ev, be.clone(), now);
+            }
+        }
+        let gone: Vec<String> = self.devices.keys().filter(|k| !seen.contains(k)).cloned().collect();
+        for be in gone {
+            if let Some(mut e) = self.devices.remove(&be) {
+                if e.dev.connection().is_some() {
+                    self.warn(format!("{be}: directory removed while connected: disconnecting"));
+                }
+                e.dev.force_disconnect(g, ev);
+                for p in e.dev.watches() {
+                    let _ = xs.unwatch(&p, &be);
+                }
+                self.retire(*e.dev);
+            }
+            self.info(format!("{be}: gone"));
+        }
+    }
+
+    /// A device is gone: its boot module can be served again (its contents stay).
+    fn retire(&mut self, dev: Dev<G, F, R>) {
+        if let Some(AnyStore::Module(s, n)) = dev.into_store() {
+            if let Some(slot) = self.modules.get_mut(n) {
+                *slot = Some(s.into_backing().into_region());
+            }
+        }
+    }
+
+    /// The store `t` names, or why it cannot be had.
+    fn make_store(&mut self, t: &Target, read_only: bool) -> Result<Store<G, F, R>, String> {
+        match t.kind {
+            TargetKind::Ram(bytes) => {
+                let free = self.frames.free_bytes();
+                if bytes.saturating_add(RAM_RESERVE) > free {
+                    return Err(format!(
+                        "not enough memory for a {} MiB RAM disk ({} MiB free)",
+                        bytes >> 20,
+                        free >> 20
+                    ));
+                }
+                let n = usize::try_from(bytes.div_ceil(4096)).map_err(|_| String::from("RAM disk too large"))?;
+                let mut frames = Vec::new();
+                frames.try_reserve_exact(n).map_err(|_| String::from("no heap for the RAM disk's frame list"))?;
+                for _ in 0..n {
+                    frames.push(self.frames.alloc().ok_or("out of frames for the RAM disk")?);
+                }
+                Ok(AnyStore::Ram(RamStore::new(FrameDisk::new(frames), read_only)))
+            }
+            TargetKind::Null(bytes) => Ok(AnyStore::Null(NullStore::new(bytes / 512))),
+            TargetKind::Module(n) => {
+                let slot = self
+                    .modules
+                    .get_mut(n)
+                    .ok_or_else(|| format!("no boot module {n} (give the driver domain ramdisk=...)"))?;
+                let region = slot.take().ok_or_else(|| format!("boot module {n} is already served"))?;
+                Ok(AnyStore::Module(RamStore::new(RegionDisk::new(region), read_only), n))
+            }
+        }
+    }
+
+    fn add<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, be: String, now: u64) {
+        let params = xs.read(&format!("{be}/params")).ok().flatten().unwrap_or_default();
+        let read_only = device::mode_read_only(xs, &be).unwrap_or(true);
+        let target = target::parse(&params).map_err(|e| e.to_string());
+        let backing = match target.and_then(|t| self.make_store(&t, read_only).map(|s| (t, s))) {
+            Ok((t, s)) => Ok((t, s)),
+            Err(e) => Err(format!("target `{params}`: {e}")),
+        };
+        let mut cfg = DeviceConfig::default();
+        cfg.adv.max_indirect_segments = self.defaults.max_indirect_segments;
+        let dev = match backing {
+            Ok((t, store)) => {
+                cfg.path = t.path.unwrap_or(self.defaults.path);
+                cfg.adv.persistent = t.persistent.unwrap_or(self.defaults.persistent);
+                if matches!(t.kind, TargetKind::Null(_)) {
+                    // A null store has no frames to copy to: serve it on the map path.
+                    cfg.path = DataPath::Map;
+                }
+                let dev = Device::new(xs, &be, Backing::Store(store), cfg);
+                match dev.refused() {
+                    None => self.info(format!(
+                        "{be}: {} ({}), frontend {}, {:?} path",
+                        t.kind,
+                        if dev.read_only() { "read-only" } else { "read-write" },
+                        dev.fe_dom,
+                        cfg.path
+                    )),
+                    Some(e) => self.error(format!("{be}: {e}")),
+                }
+                dev
+            }
+            Err(e) => {
+                self.error(format!("{be}: {e}"));
+                Device::new(xs, &be, Backing::Refused(e), cfg)
+            }
+        };
+        // A refused device whose keys were bad still holds its module: give it back.
+        let dev = if dev.refused().is_some() && dev.store().is_some() {
+            let why = dev.refused().unwrap_or_default().to_string();
+            self.retire(dev);
+            Device::new(xs, &be, Backing::Refused(why), cfg)
+        } else {
+            dev
+        };
+        if let Err(e) = dev.watch(xs, &be) {
+            self.error(format!("{be}: watch: {e}"));
+        }
+        self.devices.insert(be.clone(), Entry { dev: Box::new(dev), remove_at: None });
+        self.update(xs, g, ev, &be, now);
+    }
+
+    fn update<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, be: &str, now: u64) {
+        let Some(e) = self.devices.get_mut(be) else { return };
+        let before = e.dev.state();
+        let r = e.dev.update(xs, g, ev);
+        let after = e.dev.state();
+        let why = e.dev.last_error.clone().or_else(|| e.dev.refused().map(String::from));
+        if let Ok(o) = &r {
+            if o.remove_dir && e.remove_at.is_none() {
+                e.remove_at = Some(now.saturating_add(REMOVE_GRACE_NS));
+            }
+        }
+        if let Err(err) = r {
+            self.error(format!("{be}: {err}"));
+        }
+        if after != before {
+            let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
+            self.info(format!("{be}: {before:?} -> {after:?}{why}"));
+        }
+    }
+
+    /// Runs every connected device's rings once. Returns whether requests are waiting
+    /// (call again before sleeping).
+    pub fn process<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E) -> bool {
+        let mut more = false;
+        let mut notes = Vec::new();
+        for (be, e) in self.devices.iter_mut() {
+            let before = e.dev.state();
+            let r = e.dev.process(xs, g, ev);
+            more |= r.more;
+            if e.dev.state() != before {
+                let why = e.dev.last_error.as_deref().unwrap_or("");
+                notes.push(Note::Warn(format!("{be}: {before:?} -> {:?} ({why})", e.dev.state())));
+            }
+        }
+        self.notes.append(&mut notes);
+        more
+    }
+
+    /// Timers due at `now`: directories to remove after their grace, and the statistics
+    /// every `STATS_PERIOD_NS` (per device, plus the domain-wide `extra` counters under
+    /// `data/blkback/`).
+    pub fn timers<X: XenStore>(&mut self, xs: &mut X, now: u64, extra: impl FnOnce() -> Vec<(&'static str, u64)>) {
+        let due: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|(_, e)| e.remove_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for be in due {
+            let Some(mut e) = self.devices.remove(&be) else { continue };
+            match e.dev.remove(xs, &be) {
+                Ok(()) => self.info(format!("{be}: detached, directory removed")),
+                Err(err) => self.error(format!("{be}: removing the directory: {err}")),
+            }
+            self.retire(*e.dev);
+        }
+        if now.saturating_sub(self.last_stats_ns) >= STATS_PERIOD_NS {
+            self.last_stats_ns = now;
+            for e in self.devices.values() {
+                let _ = e.dev.publish_stats(xs);
+            }
+            let pairs: Vec<(String, String)> =
+                extra().into_iter().map(|(k, v)| (format!("{}/{k}", self.data), v.to_string())).collect();
+            if !pairs.is_empty() {
+                let _ = xs.write_all(&pairs);
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! `target=` in the xl disk spec, which libxl stores as the backend's `params` key: what
+//! disk a vbd is. Written by the toolstack (dom0), still parsed strictly: a bad string is
+//! refused with a sentence that says what would have been accepted.
+use alloc::string::String;
+use core::fmt;
+
+use crate::engine::DataPath;
+
+/// What a `target=` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub kind: TargetKind,
+    /// `copy` / `map` option: the data path (default: the driver domain's `path=`).
+    pub path: Option<DataPath>,
+    /// `nopersist` / `persist`: whether to offer persistent grants.
+    pub persistent: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// `ram:<size>`: a zero-filled RAM disk of that many bytes.
+    Ram(u64),
+    /// `null:<size>`: completes without storing (benchmark ceiling).
+    Null(u64),
+    /// `module[:<n>]`: boot module n (default 0), served in place.
+    Module(usize),
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetKind::Ram(s) => write!(f, "RAM disk {} MiB", s >> 20),
+            TargetKind::Null(s) => write!(f, "null disk {} MiB", s >> 20),
+            TargetKind::Module(n) => write!(f, "boot module {n}"),
+        }
+    }
+}
+
+/// Why a `target=` string was refused (the toolstack user's input).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    /// `ram`/`null` without a size.
+    NeedsSize(String),
+    /// A size that is not digits with an optional K/M/G, below 4K or not sector-aligned.
+    BadSize(String),
+    UnknownKind(String),
+    UnknownOption(String),
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetError::NeedsSize(k) => write!(f, "`{k}` needs a size, e.g. {k}:64M"),
+            TargetError::BadSize(s) => {
+                write!(f, "bad size `{s}` (digits, optional K/M/G, at least 4K, a multiple of 512)")
+            }
+            TargetError::UnknownKind(k) => {
+                write!(f, "unknown target `{k}`: use ram:<size>, null:<size> or module[:<n>]")
+            }
+            TargetError::UnknownOption(o) => write!(f, "unknown target option `{o}` (copy, map, nopersist)"),
+        }
+    }
+}
+
+/// Parses a size: digits with an optional K/M/G suffix (binary units), at least 4 KiB and
+/// a whole number of sectors.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.as_bytes().last()? {
+        b'K' | b'k' => (s.get(..s.len().saturating_sub(1))?, 1u64 << 10),
+        b'M' | b'm' => (s.get(..s.len().saturating_sub(1))?, 1 << 20),
+        b'G' | b'g' => (s.get(..s.len().saturating_sub(1))?, 1 << 30),
+        _ => (s, 1),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) || num.len() > 12 {
+        return None;
+    }
+    num.parse::<u64>().ok()?.checked_mul(mul).filter(|&v| v >= 4096 && v % 512 == 0)
+}
+
+/// Parses `target=`: `ram:64M`, `null:1G`, `module`, `module:1`, each optionally followed
+/// by `:copy`, `:map`, `:nopersist`, `:persist`.
+pub fn parse(params: &str) -> Result<Target, TargetError> {
+    let mut parts = params.trim().split(':');
+    let kind = parts.next().unwrap_or("");
+    let mut rest = parts.peekable();
+    let kind = match kind {
+        "ram" | "null" => {
+            let size = rest.next().ok_or_else(|| TargetError::NeedsSize(String::from(kind)))?;
+            let bytes = parse_size(size).ok_or_else(|| TargetError::BadSize(String::from(size)))?;
+            if kind == "ram" {
+                TargetKind::Ram(bytes)
+            } else {
+                TargetKind::Null(bytes)
+            }
+        }
+        "module" => {
+            let n = rest.peek().and_then(|s| s.parse::<usize>().ok());
+            if n.is_some() {
+                rest.next();
+            }
+            TargetKind::Module(n.unwrap_or(0))
+        }
+        other => return Err(TargetError::UnknownKind(String::from(other))),
+    };
+    let mut t = Target { kind, path: None, persistent: None };
+    for opt in rest {
+        match opt {
+            "copy" => t.path = Some(DataPath::Copy),
+            "map" => t.path = Some(DataPath::Map),
+            "nopersist" => t.persistent = Some(false),
+            "persist" => t.persistent = Some(true),
+            o => return Err(TargetError::UnknownOption(String::from(o))),
+        }
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_forms() {
+        assert_eq!(parse("ram:64M"), Ok(Target { kind: TargetKind::Ram(64 << 20), path: None, persistent: None }));
+        assert_eq!(parse(" null:1G "), Ok(Target { kind: TargetKind::Null(1 << 30), path: None, persistent: None }));
+        assert_eq!(parse("module"), Ok(Target { kind: TargetKind::Module(0), path: None, persistent: None }));
+        assert_eq!(
+            parse("module:2:copy:nopersist"),
+            Ok(Target { kind: TargetKind::Module(2), path: Some(DataPath::Copy), persistent: Some(false) })
+        );
+        // An option right after `module` is an option, not a module number.
+        assert_eq!(
+            parse("module:map"),
+            Ok(Target { kind: TargetKind::Module(0), path: Some(DataPath::Map), persistent: None })
+        );
+        assert_eq!(parse("ram:4096").map(|t| t.kind), Ok(TargetKind::Ram(4096)));
+        assert_eq!(parse("ram:8k:persist").map(|t| t.persistent), Ok(Some(true)));
+    }
+
+    #[test]
+    fn refused_forms_say_why() {
+        assert_eq!(parse("ram"), Err(TargetError::NeedsSize("ram".into())));
+        assert_eq!(parse("null:"), Err(TargetError::BadSize("".into())));
+        for bad in ["ram:1K", "ram:4097", "ram:-4M", "ram:4MM", "ram:0x1000", "ram:9999999999999G", "ram:M"] {
+            assert!(matches!(parse(bad), Err(TargetError::BadSize(_))), "{bad}");
+        }
+        assert_eq!(parse("/dev/sda"), Err(TargetError::UnknownKind("/dev/sda".into())));
+        assert_eq!(parse(""), Err(TargetError::UnknownKind("".into())));
+        assert_eq!(parse("ram:4M:fast"), Err(TargetError::UnknownOption("fast".into())));
+        let msg = alloc::string::ToString::to_string(&parse("ram:4M:fast").unwrap_err());
+        assert_eq!(msg, "unknown target option `fast` (copy, map, nopersist)");
+    }
+}

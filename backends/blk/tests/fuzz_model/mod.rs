@@ -1,0 +1,284 @@
+//! The fuzz target's model (`fuzz/fuzz_targets/ring.rs` includes this file; so does the
+//! corpus replay in `tests/fuzz_corpus.rs`): arbitrary bytes drive a mock frontend through
+//! the whole engine: valid I/O checked against a model disk, raw slots, corrupted requests,
+//! garbage indirect pages, bogus `req_prod`, then teardown with no mapping left.
+// The model's arithmetic and casts are on the fuzzer's own small values.
+#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation, dead_code)]
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use blkback::abi::{encode_request, Abi, RawBody, RawRequest, MAX_SLOT};
+use blkback::device::DeviceConfig;
+use blkback::store::RamStore;
+use blkback::testing::*;
+use xen_sys_mini::io::blkif::*;
+use xen_sys_mini::io::xenbus::XenbusState;
+
+/// Reads the fuzzer's bytes as parameters; runs out gracefully.
+struct Bytes<'a> {
+    d: &'a [u8],
+}
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        match self.d.split_first() {
+            Some((b, rest)) => {
+                self.d = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from(self.u32()) | (u64::from(self.u32()) << 32)
+    }
+    fn empty(&self) -> bool {
+        self.d.is_empty()
+    }
+}
+
+/// What one fuzz input did (for the corpus replay test's assertions).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FuzzReport {
+    pub commands: u32,
+    pub verified_reads: u32,
+    pub responses: u32,
+}
+
+/// One fuzz case: a frontend driven by `data` ("mostly valid, rarely invalid": valid
+/// reads and writes checked against a model, raw slots, corrupted requests, garbage
+/// indirect pages, bogus ring indices, state changes), then teardown. Panics on any broken
+/// invariant: unknown response ids, data that differs from the model on a clean run,
+/// mappings or event channels left behind.
+pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
+    let mut b = Bytes { d: data };
+    let cfg_byte = b.u8();
+    let abi = if cfg_byte & 1 == 1 { Abi::X86_32 } else { Abi::Native };
+    let persistent = cfg_byte & 2 != 0;
+    let copy = cfg_byte & 4 != 0;
+    let order = u32::from((cfg_byte >> 3) & 3);
+    let queues = 1 + u32::from((cfg_byte >> 5) & 1);
+    let mut h = Harness::new();
+    let mut cfg = DeviceConfig::default();
+    cfg.adv.max_indirect_segments = 64;
+    cfg.max_inflight = 16;
+    cfg.persistent_cap = 32;
+    if copy {
+        cfg.path = blkback::engine::DataPath::Copy;
+    }
+    const DISK: usize = 1 << 20;
+    let backing = FrameBacking::new(&mut h.g, DISK, 0x4_0000);
+    let store: RamStore<FrameBacking, Rc<FakeMapping>> = RamStore::new(backing, false);
+    let opts = FrontendOpts { abi, ring_page_order: order, queues, persistent, max_segments: 64 };
+    let (mut dev, mut fe) = h.attach_store(2, 51712, store, "w", cfg, opts);
+    assert!(h.connect(&mut dev, &mut fe), "connect");
+    let mut model = vec![0u8; DISK];
+    let mut clean = true;
+    let mut rep = FuzzReport::default();
+    let mut reads: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+    // blkif orders nothing across queues (nor overlapping writes in flight at once): a
+    // read, or a write overlapping one in flight, is only issued once earlier writes are
+    // done, so the model's order is the backend's.
+    let mut writes_outstanding = false;
+    let mut in_flight_writes: Vec<(usize, usize)> = Vec::new();
+    let mut forged = false;
+    while !b.empty() && rep.commands < 256 {
+        rep.commands += 1;
+        let cmd = b.u8() % 16;
+        let q = usize::from(b.u8()) % (queues as usize);
+        let overlap = {
+            let mut p = Bytes { d: b.d };
+            let pages = 1 + usize::from(p.u8() % 24);
+            let off = usize::from(p.u8() % 8) * 512;
+            let len = (pages * PAGE - off).min(DISK / 2);
+            let s = (u64::from(p.u16()) % ((DISK - len) as u64 / 512)) as usize * 512;
+            cmd < 4 && in_flight_writes.iter().any(|&(a, e)| s < e && a < s + len)
+        };
+        // Reads and discards wait for earlier writes and discards; writes wait only for
+        // overlapping ones.
+        if fe.free_slots(q) == 0 || (writes_outstanding && ((4..=7).contains(&cmd) || cmd == 11)) || overlap {
+            writes_outstanding = false;
+            in_flight_writes.clear();
+            let done = h.run(&mut dev, &mut fe);
+            rep.responses += done.len() as u32;
+            check_reads(&done, &mut reads, &model, clean, &mut rep);
+        }
+        match cmd {
+            // Valid writes and reads (most of the input).
+            0..=7 => {
+                let pages = 1 + usize::from(b.u8() % 24);
+                let off = usize::from(b.u8() % 8) * 512;
+                let len = (pages * PAGE - off).min(DISK / 2);
+                let sector = u64::from(b.u16()) % ((DISK - len) as u64 / 512);
+                let write = cmd < 4;
+                if write {
+                    let d = pattern(u64::from(b.u16()), len);
+                    fe.rw(&h.xs, &mut h.g, true, sector, len, Some(&d), off);
+                    // A write that is refused (e.g. > 11 direct pages without indirect)
+                    // leaves the model as it was: only successful ones count, checked below.
+                    model_write(&mut model, sector, &d, &mut reads);
+                    writes_outstanding = true;
+                    in_flight_writes.push((sector as usize * 512, sector as usize * 512 + len));
+                } else {
+                    let id = fe.rw(&h.xs, &mut h.g, false, sector, len, None, off);
+                    reads.insert(id, (sector as usize * 512, len));
+                }
+            }
+            8 => {
+                let mut slot = [0u8; MAX_SLOT];
+                for x in slot.iter_mut() {
+                    *x = b.u8();
+                }
+                let raw = blkback::abi::decode_request(abi, &slot);
+                // A random READ may name any of our grants, the ring pages included, and
+                // overwrite them with disk data: after that our own ring is garbage.
+                if raw.operation == BLKIF_OP_READ || raw.operation == BLKIF_OP_INDIRECT {
+                    forged = true;
+                }
+                fe.raw(q, &slot, raw.id, blkback::request::rsp_op_of(&raw));
+                clean = false;
+            }
+            9 => {
+                // A valid request with one byte changed, on a page of its own (never the
+                // ring: a corrupted segment count can only reach garbage refs).
+                let page = MemPage::new();
+                let gref = h.g.grant(fe.dom, &page, BACKEND, false);
+                let r = RawRequest {
+                    operation: BLKIF_OP_READ,
+                    id: b.u64(),
+                    body: RawBody::Rw {
+                        nr_segments: 1,
+                        handle: 0,
+                        sector: 0,
+                        seg: [BlkifRequestSegment { gref, first_sect: 0, last_sect: 7 }; 11],
+                    },
+                };
+                let mut slot = encode_request(abi, &r);
+                let pos = usize::from(b.u8()) % abi.slot_size();
+                slot[pos] ^= b.u8() | 1;
+                let raw = blkback::abi::decode_request(abi, &slot);
+                // The flipped byte may have turned our page's ref into the ring's.
+                let ours = matches!(raw.body, RawBody::Rw { seg, .. } if seg[0].gref == gref);
+                if raw.operation == BLKIF_OP_INDIRECT || (raw.operation == BLKIF_OP_READ && !ours) {
+                    forged = true;
+                }
+                fe.raw(q, &slot, raw.id, blkback::request::rsp_op_of(&raw));
+                clean = false;
+            }
+            10 => {
+                // An indirect request whose descriptor page is garbage.
+                let page = MemPage::new();
+                let garbage: Vec<u8> = (0..PAGE).map(|_| b.u8()).collect();
+                page.set(0, &garbage);
+                let gref = h.g.grant(fe.dom, &page, BACKEND, true);
+                let nseg = b.u16() % 80;
+                let r = RawRequest {
+                    operation: BLKIF_OP_INDIRECT,
+                    id: b.u64(),
+                    body: RawBody::Indirect {
+                        indirect_op: b.u8() % 3,
+                        nr_segments: nseg,
+                        sector: u64::from(b.u16()),
+                        handle: 0,
+                        grefs: [gref; 8],
+                    },
+                };
+                if let RawBody::Indirect { indirect_op: BLKIF_OP_READ, .. } = r.body {
+                    forged = true;
+                }
+                let raw_bytes = encode_request(abi, &r);
+                fe.raw(q, &raw_bytes, r.id, blkback::request::rsp_op_of(&r));
+                clean = false;
+            }
+            11 => {
+                let sector = u64::from(b.u16()) % (DISK as u64 / 512);
+                let n = u64::from(b.u8());
+                let secure = b.u8() & 1 == 1;
+                let op = if b.u8() & 1 == 1 { BLKIF_OP_DISCARD } else { BLKIF_OP_FLUSH_DISKCACHE };
+                fe.simple(op, sector, n, secure);
+                if op == BLKIF_OP_DISCARD && sector + n <= (DISK / 512) as u64 {
+                    let s = sector as usize * 512;
+                    let e = s + n as usize * 512;
+                    model[s..e].fill(0);
+                    reads.retain(|_, (o, l)| *o + *l <= s || *o >= e);
+                    // A discard is a write for ordering purposes.
+                    writes_outstanding = true;
+                    in_flight_writes.push((s, e));
+                }
+            }
+            12 => {
+                // Bogus req_prod: far ahead disconnects the frontend; a little ahead makes
+                // the backend consume stale slots. Either way, stop here.
+                forged = true;
+                let v = b.u32();
+                if let Some(r) = fe.ring(q) {
+                    let _ = r.force_req_prod(v);
+                }
+                clean = false;
+                let _ = h.run(&mut dev, &mut fe);
+                break;
+            }
+            _ => {
+                writes_outstanding = false;
+                in_flight_writes.clear();
+                let done = h.run(&mut dev, &mut fe);
+                rep.responses += done.len() as u32;
+                check_reads(&done, &mut reads, &model, clean, &mut rep);
+            }
+        }
+    }
+    let done = h.run(&mut dev, &mut fe);
+    rep.responses += done.len() as u32;
+    check_reads(&done, &mut reads, &model, clean, &mut rep);
+    // A frontend that forged `req_prod` made the backend answer slots it never filled:
+    // those answers are expected. Otherwise every response must match a request.
+    assert!(forged || fe.bogus.is_empty(), "responses that match no outstanding request: {:?}", fe.bogus);
+    // Teardown: the frontend closes; nothing of it may stay mapped or bound.
+    fe.set_state(&mut h.xs, XenbusState::Closed);
+    h.update(&mut dev);
+    assert!(dev.connection().is_none());
+    let c = h.g.counters();
+    assert_eq!(c.mapped_now, 0, "mappings left after disconnect");
+    assert_eq!(c.leaked, 0, "mappings dropped without unmap");
+    assert_eq!(c.ro_violations, 0, "a write through a read-only mapping");
+    assert_eq!(h.ev.bound_count(), 0, "event channels left bound");
+    rep
+}
+
+/// The model follows writes in submission order; a read checks against the model as of
+/// its completion, so reads overlapping a later write are dropped from checking.
+fn model_write(model: &mut [u8], sector: u64, d: &[u8], reads: &mut BTreeMap<u64, (usize, usize)>) {
+    let s = sector as usize * 512;
+    if let Some(m) = model.get_mut(s..s + d.len()) {
+        m.copy_from_slice(d);
+    }
+    reads.retain(|_, (o, l)| *o + *l <= s || *o >= s + d.len());
+}
+
+fn check_reads(
+    done: &[Done],
+    reads: &mut BTreeMap<u64, (usize, usize)>,
+    model: &[u8],
+    clean: bool,
+    rep: &mut FuzzReport,
+) {
+    for d in done {
+        if let Some((off, len)) = reads.remove(&d.id) {
+            if clean && d.status == BLKIF_RSP_OKAY {
+                assert!(
+                    d.data.as_slice() == &model[off..off + len],
+                    "read {:#x} of {len} bytes at {off} differs from the model",
+                    d.id
+                );
+                rep.verified_reads += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The blkback service over the fake hypervisor, driven as the driver domain's loop drives
+//! it: the toolstack writes directories (as libxl does), the service discovers them through
+//! its watch, frontends connect and do I/O, the toolstack detaches. Every test checks
+//! xenstore state, data, mappings and frames, never just "no panic".
+// Casts and arithmetic here are on the tests' own small values.
+#![allow(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
+
+use blkback::engine::DataPath;
+use blkback::service::{Defaults, Note, Service, REMOVE_GRACE_NS, STATS_PERIOD_NS};
+use blkback::testing::*;
+use xen_sys_mini::io::blkif::BLKIF_RSP_OKAY;
+use xen_sys_mini::io::xenbus::XenbusState;
+
+type Svc = Service<FakeGrants, FakeFrames, FakeRegion>;
+
+/// The fake hypervisor, the service and a clock.
+struct Bed {
+    xs: FakeXenStore,
+    g: FakeGrants,
+    ev: FakeEvtchn,
+    frames: FakeFrames,
+    svc: Svc,
+    now: u64,
+}
+
+impl Bed {
+    fn new(modules: Vec<FakeRegion>) -> Self {
+        let frames = FakeFrames::new(4096); // 16 MiB
+        let mut svc = Service::new(BACKEND, Defaults::default(), frames.clone(), modules);
+        let mut xs = FakeXenStore::default();
+        svc.start(&mut xs).expect("start");
+        assert_eq!(xs.get(&format!("/local/domain/{BACKEND}/data/blkback/ready")), Some("1"));
+        let mut b = Self { xs, g: FakeGrants::new(), ev: FakeEvtchn::default(), frames, svc, now: 1_000_000_000 };
+        b.turn();
+        b
+    }
+
+    /// One turn of the driver domain's loop.
+    fn turn(&mut self) -> bool {
+        self.svc.handle_xenstore(&mut self.xs, &mut self.g, &mut self.ev, self.now);
+        let more = self.svc.process(&mut self.xs, &mut self.g, &mut self.ev);
+        self.svc.timers(&mut self.xs, self.now, || vec![("mapped", 0)]);
+        more
+    }
+
+    /// Turns until nothing is left to do (bounded).
+    fn settle(&mut self) {
+        for _ in 0..50 {
+            let more = self.turn();
+            if !more && self.xs.events.is_empty() {
+                return;
+            }
+        }
+        panic!("the service did not settle");
+    }
+
+    fn advance(&mut self, ns: u64) {
+        self.now += ns;
+        self.settle();
+    }
+
+    fn attach(&mut self, dom: u16, devid: u32, params: &str, mode: &str) -> MockFrontend {
+        let (fe, be) = MockFrontend::toolstack_attach(&mut self.xs, dom, devid, params, mode);
+        self.settle();
+        MockFrontend::new(dom, devid, fe, be, FrontendOpts { persistent: true, ..FrontendOpts::default() })
+    }
+
+    fn connect(&mut self, fe: &mut MockFrontend) {
+        assert_eq!(fe.backend_state(&self.xs), Some(XenbusState::InitWait as u32), "backend not in InitWait");
+        fe.connect(&mut self.xs, &mut self.g, &mut self.ev);
+        self.settle();
+        assert!(fe.connected(&mut self.xs), "backend did not connect: {:?}", self.notes());
+        self.settle();
+    }
+
+    /// A write then a read of the same sectors; returns what was read.
+    fn write_read(&mut self, fe: &mut MockFrontend, sector: u64, data: &[u8]) -> Vec<u8> {
+        fe.rw(&self.xs, &mut self.g, true, sector, data.len(), Some(data), 0);
+        fe.push();
+        self.settle();
+        let done = fe.complete(&mut self.g);
+        assert_eq!(done.len(), 1, "write not answered");
+        assert_eq!(done[0].status, BLKIF_RSP_OKAY);
+        fe.rw(&self.xs, &mut self.g, false, sector, data.len(), None, 0);
+        fe.push();
+        self.settle();
+        let mut done = fe.complete(&mut self.g);
+        assert_eq!(done.len(), 1, "read not answered");
+        assert_eq!(done[0].status, BLKIF_RSP_OKAY);
+        done.remove(0).data
+    }
+
+    /// What libxl does for `xl block-detach`: `online` = 0 and our `state` = Closing.
+    fn toolstack_detach(&mut self, be: &str) {
+        self.xs.set(&format!("{be}/online"), "0");
+        self.xs.set(&format!("{be}/state"), &(XenbusState::Closing as u32).to_string());
+        self.settle();
+    }
+
+    fn notes(&mut self) -> Vec<Note> {
+        self.svc.take_notes()
+    }
+
+    fn state(&self, be: &str) -> Option<&str> {
+        self.xs.get(&format!("{be}/state"))
+    }
+}
+
+#[test]
+fn attach_connect_serve_detach() {
+    let mut b = Bed::new(vec![]);
+    let mut fe = b.attach(5, 51712, "ram:1M", "w");
+    let be = fe.be.clone();
+    assert_eq!(b.svc.devices().count(), 1);
+    // Probe keys, then InitWait (what libxl waits for).
+    assert_eq!(b.xs.get(&format!("{be}/feature-max-indirect-segments")), Some("256"));
+    assert_eq!(b.state(&be), Some("2"));
+    // The RAM disk took 1 MiB of frames.
+    assert_eq!(b.frames.live(), 256);
+    b.connect(&mut fe);
+    assert_eq!(fe.sectors(&b.xs), 2048);
+    let data = pattern(7, 8192);
+    assert_eq!(b.write_read(&mut fe, 100, &data), data);
+    // Statistics are published on the period, per device and domain-wide.
+    b.advance(STATS_PERIOD_NS);
+    assert_eq!(b.xs.get(&format!("{be}/statistics/wr_req")), Some("1"));
+    assert_eq!(b.xs.get(&format!("/local/domain/{BACKEND}/data/blkback/mapped")), Some("0"));
+    // Detach: the frontend sees Closing and closes; we go Closed, then remove the directory
+    // after the grace (libxl reads Closed first).
+    b.toolstack_detach(&be);
+    assert_eq!(b.state(&be), Some("5"));
+    fe.set_state(&mut b.xs, XenbusState::Closed);
+    b.settle();
+    assert_eq!(b.state(&be), Some("6"));
+    assert!(b.xs.exists(&be), "directory removed before the grace");
+    b.advance(REMOVE_GRACE_NS);
+    assert!(!b.xs.exists(&be), "directory not removed");
+    assert_eq!(b.svc.devices().count(), 0);
+    // Everything of the frontend is released: rings unmapped, channels closed, frames back.
+    assert_eq!(b.g.counters().mapped_now, 0);
+    assert_eq!(b.ev.bound_count(), 0);
+    assert_eq!(b.frames.live(), 0);
+    // No watch of the device is left behind.
+    assert!(b.xs.watches.iter().all(|(p, _)| !p.starts_with(&be) && !p.starts_with(&fe.fe)), "{:?}", b.xs.watches);
+}
+
+#[test]
+fn refused_targets_say_why_and_go_on_detach() {
+    let cases = [
+        ("ram", "`ram` needs a size, e.g. ram:64M"),
+        ("disk:/dev/sda", "unknown target `disk`"),
+        ("ram:64M:fast", "unknown target option `fast`"),
+        ("ram:1G", "not enough memory for a 1024 MiB RAM disk (16 MiB free)"),
+        ("module:3", "no boot module 3"),
+    ];
+    for (i, (params, why)) in cases.into_iter().enumerate() {
+        let mut b = Bed::new(vec![]);
+        let fe = b.attach(5, 51712 + i as u32, params, "w");
+        let be = fe.be.clone();
+        // Never InitWait: Closed, with the reason where libxl and the user look.
+        assert_eq!(b.state(&be), Some("6"), "{params}");
+        let err = b.xs.get(&format!("{be}/hotplug-error")).unwrap_or_default().to_string();
+        assert!(err.starts_with(&format!("target `{params}`: ")) && err.contains(why), "{params}: {err}");
+        assert_eq!(b.xs.get(&format!("{be}/hotplug-status")), Some("error"));
+        assert!(b.xs.get(&format!("{be}/feature-max-indirect-segments")).is_none(), "a refused device advertised");
+        assert!(b.notes().iter().any(|n| matches!(n, Note::Error(s) if s.contains(why))), "{params}: no console line");
+        assert_eq!(b.frames.live(), 0, "{params}: frames taken for a refused device");
+        // The frontend cannot make it connect.
+        let mut fe = fe;
+        fe.connect(&mut b.xs, &mut b.g, &mut b.ev);
+        b.settle();
+        assert_eq!(b.state(&be), Some("6"));
+        assert_eq!(b.g.counters().mapped_now, 0);
+        // `xl block-detach`: Closed, then the directory goes after the grace.
+        b.toolstack_detach(&be);
+        assert_eq!(b.state(&be), Some("6"));
+        b.advance(REMOVE_GRACE_NS);
+        assert!(!b.xs.exists(&be), "{params}: refused device's directory left behind");
+        assert_eq!(b.svc.devices().count(), 0);
+        assert!(b.xs.watches.iter().all(|(p, _)| !p.starts_with(&be)), "{params}: watch leaked: {:?}", b.xs.watches);
+    }
+}
+
+#[test]
+fn bad_toolstack_keys_refuse_the_device() {
+    let mut b = Bed::new(vec![]);
+    let (_, be) = MockFrontend::toolstack_attach(&mut b.xs, 5, 51712, "ram:1M", "w");
+    // A frontend path outside the frontend's domain (as Linux's xenbus refuses it).
+    b.xs.set(&format!("{be}/frontend"), "/local/domain/0/device/vbd/51712");
+    b.settle();
+    assert_eq!(b.state(&be), Some("6"));
+    let err = b.xs.get(&format!("{be}/hotplug-error")).unwrap_or_default();
+    assert!(err.contains("is not in domain 5"), "{err}");
+    assert_eq!(b.frames.live(), 0, "the refused device kept its RAM disk");
+}
+
+#[test]
+fn a_boot_module_is_served_in_place_and_reused_after_detach() {
+    let image = pattern(3, 64 * 1024);
+    let mut b = Bed::new(vec![FakeRegion { data: image.clone(), base_gfn: 0x500 }]);
+    let mut fe = b.attach(5, 51712, "module", "w");
+    let be = fe.be.clone();
+    b.connect(&mut fe);
+    assert_eq!(fe.sectors(&b.xs), 128);
+    // Its contents are the image; a write lands in it.
+    fe.rw(&b.xs, &mut b.g, false, 0, 4096, None, 0);
+    fe.push();
+    b.settle();
+    assert_eq!(fe.complete(&mut b.g)[0].data, image[..4096]);
+    let data = pattern(9, 4096);
+    assert_eq!(b.write_read(&mut fe, 8, &data), data);
+    assert_eq!(b.svc.free_modules(), 0);
+    // A second device cannot have the module while the first serves it.
+    let other = b.attach(6, 51712, "module:0", "w");
+    let err = b.xs.get(&format!("{}/hotplug-error", other.be)).unwrap_or_default();
+    assert!(err.contains("boot module 0 is already served"), "{err}");
+    b.toolstack_detach(&other.be);
+    b.advance(REMOVE_GRACE_NS);
+    // Detach the first: the module goes back to the pool, with the write in it.
+    b.toolstack_detach(&be);
+    fe.set_state(&mut b.xs, XenbusState::Closed);
+    b.settle();
+    b.advance(REMOVE_GRACE_NS);
+    let st = b.state(&be).map(String::from);
+    assert!(!b.xs.exists(&be), "{st:?} {:?}", b.notes());
+    assert_eq!(b.svc.free_modules(), 1);
+    // Attached again (the scenario's re-attach): the earlier write is still there.
+    let mut fe2 = b.attach(5, 51712, "module", "w");
+    b.connect(&mut fe2);
+    fe2.rw(&b.xs, &mut b.g, false, 8, 4096, None, 0);
+    fe2.push();
+    b.settle();
+    assert_eq!(fe2.complete(&mut b.g)[0].data, data, "the module lost a write across re-attach");
+}
+
+#[test]
+fn a_frontend_that_disappears_is_dropped_and_cleaned_up_by_the_toolstack() {
+    let mut b = Bed::new(vec![]);
+    let mut fe = b.attach(5, 51712, "ram:1M", "w");
+    // The copy path needs frames the fake grant table can reach: this one maps.
+    let mut other = b.attach(6, 51712, "ram:1M:map:nopersist", "w");
+    b.connect(&mut fe);
+    b.connect(&mut other);
+    let be = fe.be.clone();
+    let cfg = b.svc.device(&other.be).map(|d| *d.config()).expect("device");
+    assert_eq!((cfg.path, cfg.adv.persistent), (DataPath::Map, false));
+    // Requests in flight when the domain dies.
+    fe.rw(&b.xs, &mut b.g, true, 0, 4096, Some(&pattern(1, 4096)), 0);
+    fe.push();
+    // The domain is destroyed: its xenstore directory and grants vanish.
+    b.xs.remove_tree("/local/domain/5");
+    b.g.forget_domain(5);
+    b.settle();
+    assert_eq!(b.state(&be), Some("6"), "not Closed after the frontend vanished");
+    assert_eq!(b.svc.device(&be).map(|d| d.connection().is_some()), Some(false));
+    // The other frontend is unaffected.
+    let data = pattern(2, 4096);
+    assert_eq!(b.write_read(&mut other, 0, &data), data);
+    // The toolstack cleans up: online = 0 → directory removed after the grace.
+    b.toolstack_detach(&be);
+    b.advance(REMOVE_GRACE_NS);
+    assert!(!b.xs.exists(&be));
+    // Only the other frontend's rings are still mapped.
+    assert_eq!(b.g.counters().mapped_now, 1);
+    // The toolstack removes a directory itself (a forced detach): the device goes too.
+    b.xs.remove_tree(&other.be);
+    b.settle();
+    assert_eq!(b.svc.devices().count(), 0);
+    assert_eq!(b.g.counters().mapped_now, 0);
+    assert_eq!(b.ev.bound_count(), 0);
+    assert_eq!(b.frames.live(), 0);
+}
+
+#[test]
+fn our_own_statistics_do_not_wake_the_state_machine() {
+    let mut b = Bed::new(vec![]);
+    let mut fe = b.attach(5, 51712, "ram:1M", "w");
+    b.connect(&mut fe);
+    let _ = b.notes();
+    let before = b.xs.requests;
+    b.advance(STATS_PERIOD_NS);
+    let after_publish = b.xs.requests;
+    // Publishing is one transaction per device plus one domain-wide; the watch events it
+    // causes are ours and are dropped without a read.
+    assert_eq!(after_publish - before, 2, "statistics cost {} round trips", after_publish - before);
+    b.settle();
+    assert_eq!(b.xs.requests, after_publish, "the device re-read xenstore after our own writes");
+}

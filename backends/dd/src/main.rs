@@ -1,0 +1,119 @@
+//! The blkback driver domain: boot (the `kernel` runtime) → typed configuration (the
+//! command line, parsed once) → the blkback service → the loop. It wires libraries and
+//! holds no logic of its own.
+//!
+//! The loop: clear the event ports, handle xenstore events, run every ring, fire timers;
+//! when no ring has work left, sleep in `SCHEDOP_poll` on xenstore's port and every ring's
+//! until the service's next deadline (or a second, for the statistics).
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+
+use blkback::service::{Note, Service};
+use kernel::console::{self, Level};
+use kernel::gnttab::Gnttab;
+use kernel::mem::{BootModule, FrameAllocator};
+use kernel::{arch, evtchn, gnttab, hypercall, mem, sched, time, Runtime};
+use xen_blkback_rs::{Config, Mode};
+
+kernel::entry!(run);
+
+fn run(rt: Runtime) -> ! {
+    let Runtime { cmdline, domid, mut xenstore, modules } = rt;
+    let cfg = Config::parse(&cmdline);
+    for w in &cfg.ignored {
+        kernel::warn!("{w}");
+    }
+    if cfg.debug {
+        console::set_max_level(Level::Debug);
+    }
+    match cfg.mode {
+        Mode::Serve => {}
+        Mode::Selftest => {
+            if kernel::selftest::run(&mut xenstore, domid) {
+                kernel::poweroff()
+            } else {
+                kernel::crash()
+            }
+        }
+        Mode::CrashUd2 => {
+            kernel::info!("crashtest: executing ud2");
+            arch::invalid_opcode()
+        }
+        Mode::CrashPanic => panic!("crashtest: deliberate panic"),
+    }
+    let mut svc: Service<Gnttab, FrameAllocator, BootModule> = Service::new(domid, cfg.blk, FrameAllocator, modules);
+    if let Err(e) = svc.start(&mut xenstore) {
+        kernel::error!("cannot watch {}: {e}", svc.base());
+    }
+    let d = svc.defaults();
+    kernel::info!(
+        "blkback: serving vbds under {} ({:?} path, persistent grants {}, up to {} indirect segments)",
+        svc.base(),
+        d.path,
+        if d.persistent { "on" } else { "off" },
+        d.max_indirect_segments
+    );
+    let (mut g, mut ev) = (Gnttab, evtchn::Evtchn);
+    let mut ports = Vec::new();
+    // Loop iterations and sleeps, published with the other counters.
+    let (mut loops, mut polls) = (0u64, 0u64);
+    loop {
+        loops = loops.wrapping_add(1);
+        ports.clear();
+        ports.push(xenstore.port());
+        svc.ports(&mut ports);
+        // Clear first, then look: an event that arrives meanwhile re-sets the bit and the
+        // next poll returns at once.
+        for &p in &ports {
+            evtchn::clear(p);
+        }
+        let now = time::system_time_ns();
+        svc.handle_xenstore(&mut xenstore, &mut g, &mut ev, now);
+        let more = svc.process(&mut xenstore, &mut g, &mut ev);
+        svc.timers(&mut xenstore, time::system_time_ns(), || domain_counters(loops, polls));
+        for n in svc.take_notes() {
+            match n {
+                Note::Debug(s) => kernel::debug!("{s}"),
+                Note::Info(s) => kernel::info!("{s}"),
+                Note::Warn(s) => kernel::warn!("{s}"),
+                Note::Error(s) => kernel::error!("{s}"),
+            }
+        }
+        if !more {
+            polls = polls.wrapping_add(1);
+            let _ = sched::poll(&ports, svc.next_deadline());
+        }
+    }
+}
+
+/// The domain-wide counters under `data/blkback/`: foreign pages mapped now, grant calls,
+/// safety-net unmaps, free memory, the loop's iterations and sleeps, hypercalls by kind.
+fn domain_counters(loops: u64, polls: u64) -> Vec<(&'static str, u64)> {
+    use xen_sys_mini::hypercall::{EVENT_CHANNEL_OP, GRANT_TABLE_OP, SCHED_OP};
+    let c = gnttab::counters();
+    alloc::vec![
+        ("mapped", c.mapped_now),
+        ("map_calls", c.map_calls),
+        ("unmap_calls", c.unmap_calls),
+        ("copy_calls", c.copy_calls),
+        ("safety_net_unmaps", c.safety_net_unmaps),
+        ("free_kib", mem::free_bytes() >> 10),
+        ("heap_used_kib", (mem::heap::usage().0 >> 10) as u64),
+        ("loops", loops),
+        ("polls", polls),
+        ("hc_sched", hypercall::count(SCHED_OP)),
+        ("hc_evtchn", hypercall::count(EVENT_CHANNEL_OP)),
+        ("hc_gnttab", hypercall::count(GRANT_TABLE_OP)),
+    ]
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    // The image is a PVH guest; on the host this crate builds so clippy and tests cover it.
+    eprintln!("the driver domain is a PVH guest image: build it with `cargo xtask build`");
+}

@@ -1,0 +1,55 @@
+//! x86_64 leaf code: the few privileged instructions the runtime needs (port I/O, CPUID,
+//! MSRs, TSC, halt), the PVH entry (`boot`), page tables (`paging`) and exceptions
+//! (`traps`). Nothing here calls up: an exception report goes through a hook the layer
+//! above installs.
+use core::arch::asm;
+
+#[cfg(target_os = "none")]
+pub mod boot;
+pub mod paging;
+pub mod traps;
+
+/// Writes one byte to an I/O port.
+pub fn outb(port: u16, v: u8) {
+    // SAFETY: the only ports used are Xen's debug port 0xe9 (HVM guests' debug console,
+    // printed by Xen as "(dN) ..."), which has no side effect on guest state.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
+}
+
+/// CPUID leaf `leaf`, subleaf 0: (eax, ebx, ecx, edx).
+pub fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
+    // CPUID is unprivileged and has no side effects (safe since Rust 1.87).
+    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The caller must know what writing `value` to `msr` does; here only Xen's
+/// hypercall-page MSR is written.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags));
+    }
+}
+
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the TSC (Xen may emulate it; either way no side effect).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Stops the vCPU for good (after a failed shutdown hypercall).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: with interrupts off this parks the vCPU; Xen still can destroy it.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+/// Raises #UD (the crash-report path's test: `crashtest=ud2`); never returns.
+pub fn invalid_opcode() -> ! {
+    // SAFETY: deliberately raises #UD; the exception path reports and never returns.
+    unsafe { asm!("ud2", options(nomem, nostack, noreturn)) }
+}
