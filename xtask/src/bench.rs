@@ -2,7 +2,7 @@
 //! backend, in one boot of the test bed so the figures compare. Prints a table, writes
 //! JSON under `target/bench/`.
 //!
-//! dom0 runs on emulated CPU 0 and the driver domain alone on CPU 1 (shared/testbed.md),
+//! dom0 runs on emulated CPU 0 and the driver domain alone on CPU 1 (docs/testbed.md),
 //! so frontend and backend do not share a CPU.
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -94,7 +94,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
     let per_backend = 90 + u64::from(seconds) * WORKLOADS.len() as u64 * 2;
     let run = Run {
         name: "bench",
-        script: sh::root().join("images/testbed/scenarios/bench.sh"),
+        script: sh::root().join("tests/scenarios/bench.sh"),
         extra: vec![
             ("usr/bin/blkload".into(), Entry::File { src: blkload, mode: 0o755 }),
             ("boot/xen-blkback-rs".into(), Entry::File { src: uk.clone(), mode: 0o644 }),

@@ -16,7 +16,7 @@ use crate::cpio::Archive;
 use crate::host;
 use crate::sh::{self, Result};
 
-/// Packages carried into the images (shared/testbed.md, "Packages").
+/// Packages carried into the images (docs/testbed.md, "Packages").
 const XEN_PACKAGES: &[&str] = &[
     "xen-hypervisor-4.17-amd64",
     "xen-utils-4.17",
@@ -138,7 +138,7 @@ fn hash_inputs(debs: &[PathBuf], extra: &[PathBuf]) -> Result<String> {
 
 fn testbed_files() -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
-    for sub in ["images/testbed", "images/testbed/roles"] {
+    for sub in ["tests/testbed", "tests/testbed/roles"] {
         let dir = sh::root().join(sub);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -310,7 +310,7 @@ impl Builder {
     fn common(&self, a: &mut Archive) -> Result<()> {
         self.busybox(a)?;
         self.modules(a)?;
-        let tb = sh::root().join("images/testbed");
+        let tb = sh::root().join("tests/testbed");
         a.file("lib/testbed/common.sh", &tb.join("common.sh"), 0o644);
         for d in ["proc", "sys", "dev", "tmp", "run", "root", "etc", "var/log", "mnt"] {
             a.dir(d);
@@ -328,7 +328,7 @@ impl Builder {
     fn domu(&self) -> Result<Archive> {
         let mut a = Archive::new();
         self.common(&mut a)?;
-        let tb = sh::root().join("images/testbed");
+        let tb = sh::root().join("tests/testbed");
         a.file("init", &tb.join("domu-init.sh"), 0o755);
         for e in std::fs::read_dir(tb.join("roles")).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
             let p = e.path();
@@ -342,7 +342,7 @@ impl Builder {
     fn dom0(&self, vmlinuz: &Path, domu: &Path) -> Result<Archive> {
         let mut a = Archive::new();
         self.common(&mut a)?;
-        let tb = sh::root().join("images/testbed");
+        let tb = sh::root().join("tests/testbed");
         a.file("init", &tb.join("dom0-init.sh"), 0o755);
         self.elf(&mut a, "bin/bash", Path::new("/bin/bash"))?;
         self.elf(&mut a, "usr/bin/flock", Path::new("/usr/bin/flock"))?;

@@ -1,4 +1,4 @@
-//! Boots QEMU (TCG) + Xen + dom0 with the stable configuration of shared/testbed.md,
+//! Boots QEMU (TCG) + Xen + dom0 with the stable configuration of docs/testbed.md,
 //! watches the serial line, and maps the one `Test result:` line to an outcome.
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

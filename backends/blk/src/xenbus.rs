@@ -48,6 +48,18 @@ pub enum Action {
     RemoveDir,
 }
 
+/// Closed (again, if the toolstack overwrote our `state`), and the directory removed once the
+/// toolstack set `online` = 0.
+fn close(published: XenbusState, s: &Snapshot, mut a: Vec<Action>) -> (XenbusState, Vec<Action>) {
+    if published != XenbusState::Closed || s.backend_in_store != Some(XenbusState::Closed) {
+        a.push(Action::SetState(XenbusState::Closed));
+    }
+    if !s.online {
+        a.push(Action::RemoveDir);
+    }
+    (XenbusState::Closed, a)
+}
+
 /// The next state we publish and the actions to get there.
 pub fn step(published: XenbusState, s: &Snapshot) -> (XenbusState, Vec<Action>) {
     use XenbusState as X;
@@ -58,13 +70,7 @@ pub fn step(published: XenbusState, s: &Snapshot) -> (XenbusState, Vec<Action>) 
         if published != X::Closed {
             a.push(Action::Refuse);
         }
-        if published != X::Closed || s.backend_in_store != Some(X::Closed) {
-            a.push(Action::SetState(X::Closed));
-        }
-        if !s.online {
-            a.push(Action::RemoveDir);
-        }
-        return (X::Closed, a);
+        return close(published, s, a);
     }
     let detaching = !s.online || (s.backend_in_store == Some(X::Closing) && published != X::Closing);
     let fe_done = matches!(s.frontend, None | Some(X::Closed) | Some(X::Unknown));
@@ -73,13 +79,7 @@ pub fn step(published: XenbusState, s: &Snapshot) -> (XenbusState, Vec<Action>) 
             if s.connected {
                 a.push(Action::Disconnect);
             }
-            if published != X::Closed || s.backend_in_store != Some(X::Closed) {
-                a.push(Action::SetState(X::Closed));
-            }
-            if !s.online {
-                a.push(Action::RemoveDir);
-            }
-            return (X::Closed, a);
+            return close(published, s, a);
         }
         // The frontend still runs: it sees our Closing and finishes its I/O first.
         if published != X::Closing {

@@ -1,6 +1,4 @@
-#[allow(unused_imports)]
 use super::prelude::*;
-#[allow(unused_imports)]
 use super::*;
 
 /// Store memory the fake grant table can reach by GFN (copy-path tests).

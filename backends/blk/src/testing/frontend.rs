@@ -1,6 +1,4 @@
-#[allow(unused_imports)]
 use super::prelude::*;
-#[allow(unused_imports)]
 use super::*;
 
 /// How the mock frontend configures itself (what Linux blkfront would choose).

@@ -1,6 +1,4 @@
-#[allow(unused_imports)]
 use super::prelude::*;
-#[allow(unused_imports)]
 use super::*;
 
 /// The backend's store in tests.

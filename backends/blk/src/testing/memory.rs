@@ -1,7 +1,4 @@
-#[allow(unused_imports)]
 use super::prelude::*;
-#[allow(unused_imports)]
-use super::*;
 
 /// The driver domain's id in tests.
 pub const BACKEND: DomId = 1;

@@ -1,7 +1,4 @@
-#[allow(unused_imports)]
 use super::prelude::*;
-#[allow(unused_imports)]
-use super::*;
 
 /// Event channels: frontends allocate unbound ports; the backend binds to them.
 #[derive(Debug, Default)]

@@ -1,6 +1,6 @@
 #!/bin/sh
 # /init of dom0 in the nested test bed: no systemd, just what xl needs
-# (shared/testbed.md "Dom0 start-up"), then the scenario in /scenario/run.sh.
+# (docs/testbed.md "Dom0 start-up"), then the scenario in /scenario/run.sh.
 . /lib/testbed/common.sh
 
 mount -t proc proc /proc

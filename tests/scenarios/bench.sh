@@ -62,7 +62,7 @@ bench_backend() {
         metric "$b.$rw.$bs.$qd.dd_cpu_s" "$(awk -v a="$c0" -v b="$(xl_cpu "$dom")" 'BEGIN { printf "%.2f", b - a }')"
     done
 
-    for k in loops polls mcyc_poll mcyc_xenstore mcyc_process mcyc_timers hc_sched hc_evtchn hc_gnttab; do
+    for k in loops polls heap_used_kib hc_sched hc_evtchn hc_gnttab; do
         v=$(xenstore-read "/local/domain/$DD/data/blkback/$k" 2>/dev/null) && info "$b profile $k=$v"
     done
     step "$b: detach and destroy"

@@ -1,7 +1,7 @@
 # Role "dd": a Linux driver domain, the baseline the unikernel is compared with.
 # xen-blkback over brd RAM disks; stands in for the hotplug script (`xl devd`) by writing
 # physical-device for each new vbd, and removes the backend directory after detach
-# (libxl waits for that, shared/testbed.md).
+# (libxl waits for that, docs/testbed.md).
 load_mod xen-blkback || echo "DD-ERROR xen-blkback"
 load_mod brd rd_nr=${rd_nr:-4} rd_size=${rd_size_kib:-262144} || echo "DD-ERROR brd"
 DOMID=$(xenstore-read domid)
