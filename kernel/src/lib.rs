@@ -3,15 +3,15 @@
 //! `unsafe` lives in this crate; an application (`backends/dd`, the blkback driver domain)
 //! is a small safe binary that names its entry with [`entry!`] and gets a [`Runtime`].
 //!
-//! Modules are leaves, one Xen mechanism each (cf. Mini-OS), and only call down:
+//! Modules are leaves, one Xen mechanism each (cf. Mini-OS), and only import modules listed
+//! before them here (checked by reading each file's `use crate::...`):
 //!
-//! | layer | modules |
-//! | --- | --- |
-//! | CPU | `arch` (entry, page tables, exceptions, instructions), `shared` (memory others write) |
-//! | hypercalls | `hypercall`, then `sched`, `evtchn`, `hvm` on top of it |
-//! | memory | `mem` (boot info, frames, heap, `shared_info`, the grant region) |
-//! | services | `time`, `console`, `gnttab`, `xenstore` |
-//! | this file | boot sequence, panic and exception reports, `selftest` |
+//! `arch` (entry, page tables, exceptions, instructions), `shared` (memory others write) →
+//! `hypercall` → `hvm` → `mem` (boot info, frames, heap, `shared_info`, the grant region) →
+//! `evtchn` → `time` → `sched` → `console` → `gnttab` → `xenstore` → `selftest` and this
+//! file (the boot sequence, panic and exception reports). The one call the other way is the
+//! CPU's: the entry code calls `kernel_main`, and exceptions reach the console through the
+//! report hook the boot sequence installs.
 //!
 //! The traits applications are written against (`Grants`, `EventChannel`, `XenStore`,
 //! `Frames`, `Region`, `Page`) are in the `xen-hv` crate; the types here implement them.

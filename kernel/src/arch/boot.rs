@@ -2,7 +2,7 @@
 //! protected mode, paging off, flat segments, `%ebx` = physical address of `hvm_start_info`,
 //! no stack. We zero `.bss`, build page tables identity-mapping the first 4 GiB with 2 MiB
 //! pages, turn on PAE + SSE, set `EFER.LME`, enable paging, load a 64-bit GDT and far-jump to
-//! 64-bit code, which calls `kernel_main(start_info_paddr)` (in `crate::boot`).
+//! 64-bit code, which calls `kernel_main(start_info_paddr)` (in `lib.rs`).
 //!
 //! Only built for the PVH target: the code refers to the linker script's symbols.
 use core::arch::global_asm;
