@@ -11,7 +11,7 @@
 use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use xen_sys_mini::io::console::XENCONS_OUT_SIZE;
+use xen_sys_mini::io::console::{XenconsInterface, XENCONS_OUT_SIZE};
 use xen_sys_mini::EvtchnPort;
 
 use crate::shared::SharedMem;
@@ -30,10 +30,10 @@ static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static CONSOLE_IO_WORKS: AtomicBool = AtomicBool::new(true);
 static RING: spin::Mutex<Option<PvConsole>> = spin::Mutex::new(None);
 
-/// Offsets in `struct xencons_interface`.
-const OUT_OFF: usize = 1024;
-const OUT_CONS: usize = 3080;
-const OUT_PROD: usize = 3084;
+/// Offsets in `struct xencons_interface` (`io/console.h`).
+const OUT_OFF: usize = core::mem::offset_of!(XenconsInterface, out);
+const OUT_CONS: usize = core::mem::offset_of!(XenconsInterface, out_cons);
+const OUT_PROD: usize = core::mem::offset_of!(XenconsInterface, out_prod);
 
 #[derive(Debug)]
 struct PvConsole {

@@ -325,36 +325,12 @@ impl Builder {
         Ok(())
     }
 
-    fn domu(&self) -> Result<Archive> {
-        let mut a = Archive::new();
-        self.common(&mut a)?;
-        let tb = sh::root().join("tests/testbed");
-        a.file("init", &tb.join("domu-init.sh"), 0o755);
-        for e in std::fs::read_dir(tb.join("roles")).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
-            let p = e.path();
-            if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
-                a.file(&format!("roles/{n}"), &p, 0o644);
-            }
-        }
-        Ok(a)
-    }
-
-    fn dom0(&self, vmlinuz: &Path, domu: &Path) -> Result<Archive> {
-        let mut a = Archive::new();
-        self.common(&mut a)?;
-        let tb = sh::root().join("tests/testbed");
-        a.file("init", &tb.join("dom0-init.sh"), 0o755);
-        self.elf(&mut a, "bin/bash", Path::new("/bin/bash"))?;
-        self.elf(&mut a, "usr/bin/flock", Path::new("/usr/bin/flock"))?;
-        // ext4 tools for the filesystem checks, from the host (Debian's e2fsprogs).
-        for (at, src) in [("sbin/mke2fs", "/sbin/mke2fs"), ("sbin/e2fsck", "/sbin/e2fsck")] {
-            self.elf(&mut a, at, Path::new(src))?;
-        }
-        a.symlink("sbin/mkfs.ext4", "mke2fs");
-        a.symlink("sbin/fsck.ext4", "e2fsck");
-        if Path::new("/etc/mke2fs.conf").exists() {
-            a.file("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"), 0o644);
-        }
+    /// `xl` (and other Xen tools), every library of the Xen packages, `xl.conf` and the
+    /// hotplug scripts with what they run (bash, flock): dom0's toolstack, and what a Linux
+    /// driver domain needs for `xl devd`.
+    fn xen_tools(&self, a: &mut Archive, bins: &[&str]) -> Result<()> {
+        self.elf(a, "bin/bash", Path::new("/bin/bash"))?;
+        self.elf(a, "usr/bin/flock", Path::new("/usr/bin/flock"))?;
         // xl aborts without it ("libgcc_s.so.1 must be installed for pthread_cancel").
         a.file(
             "lib/x86_64-linux-gnu/libgcc_s.so.1",
@@ -362,8 +338,8 @@ impl Builder {
             0o755,
         );
         let xb = self.root.join("usr/lib/xen-4.17/bin");
-        for b in ["xl", "xenstored", "xenconsoled", "xen-init-dom0", "xenstore-control"] {
-            self.elf(&mut a, &format!("usr/lib/xen-4.17/bin/{b}"), &xb.join(b))?;
+        for b in bins {
+            self.elf(a, &format!("usr/lib/xen-4.17/bin/{b}"), &xb.join(b))?;
         }
         // Every shared library of the Xen packages (libxl dlopens nothing we know of, but
         // a missing one would only show at run time).
@@ -383,13 +359,50 @@ impl Builder {
         for e in std::fs::read_dir(etc.join("scripts")).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
             a.file(&format!("etc/xen/scripts/{}", e.file_name().to_string_lossy()), &e.path(), 0o755);
         }
+        for d in ["var/lib/xen", "var/log/xen"] {
+            a.dir(d);
+        }
+        Ok(())
+    }
+
+    fn domu(&self) -> Result<Archive> {
+        let mut a = Archive::new();
+        self.common(&mut a)?;
+        // A Linux driver domain runs the real `xl devd` (as deployments do).
+        self.xen_tools(&mut a, &["xl"])?;
+        let tb = sh::root().join("tests/testbed");
+        a.file("init", &tb.join("domu-init.sh"), 0o755);
+        for e in std::fs::read_dir(tb.join("roles")).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
+                a.file(&format!("roles/{n}"), &p, 0o644);
+            }
+        }
+        Ok(a)
+    }
+
+    fn dom0(&self, vmlinuz: &Path, domu: &Path) -> Result<Archive> {
+        let mut a = Archive::new();
+        self.common(&mut a)?;
+        let tb = sh::root().join("tests/testbed");
+        a.file("init", &tb.join("dom0-init.sh"), 0o755);
+        // ext4 tools for the filesystem checks, from the host (Debian's e2fsprogs).
+        for (at, src) in [("sbin/mke2fs", "/sbin/mke2fs"), ("sbin/e2fsck", "/sbin/e2fsck")] {
+            self.elf(&mut a, at, Path::new(src))?;
+        }
+        a.symlink("sbin/mkfs.ext4", "mke2fs");
+        a.symlink("sbin/fsck.ext4", "e2fsck");
+        if Path::new("/etc/mke2fs.conf").exists() {
+            a.file("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"), 0o644);
+        }
+        self.xen_tools(&mut a, &["xl", "xenstored", "xenconsoled", "xen-init-dom0", "xenstore-control"])?;
         for e in std::fs::read_dir(&tb).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "cfg") {
                 a.file(&format!("etc/xen/testbed/{}", e.file_name().to_string_lossy()), &p, 0o644);
             }
         }
-        for d in ["var/lib/xen", "var/log/xen/console", "var/lib/xenstored"] {
+        for d in ["var/log/xen/console", "var/lib/xenstored"] {
             a.dir(d);
         }
         a.symlink("var/run", "../run");

@@ -13,7 +13,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use xen_hv::StoreErr;
 
-use xen_sys_mini::io::xs_wire::{xs, XsdSockmsg, XENSTORE_PAYLOAD_MAX, XENSTORE_RING_SIZE};
+use core::mem::offset_of;
+
+use xen_sys_mini::io::xs_wire::{xs, XenstoreDomainInterface, XsdSockmsg, XENSTORE_PAYLOAD_MAX, XENSTORE_RING_SIZE};
 use xen_sys_mini::EvtchnPort;
 
 use crate::shared::SharedMem;
@@ -23,12 +25,13 @@ pub mod wire;
 
 use wire::Incoming;
 
-const REQ: usize = 0;
-const RSP: usize = XENSTORE_RING_SIZE;
-const REQ_CONS: usize = 2 * XENSTORE_RING_SIZE;
-const REQ_PROD: usize = REQ_CONS + 4;
-const RSP_CONS: usize = REQ_CONS + 8;
-const RSP_PROD: usize = REQ_CONS + 12;
+// Offsets in `struct xenstore_domain_interface` (`io/xs_wire.h`).
+const REQ: usize = offset_of!(XenstoreDomainInterface, req);
+const RSP: usize = offset_of!(XenstoreDomainInterface, rsp);
+const REQ_CONS: usize = offset_of!(XenstoreDomainInterface, req_cons);
+const REQ_PROD: usize = offset_of!(XenstoreDomainInterface, req_prod);
+const RSP_CONS: usize = offset_of!(XenstoreDomainInterface, rsp_cons);
+const RSP_PROD: usize = offset_of!(XenstoreDomainInterface, rsp_prod);
 /// How long a request may wait for xenstored.
 const TIMEOUT_NS: u64 = 20_000_000_000;
 
@@ -254,7 +257,7 @@ impl XenStore {
                 }
             }
         }
-        Err(XsError::Errno(11, "EAGAIN"))
+        Err(XsError::Errno(xen_sys_mini::errno::EAGAIN, "EAGAIN"))
     }
 
     /// The next watch event, waiting until `deadline_ns` (Xen system time) at most.

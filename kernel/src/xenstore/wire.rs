@@ -102,7 +102,8 @@ pub fn classify(hdr: &XsdSockmsg, payload: Vec<u8>, type_: u32, req_id: u32) -> 
     }
     if hdr.type_ == xs::ERROR {
         let name = payload.split(|&b| b == 0).next().unwrap_or(&[]);
-        let e = XSD_ERRORS.iter().find(|(n, _)| n.as_bytes() == name).copied().unwrap_or(("EIO", 5));
+        let e =
+            XSD_ERRORS.iter().find(|(n, _)| n.as_bytes() == name).copied().unwrap_or(("EIO", xen_sys_mini::errno::EIO));
         return Err(XsError::Errno(e.1, e.0));
     }
     if hdr.type_ != type_ {

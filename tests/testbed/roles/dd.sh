@@ -1,34 +1,25 @@
-# Role "dd": a Linux driver domain, the baseline the unikernel is compared with.
-# xen-blkback over brd RAM disks; stands in for the hotplug script (`xl devd`) by writing
-# physical-device for each new vbd, and removes the backend directory after detach
-# (libxl waits for that, docs/testbed.md).
+# Role "dd": a Linux driver domain, the baseline the unikernel is compared with:
+# xen-blkback over brd RAM disks, run as deployments run it, with the real `xl devd`
+# (it watches this domain's backend directories, runs the `block` hotplug script that
+# writes physical-device, and removes a backend directory after detach, which is what
+# libxl in dom0 waits for; docs/testbed.md).
 load_mod xen-blkback || echo "DD-ERROR xen-blkback"
 load_mod brd rd_nr=${rd_nr:-4} rd_size=${rd_size_kib:-262144} || echo "DD-ERROR brd"
+# libxl opens privcmd, evtchn and gntdev even in a domU.
+for m in xen-evtchn xen-gntdev xen-privcmd; do load_mod "$m" || echo "DD-ERROR $m"; done
+# devtmpfs has no fd links; the hotplug scripts' locking loops forever without /dev/stdin.
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
+mkdir -p /var/lib/xen /var/log/xen /run/xen /run/lock
+ln -sf /run /var/run
 DOMID=$(xenstore-read domid)
-BASE=/local/domain/$DOMID/backend/vbd
-echo "DD-READY domid=$DOMID"
-while :; do
-    for fe in $(xenstore-list "$BASE" 2>/dev/null); do
-        for dev in $(xenstore-list "$BASE/$fe" 2>/dev/null); do
-            p=$BASE/$fe/$dev
-            if ! xenstore-exists "$p/physical-device" 2>/dev/null; then
-                params=$(xenstore-read "$p/params" 2>/dev/null) || continue
-                blk=$(basename "$params")
-                if [ -r "/sys/class/block/$blk/dev" ]; then
-                    mm=$(cat "/sys/class/block/$blk/dev")
-                    xenstore-write "$p/physical-device" "$(printf '%x:%x' "${mm%%:*}" "${mm##*:}")"
-                    xenstore-write "$p/hotplug-status" connected
-                    echo "DD-ATTACH $fe/$dev $params"
-                else
-                    xenstore-write "$p/hotplug-error" "no such device: $params"
-                    xenstore-write "$p/hotplug-status" error
-                fi
-            fi
-            if [ "$(xenstore-read "$p/online" 2>/dev/null)" = 0 ] &&
-               [ "$(xenstore-read "$p/state" 2>/dev/null)" = 6 ]; then
-                xenstore-rm "$p" && echo "DD-DETACH $fe/$dev"
-            fi
-        done
-    done
-    sleep 0.2
-done
+xl devd -F &
+devd=$!
+# Ready once devd is up and watching (it prints nothing when all is well).
+sleep 1
+kill -0 "$devd" 2>/dev/null || echo "DD-ERROR xl devd exited"
+echo "DD-READY domid=$DOMID (xl devd pid $devd)"
+wait "$devd"
+echo "DD-ERROR xl devd exited with $?"

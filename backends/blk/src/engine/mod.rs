@@ -1,0 +1,389 @@
+//! One connected frontend: its rings, the in-flight requests, its data path, and the ring
+//! pass that moves data. The request's states and the one place that answers are in
+//! `lifecycle`; indirect descriptor pages in `indirect`; the data paths in `path`.
+//!
+//! A pass over all queues of a connection:
+//! 1. take as many requests as the in-flight bound allows (the rest stay on the ring and
+//!    count as `oo_req`), copy each out once and validate the copy;
+//! 2. map the indirect pages of every indirect request in **one** batch, read their
+//!    segment descriptors once and validate them;
+//! 3. map every data segment in **one** batch (persistent grants: only the misses), or on
+//!    the copy path build `GNTTABOP_copy` ops between grants and store frames;
+//! 4. hand the I/O to the store, collect completions, write responses (padding zeroed,
+//!    `id` echoed), notify if the frontend asked;
+//! 5. unmap every transient mapping of the pass in **one** batch.
+//!
+//! So a pass costs at most 2 map + 1 unmap hypercalls on the map path, none once warm on
+//! the persistent path, and one copy hypercall per batch limit on the copy path.
+use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+
+use crate::abi::{decode_request, Abi, RawBody};
+use crate::hv::{DomId, EventChannel, EvtchnPort, GrantRef, Grants, MapReq, Page};
+use crate::request::{self, Limits};
+use crate::ring::{BackRing, RingError};
+use crate::stats::Stats;
+use crate::store::{BlockStore, Completion, StoreError, StoreIo};
+
+mod indirect;
+mod lifecycle;
+mod path;
+
+use lifecycle::{count_request, Answers, InFlight, Outcome, Taken};
+use path::Path;
+
+/// How data moves between the frontend's pages and the store (the driver domain's choice;
+/// with persistent grants negotiated, `Map` keeps its mappings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPath {
+    /// Map the grants (kept mapped when persistent grants are negotiated).
+    Map,
+    /// `GNTTABOP_copy` between grants and store frames; no data page is mapped. Indirect
+    /// descriptor pages (metadata) are still mapped, read once and unmapped.
+    Copy,
+}
+
+/// One queue as the frontend described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueParams {
+    pub ring_refs: Vec<GrantRef>,
+    pub evtchn: EvtchnPort,
+}
+
+/// Everything needed to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectParams {
+    pub frontend: DomId,
+    pub abi: Abi,
+    pub queues: Vec<QueueParams>,
+    pub persistent: bool,
+    pub path: DataPath,
+    pub limits: Limits,
+    /// Requests in flight per queue at most (the fixed pool).
+    pub max_inflight: usize,
+    /// Segments one pass takes on at most (bounds the mappings a pass holds); a pass
+    /// always takes at least one request.
+    pub max_segments_per_pass: usize,
+    pub persistent_cap: usize,
+}
+
+/// Why a connection could not be made or was dropped; the frontend caused all but `Local`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnError {
+    /// A ring page could not be mapped (bad `ring-ref`).
+    RingMap,
+    /// The ring geometry is unusable.
+    Ring(RingError),
+    /// The event channel could not be bound (bad `event-channel`).
+    Evtchn(i32),
+    /// Out of our own resources.
+    Local,
+}
+
+impl core::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConnError::RingMap => f.write_str("a ring-ref could not be mapped"),
+            ConnError::Ring(e) => write!(f, "unusable ring: {e}"),
+            ConnError::Evtchn(e) => {
+                write!(f, "event-channel could not be bound ({})", xen_sys_mini::errno::name(e.saturating_abs()))
+            }
+            ConnError::Local => f.write_str("out of the driver domain's resources"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Queue<M> {
+    ring: BackRing<M>,
+    port: EvtchnPort,
+    /// Requests taken from this ring and not yet answered on it.
+    inflight: usize,
+}
+
+/// A connected frontend.
+#[derive(Debug)]
+pub struct Connection<M> {
+    pub dom: DomId,
+    abi: Abi,
+    queues: Vec<Queue<M>>,
+    path: Path<M>,
+    limits: Limits,
+    max_inflight: usize,
+    max_segments: usize,
+    in_flight: BTreeMap<u64, InFlight>,
+    next_tag: u64,
+    pub stats: Stats,
+}
+
+/// What a call to `process` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PassReport {
+    pub requests: u64,
+    pub responses: u64,
+    /// Requests are waiting: call `process` again before sleeping.
+    pub more: bool,
+}
+
+/// Rounds of passes `process` runs before yielding to other frontends.
+const MAX_ROUNDS: usize = 8;
+
+impl<M: Page> Connection<M> {
+    /// Maps every ring page (one batch), attaches the rings, binds the event channels.
+    /// On failure everything already set up is released.
+    pub fn connect<G: Grants<Mapping = M>, E: EventChannel>(
+        g: &mut G,
+        ev: &mut E,
+        p: &ConnectParams,
+    ) -> Result<Self, ConnError> {
+        let mut stats = Stats::default();
+        let reqs: Vec<MapReq> = p
+            .queues
+            .iter()
+            .flat_map(|q| q.ring_refs.iter().map(|&gref| MapReq { dom: p.frontend, gref, readonly: false }))
+            .collect();
+        stats.map_calls = 1;
+        stats.map_ops = reqs.len() as u64;
+        let maps = g.map(&reqs);
+        let (ok, bad): (Vec<_>, Vec<_>) = maps.into_iter().partition(Result::is_ok);
+        let mut ok: Vec<M> = ok.into_iter().filter_map(Result::ok).collect();
+        if !bad.is_empty() || ok.len() != reqs.len() {
+            g.unmap(ok);
+            return Err(ConnError::RingMap);
+        }
+        let mut queues = Vec::with_capacity(p.queues.len());
+        let mut bound: Vec<EvtchnPort> = Vec::new();
+        let mut fail = None;
+        for q in &p.queues {
+            let pages: Vec<M> = ok.drain(..q.ring_refs.len().min(ok.len())).collect();
+            match BackRing::new(pages, p.abi) {
+                Ok(ring) => match ev.bind(p.frontend, q.evtchn) {
+                    Ok(port) => {
+                        bound.push(port);
+                        queues.push(Queue { ring, port, inflight: 0 });
+                    }
+                    Err(e) => {
+                        ok.extend(ring.into_pages());
+                        fail = Some(ConnError::Evtchn(e));
+                        break;
+                    }
+                },
+                Err(e) => {
+                    fail = Some(ConnError::Ring(e));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = fail {
+            let mut pages = ok;
+            for q in queues {
+                pages.extend(q.ring.into_pages());
+            }
+            g.unmap(pages);
+            for port in bound {
+                ev.close(port);
+            }
+            return Err(e);
+        }
+        Ok(Self {
+            dom: p.frontend,
+            abi: p.abi,
+            queues,
+            path: Path::new(p.path, p.persistent, p.persistent_cap),
+            limits: p.limits,
+            max_inflight: p.max_inflight.max(1),
+            max_segments: p.max_segments_per_pass.max(1),
+            in_flight: BTreeMap::new(),
+            next_tag: 0,
+            stats,
+        })
+    }
+
+    pub fn ports(&self) -> Vec<EvtchnPort> {
+        self.queues.iter().map(|q| q.port).collect()
+    }
+
+    pub fn abi(&self) -> Abi {
+        self.abi
+    }
+
+    /// Grants kept mapped (persistent grants on the map path).
+    pub fn persistent_len(&self) -> usize {
+        self.path.pool_len()
+    }
+
+    /// Requests handed to the store and not completed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Runs ring passes until the rings are idle (or `MAX_ROUNDS`, to be fair to other
+    /// frontends). A ring protocol violation is an error: disconnect this frontend.
+    pub fn process<G, E, S>(&mut self, g: &mut G, ev: &mut E, store: &mut S) -> Result<PassReport, RingError>
+    where
+        G: Grants<Mapping = M>,
+        E: EventChannel,
+        S: BlockStore<Rc<M>>,
+    {
+        let mut report = PassReport::default();
+        for _ in 0..MAX_ROUNDS {
+            let (reqs, rsps) = self.pass(g, store)?;
+            report.requests = report.requests.saturating_add(reqs);
+            report.responses = report.responses.saturating_add(rsps);
+            // Publish, notify, and look once more before going idle.
+            let mut more = false;
+            for q in &mut self.queues {
+                if q.ring.push_responses_and_check_notify()? {
+                    ev.notify(q.port);
+                    self.stats.notifications = self.stats.notifications.saturating_add(1);
+                }
+                if q.ring.final_check_for_requests()? && q.inflight < self.max_inflight {
+                    more = true;
+                }
+            }
+            report.more = more;
+            if !more {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// One pass over every queue. Returns (requests taken, responses written).
+    fn pass<G, S>(&mut self, g: &mut G, store: &mut S) -> Result<(u64, u64), RingError>
+    where
+        G: Grants<Mapping = M>,
+        S: BlockStore<Rc<M>>,
+    {
+        self.stats.passes = self.stats.passes.saturating_add(1);
+        self.path.next_pass();
+        let mut ans = Answers::new(self.queues.len());
+        let mut unmap: Vec<M> = Vec::new();
+        // 1. Take and validate.
+        let (taken, n_taken) = self.take(&mut ans)?;
+        // 2. Indirect pages: one map batch for all of them.
+        let resolved = self.resolve(g, taken, &mut ans, &mut unmap);
+        // 3 + 4. Data.
+        if self.path.is_copy() {
+            self.submit_copied(g, store, &resolved, &mut ans);
+        } else {
+            self.submit_mapped(g, store, resolved, &mut ans, &mut unmap);
+        }
+        let mut done: Vec<Completion<Rc<M>>> = Vec::new();
+        store.complete(&mut done);
+        for (io, res) in done {
+            self.finish(io, res, &mut ans, &mut unmap);
+        }
+        // Make room in a full persistent pool: drop some idle entries.
+        unmap.extend(self.path.make_room(self.stats.persistent_misses > 0));
+        // 5. One unmap batch for everything transient of this pass.
+        if !unmap.is_empty() {
+            self.stats.unmap_calls = self.stats.unmap_calls.saturating_add(1);
+            self.stats.unmap_ops = self.stats.unmap_ops.saturating_add(unmap.len() as u64);
+            g.unmap(unmap);
+        }
+        let mut written = 0u64;
+        for (q, answers) in self.queues.iter_mut().zip(ans.per_queue) {
+            for a in answers {
+                if q.ring.push_response(a.id, a.op, a.status)? {
+                    written = written.saturating_add(1);
+                    q.inflight = q.inflight.saturating_sub(1);
+                }
+            }
+        }
+        Ok((n_taken, written))
+    }
+
+    /// Takes as many requests as the in-flight bound and the pass's segment budget allow,
+    /// copies each out once and validates the copy; refusals are answered at once.
+    fn take(&mut self, ans: &mut Answers) -> Result<(Vec<Taken>, u64), RingError> {
+        let mut taken: Vec<Taken> = Vec::new();
+        let mut n = 0u64;
+        let mut seg_budget = self.max_segments;
+        for (qi, q) in self.queues.iter_mut().enumerate() {
+            let avail = q.ring.unconsumed()? as usize;
+            let room = self.max_inflight.saturating_sub(q.inflight);
+            if avail > room {
+                self.stats.oo_req = self.stats.oo_req.saturating_add(1);
+            }
+            for _ in 0..avail.min(room) {
+                if seg_budget == 0 {
+                    // The segment budget of this pass is spent: the rest waits on the ring.
+                    self.stats.oo_req = self.stats.oo_req.saturating_add(1);
+                    break;
+                }
+                let Some(slot) = q.ring.take()? else { break };
+                n = n.saturating_add(1);
+                q.inflight = q.inflight.saturating_add(1);
+                let raw = decode_request(self.abi, &slot);
+                let segs = match raw.body {
+                    RawBody::Rw { nr_segments, .. } => usize::from(nr_segments),
+                    RawBody::Indirect { nr_segments, .. } => usize::from(nr_segments),
+                    _ => 0,
+                };
+                seg_budget = seg_budget.saturating_sub(segs.max(1));
+                match request::validate(&raw, &self.limits) {
+                    Ok(req) => {
+                        count_request(&mut self.stats, &req);
+                        taken.push(Taken { queue: qi, req });
+                    }
+                    Err(e) => ans.answer(&mut self.stats, qi, raw.id, request::rsp_op_of(&raw), Outcome::Refused(e)),
+                }
+            }
+        }
+        Ok((taken, n))
+    }
+
+    /// A completion from the store: its buffers released, its request answered.
+    fn finish(&mut self, io: StoreIo<Rc<M>>, res: Result<u64, StoreError>, ans: &mut Answers, unmap: &mut Vec<M>) {
+        for s in io.segs {
+            release(s.buf, unmap);
+        }
+        let Some(p) = self.in_flight.remove(&io.tag) else {
+            return;
+        };
+        let outcome = match res {
+            Ok(moved) => Outcome::Done { op: p.op, sectors: p.sectors, cpu_bytes: moved },
+            Err(_) => Outcome::Failed,
+        };
+        ans.answer(&mut self.stats, p.queue, p.id, p.rsp_op, outcome);
+    }
+
+    /// Tears the connection down: waits for nothing (the store has completed everything a
+    /// pass submitted, or hands it back here), unmaps rings and persistent grants in one
+    /// batch, closes the event channels. Returns how many pages were unmapped.
+    pub fn disconnect<G, E, S>(mut self, g: &mut G, ev: &mut E, store: &mut S) -> usize
+    where
+        G: Grants<Mapping = M>,
+        E: EventChannel,
+        S: BlockStore<Rc<M>>,
+    {
+        let mut unmap: Vec<M> = Vec::new();
+        let mut done: Vec<Completion<Rc<M>>> = Vec::new();
+        // Nobody reads these answers: the rings go away with the connection.
+        let mut ans = Answers::new(self.queues.len());
+        store.complete(&mut done);
+        for (io, res) in done {
+            self.finish(io, res, &mut ans, &mut unmap);
+        }
+        unmap.extend(self.path.drain());
+        for q in self.queues {
+            ev.close(q.port);
+            unmap.extend(q.ring.into_pages());
+        }
+        let n = unmap.len();
+        if n > 0 {
+            g.unmap(unmap);
+        }
+        n
+    }
+}
+
+/// Gives a buffer back: a transient mapping (nobody else holds it) goes to the unmap
+/// batch; a persistent one stays in the pool.
+fn release<M>(m: Rc<M>, unmap: &mut Vec<M>) {
+    if let Ok(m) = Rc::try_unwrap(m) {
+        unmap.push(m);
+    }
+}
