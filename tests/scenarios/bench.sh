@@ -56,10 +56,12 @@ bench_backend() {
     for w in $WORKLOADS; do
         rw=${w%%:*} rest=${w#*:}; bs=${rest%%:*}; qd=${rest#*:}
         step "$b: $rw bs=$bs qd=$qd"
-        c0=$(xl_cpu "$dom")
+        c0=$(xl_cpu "$dom") z0=$(xl_cpu Domain-0)
         blkload --dev /dev/xvdb --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$SECONDS_PER" \
             --span-mib "$SPAN_MIB" --label "$b.$rw.$bs.$qd" || fail "blkload $rw $bs $qd"
         metric "$b.$rw.$bs.$qd.dd_cpu_s" "$(awk -v a="$c0" -v b="$(xl_cpu "$dom")" 'BEGIN { printf "%.2f", b - a }')"
+        # dom0 is the frontend (blkfront and the load): its CPU says when it is the bottleneck.
+        metric "$b.$rw.$bs.$qd.dom0_cpu_s" "$(awk -v a="$z0" -v b="$(xl_cpu Domain-0)" 'BEGIN { printf "%.2f", b - a }')"
     done
 
     for k in loops polls heap_used_kib hc_sched hc_evtchn hc_gnttab; do

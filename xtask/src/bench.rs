@@ -126,9 +126,16 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
             };
             let cpu: f64 =
                 report.metric(&format!("{b}.{key}.dd_cpu_s")).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+            let dom0: f64 =
+                report.metric(&format!("{b}.{key}.dom0_cpu_s")).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
             let gib = v["bytes"].as_f64().unwrap_or(0.0) / f64::from(1u32 << 30);
+            let secs = v["secs"].as_f64().unwrap_or(f64::NAN);
             v["dd_cpu_s"] = json!(cpu);
             v["dd_cpu_s_per_gib"] = json!(if gib > 0.0 { cpu / gib } else { f64::NAN });
+            // Busy fractions of the two CPUs: which side is the bottleneck.
+            v["dd_cpu_busy"] = json!(cpu / secs);
+            v["dom0_cpu_s"] = json!(dom0);
+            v["dom0_cpu_busy"] = json!(dom0 / secs);
             w.insert(key, v);
         }
         let fig = |k: &str| -> Value {
@@ -154,6 +161,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         "run_seconds": report.seconds,
         "testbed_faults": report.testbed_faults,
         "note": "dom0 frontend on CPU 0, driver domain alone on CPU 1; QD N = N threads of O_DIRECT psync I/O; \
+                 dd_cpu_busy / dom0_cpu_busy = CPU seconds of the driver domain / dom0 per second of the workload (1.0 = that CPU saturated); \
                  xl_create_s includes Xen scrubbing memory of earlier domains; boot_to_ready_s = xl create returned until the domain said it serves; attach_to_initwait_s = block-attach until the backend reached InitWait",
         "backends": results,
     });
@@ -197,8 +205,8 @@ fn fnum(v: &Value) -> f64 {
 fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
     println!();
     println!(
-        "{:<18} {:<14} {:>9} {:>9} {:>9} {:>10} {:>10}",
-        "workload", "backend", "MiB/s", "IOPS", "p99 us", "cpu s/GiB", "vs linux"
+        "{:<18} {:<14} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8} {:>10}",
+        "workload", "backend", "MiB/s", "IOPS", "p99 us", "cpu s/GiB", "dd busy", "dom0 bsy", "vs linux"
     );
     for (rw, bs, qd) in WORKLOADS {
         let key = format!("{rw}.{bs}.{qd}");
@@ -214,13 +222,15 @@ fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
                 format!("{:.2}x", fnum(&v["iops"]) / fnum(&base["iops"]))
             };
             println!(
-                "{:<18} {:<14} {:>9.1} {:>9.0} {:>9} {:>10.2} {:>10}",
+                "{:<18} {:<14} {:>9.1} {:>9.0} {:>9} {:>10.2} {:>8.2} {:>8.2} {:>10}",
                 workload_name(rw, *bs, *qd),
                 b,
                 fnum(&v["mib_s"]),
                 fnum(&v["iops"]),
                 v["lat_p99_us"].as_u64().unwrap_or(0),
                 fnum(&v["dd_cpu_s_per_gib"]),
+                fnum(&v["dd_cpu_busy"]),
+                fnum(&v["dom0_cpu_busy"]),
                 ratio
             );
         }
