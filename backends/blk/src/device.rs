@@ -81,7 +81,7 @@ fn xs_err(e: crate::hv::StoreErr) -> String {
 
 /// The toolstack's keys of a backend directory (`frontend`, `frontend-id`, `mode`):
 /// written by dom0, still checked.
-fn toolstack_keys<X: XenStore>(xs: &mut X, be: &str) -> Result<(String, DomId, bool), String> {
+pub fn toolstack_keys<X: XenStore>(xs: &mut X, be: &str) -> Result<(String, DomId, bool), String> {
     let fe = xs.read(&format!("{be}/frontend")).map_err(xs_err)?.ok_or("no `frontend` key")?;
     let fe_dom = xs
         .read(&format!("{be}/frontend-id"))

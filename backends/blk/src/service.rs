@@ -294,16 +294,17 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
     }
 
     fn add<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, be: String, now: u64) {
-        let params = xs.read(&format!("{be}/params")).ok().flatten().unwrap_or_default();
-        let read_only = device::mode_read_only(xs, &be).unwrap_or(true);
-        let target = target::parse(&params).map_err(|e| e.to_string());
-        let backing = match target.and_then(|t| self.make_store(&t, read_only).map(|s| (t, s))) {
-            Ok((t, s)) => Ok((t, s)),
-            Err(e) => Err(format!("target `{params}`: {e}")),
-        };
         let mut cfg = DeviceConfig::default();
         cfg.adv.max_indirect_segments = self.defaults.max_indirect_segments;
-        let dev = match backing {
+        // The toolstack's keys first: a device that cannot be served takes no store (no RAM
+        // disk allocated, no boot module lent).
+        let params = xs.read(&format!("{be}/params")).ok().flatten().unwrap_or_default();
+        let built = device::toolstack_keys(xs, &be).and_then(|(_, _, read_only)| {
+            let t = target::parse(&params).map_err(|e| format!("target `{params}`: {e}"))?;
+            let store = self.make_store(&t, read_only).map_err(|e| format!("target `{params}`: {e}"))?;
+            Ok((t, store))
+        });
+        let dev = match built {
             Ok((t, store)) => {
                 cfg.path = t.path.unwrap_or(self.defaults.path);
                 cfg.adv.persistent = t.persistent.unwrap_or(self.defaults.persistent);
@@ -312,30 +313,19 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
                     cfg.path = DataPath::Map;
                 }
                 let dev = Device::new(xs, &be, Backing::Store(store), cfg);
-                match dev.refused() {
-                    None => self.info(format!(
-                        "{be}: {} ({}), frontend {}, {:?} path",
-                        t.kind,
-                        if dev.read_only() { "read-only" } else { "read-write" },
-                        dev.fe_dom,
-                        cfg.path
-                    )),
-                    Some(e) => self.error(format!("{be}: {e}")),
-                }
+                self.info(format!(
+                    "{be}: {} ({}), frontend {}, {:?} path",
+                    t.kind,
+                    if dev.read_only() { "read-only" } else { "read-write" },
+                    dev.fe_dom,
+                    cfg.path
+                ));
                 dev
             }
             Err(e) => {
                 self.error(format!("{be}: {e}"));
                 Device::new(xs, &be, Backing::Refused(e), cfg)
             }
-        };
-        // A refused device whose keys were bad still holds its module: give it back.
-        let dev = if dev.refused().is_some() && dev.store().is_some() {
-            let why = dev.refused().unwrap_or_default().to_string();
-            self.retire(dev);
-            Device::new(xs, &be, Backing::Refused(why), cfg)
-        } else {
-            dev
         };
         if let Err(e) = dev.watch(xs, &be) {
             self.error(format!("{be}: watch: {e}"));

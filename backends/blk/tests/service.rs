@@ -195,6 +195,20 @@ fn bad_toolstack_keys_refuse_the_device() {
 }
 
 #[test]
+fn a_device_refused_for_its_keys_does_not_take_the_boot_module() {
+    let mut b = Bed::new(vec![FakeRegion { data: pattern(4, 8192), base_gfn: 0x500 }]);
+    let (_, be) = MockFrontend::toolstack_attach(&mut b.xs, 5, 51712, "module", "w");
+    b.xs.set(&format!("{be}/frontend-id"), "70000");
+    b.settle();
+    assert_eq!(b.state(&be), Some("6"));
+    assert!(b.xs.get(&format!("{be}/hotplug-error")).unwrap_or_default().contains("frontend-id"));
+    assert_eq!(b.svc.free_modules(), 1, "a refused device holds the module");
+    let mut fe = b.attach(6, 51712, "module", "w");
+    b.connect(&mut fe);
+    assert_eq!(fe.sectors(&b.xs), 16);
+}
+
+#[test]
 fn a_boot_module_is_served_in_place_and_reused_after_detach() {
     let image = pattern(3, 64 * 1024);
     let mut b = Bed::new(vec![FakeRegion { data: image.clone(), base_gfn: 0x500 }]);

@@ -29,14 +29,8 @@ impl Harness {
         cfg: DeviceConfig,
         opts: FrontendOpts,
     ) -> (TestDevice, MockFrontend) {
-        let (fe, be) =
-            MockFrontend::toolstack_attach(&mut self.xs, dom, devid, "ram", if read_only { "r" } else { "w" });
         let store = RamStore::new(vec![0u8; size], read_only);
-        let mut dev = Device::new(&mut self.xs, &be, crate::device::Backing::Store(store), cfg);
-        assert_eq!(dev.refused(), None, "device refused");
-        dev.watch(&mut self.xs, &be).unwrap_or_else(|e| panic!("watch: {e}"));
-        dev.update(&mut self.xs, &mut self.g, &mut self.ev).unwrap_or_else(|e| panic!("probe: {e}"));
-        (dev, MockFrontend::new(dom, devid, fe, be, opts))
+        self.attach_store(dom, devid, store, if read_only { "r" } else { "w" }, cfg, opts)
     }
 
     /// `attach` with any store.
@@ -49,7 +43,7 @@ impl Harness {
         cfg: DeviceConfig,
         opts: FrontendOpts,
     ) -> (Device<FakeMapping, S>, MockFrontend) {
-        let (fe, be) = MockFrontend::toolstack_attach(&mut self.xs, dom, devid, "custom", mode);
+        let (fe, be) = MockFrontend::toolstack_attach(&mut self.xs, dom, devid, "ram", mode);
         let mut dev = Device::new(&mut self.xs, &be, crate::device::Backing::Store(store), cfg);
         assert_eq!(dev.refused(), None, "device refused");
         dev.watch(&mut self.xs, &be).unwrap_or_else(|e| panic!("watch: {e}"));
