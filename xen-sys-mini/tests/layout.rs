@@ -23,6 +23,7 @@ use xen_sys_mini::hvm::params::*;
 use xen_sys_mini::hvm::start_info::*;
 use xen_sys_mini::io::blkif::*;
 use xen_sys_mini::io::console::*;
+use xen_sys_mini::io::netif::*;
 use xen_sys_mini::io::ring::*;
 use xen_sys_mini::io::xenbus::XenbusState;
 use xen_sys_mini::io::xs_wire::*;
@@ -217,6 +218,18 @@ fn all_layouts() -> Vec<Layout> {
             rsp_cons => "rsp_cons", rsp_prod => "rsp_prod",
             server_features => "server_features", connection => "connection",
             error => "error" }
+        // io/netif.h (the same on x86_32: only 16- and 32-bit fields)
+        X86_64 NetifTxRequest => "struct netif_tx_request" {
+            gref => "gref", offset => "offset", flags => "flags", id => "id", size => "size" }
+        X86_32 NetifTxRequest => "struct netif_tx_request" {
+            gref => "gref", offset => "offset", flags => "flags", id => "id", size => "size" }
+        X86_64 NetifTxResponse => "struct netif_tx_response" { id => "id", status => "status" }
+        X86_64 NetifRxRequest => "struct netif_rx_request" { id => "id", pad => "pad", gref => "gref" }
+        X86_64 NetifRxResponse => "struct netif_rx_response" {
+            id => "id", offset => "offset", flags => "flags", status => "status" }
+        X86_64 NetifExtraInfo => "struct netif_extra_info" {
+            type_ => "type", flags => "flags", gso_size => "u.gso.size", gso_type => "u.gso.type",
+            gso_pad => "u.gso.pad", gso_features => "u.gso.features" }
         // io/console.h
         X86_64 XenconsInterface => "struct xencons_interface" {
             in_ => "in", out => "out", in_cons => "in_cons", in_prod => "in_prod",
@@ -349,6 +362,28 @@ fn all_constants() -> Vec<Constant> {
         "VDISK_CDROM" => VDISK_CDROM, "VDISK_REMOVABLE" => VDISK_REMOVABLE,
         "VDISK_READONLY" => VDISK_READONLY,
         "sizeof(union blkif_sring_entry)" => BLKIF_X86_64_ENTRY_SIZE,
+        "XEN_NETIF_NR_SLOTS_MIN" => XEN_NETIF_NR_SLOTS_MIN,
+        "NETTXF_csum_blank" => NETTXF_CSUM_BLANK, "NETTXF_data_validated" => NETTXF_DATA_VALIDATED,
+        "NETTXF_more_data" => NETTXF_MORE_DATA, "NETTXF_extra_info" => NETTXF_EXTRA_INFO,
+        "NETRXF_data_validated" => NETRXF_DATA_VALIDATED, "NETRXF_csum_blank" => NETRXF_CSUM_BLANK,
+        "NETRXF_more_data" => NETRXF_MORE_DATA, "NETRXF_extra_info" => NETRXF_EXTRA_INFO,
+        "NETRXF_gso_prefix" => NETRXF_GSO_PREFIX,
+        "XEN_NETIF_EXTRA_TYPE_NONE" => XEN_NETIF_EXTRA_TYPE_NONE,
+        "XEN_NETIF_EXTRA_TYPE_GSO" => XEN_NETIF_EXTRA_TYPE_GSO,
+        "XEN_NETIF_EXTRA_TYPE_MCAST_ADD" => XEN_NETIF_EXTRA_TYPE_MCAST_ADD,
+        "XEN_NETIF_EXTRA_TYPE_MCAST_DEL" => XEN_NETIF_EXTRA_TYPE_MCAST_DEL,
+        "XEN_NETIF_EXTRA_TYPE_HASH" => XEN_NETIF_EXTRA_TYPE_HASH,
+        "XEN_NETIF_EXTRA_TYPE_MAX" => XEN_NETIF_EXTRA_TYPE_MAX,
+        "XEN_NETIF_EXTRA_FLAG_MORE" => XEN_NETIF_EXTRA_FLAG_MORE,
+        "XEN_NETIF_GSO_TYPE_NONE" => XEN_NETIF_GSO_TYPE_NONE,
+        "XEN_NETIF_GSO_TYPE_TCPV4" => XEN_NETIF_GSO_TYPE_TCPV4,
+        "XEN_NETIF_GSO_TYPE_TCPV6" => XEN_NETIF_GSO_TYPE_TCPV6,
+        "NETIF_RSP_DROPPED" => NETIF_RSP_DROPPED, "NETIF_RSP_ERROR" => NETIF_RSP_ERROR,
+        "NETIF_RSP_OKAY" => NETIF_RSP_OKAY, "NETIF_RSP_NULL" => NETIF_RSP_NULL,
+        "sizeof(union netif_tx_sring_entry)" => NETIF_TX_ENTRY_SIZE,
+        "sizeof(union netif_rx_sring_entry)" => NETIF_RX_ENTRY_SIZE,
+        "__CONST_RING_SIZE(netif_tx, 4096)" => NET_TX_RING_SIZE,
+        "__CONST_RING_SIZE(netif_rx, 4096)" => NET_RX_RING_SIZE,
         "__CONST_RING_SIZE(blkif, 4096)" => blk_ring_size_x86_64(1),
         "__CONST_RING_SIZE(blkif, 4096 * 16)" => blk_ring_size_x86_64(16),
         "offsetof(struct blkif_sring, ring)" => SRING_HEADER_SIZE,
@@ -423,6 +458,7 @@ const HEADERS: &[&str] = &[
     "xen/arch-x86/hvm/start_info.h",
     "xen/io/ring.h",
     "xen/io/blkif.h",
+    "xen/io/netif.h",
     "xen/io/xs_wire.h",
     "xen/io/console.h",
     "xen/io/xenbus.h",
