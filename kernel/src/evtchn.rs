@@ -110,3 +110,11 @@ impl xen_hv::EventChannel for Evtchn {
         clear(port);
     }
 }
+
+impl xen_hv::EvtchnAlloc for Evtchn {
+    fn alloc_unbound(&mut self, remote: DomId) -> Result<EvtchnPort, i32> {
+        let p = alloc_unbound(remote).map_err(|e| e.0)?;
+        mask(p);
+        Ok(p)
+    }
+}

@@ -404,3 +404,21 @@ impl xen_hv::Page for ForeignMap {
         crate::shared::mb();
     }
 }
+
+/// Granting our own pages, as the runtime's `GrantAccess`.
+impl xen_hv::GrantAccess for Gnttab {
+    fn grant(&mut self, dom: DomId, gfn: u64, readonly: bool) -> Result<GrantRef, GrantError> {
+        grant_access(dom, gfn, readonly).map_err(own_grant_err)
+    }
+    fn end_access(&mut self, gref: GrantRef) -> Result<(), GrantError> {
+        end_access(gref).map_err(own_grant_err)
+    }
+}
+
+fn own_grant_err(e: GntError) -> GrantError {
+    match e {
+        GntError::NoFreeRef => GrantError::Exhausted,
+        GntError::Busy => GrantError::InUse,
+        GntError::BadRef => GrantError::Status(gntst::BAD_GNTREF),
+    }
+}

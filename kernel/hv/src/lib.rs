@@ -11,6 +11,9 @@
 
 extern crate alloc;
 
+#[cfg(feature = "fake")]
+pub mod fake;
+
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -79,6 +82,10 @@ pub enum GrantError {
     Hypercall(i32),
     /// No mapping slot free (our resource limit).
     NoSlot,
+    /// Our grant table has no free entry (granting our own page).
+    Exhausted,
+    /// The other domain still maps or copies our granted page: ending access must wait.
+    InUse,
 }
 
 impl fmt::Display for GrantError {
@@ -87,6 +94,8 @@ impl fmt::Display for GrantError {
             GrantError::Status(s) => write!(f, "grant status {s} ({})", xen_sys_mini::grant_table::gntst::name(*s)),
             GrantError::Hypercall(e) => write!(f, "grant hypercall failed: {}", xen_sys_mini::errno::name(*e)),
             GrantError::NoSlot => f.write_str("no free mapping slot"),
+            GrantError::Exhausted => f.write_str("our grant table is full"),
+            GrantError::InUse => f.write_str("the grant is still in use by the other domain"),
         }
     }
 }
@@ -127,6 +136,21 @@ pub trait Grants {
     fn copy_batch_limit(&self) -> usize {
         512
     }
+}
+
+/// Granting our own pages to another domain (the frontend's side of the grant table).
+pub trait GrantAccess {
+    /// Lets `dom` map or copy our frame `gfn` (read-only if `readonly`).
+    fn grant(&mut self, dom: DomId, gfn: u64, readonly: bool) -> Result<GrantRef, GrantError>;
+    /// Ends access; [`GrantError::InUse`] while the other domain still uses it (keep the
+    /// page and try again later: reusing it would let the other domain see our data).
+    fn end_access(&mut self, gref: GrantRef) -> Result<(), GrantError>;
+}
+
+/// Allocating event channels for another domain to bind (the frontend's side).
+pub trait EvtchnAlloc {
+    /// A port of ours that `remote` may bind to; Xen's errno on failure.
+    fn alloc_unbound(&mut self, remote: DomId) -> Result<EvtchnPort, i32>;
 }
 
 /// Event channels.
@@ -197,6 +221,19 @@ pub trait Frames {
     fn alloc(&mut self) -> Option<Self::Frame>;
     /// Bytes still free for frames.
     fn free_bytes(&self) -> u64;
+}
+
+/// One of our frames that another domain may map (a ring page, a packet buffer): accessed
+/// only as a [`Page`] (volatile copies, atomics), never by reference.
+pub trait SharedFrame: Page {
+    fn gfn(&self) -> u64;
+}
+
+/// Where frames to share come from.
+pub trait SharedFrames {
+    type Shared: SharedFrame;
+    /// A zeroed frame, or `None` when memory is exhausted.
+    fn alloc_shared(&mut self) -> Option<Self::Shared>;
 }
 
 /// A physically contiguous region of our own memory handed over at boot (a boot module),

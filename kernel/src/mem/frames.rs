@@ -146,6 +146,55 @@ impl Drop for Page {
     }
 }
 
+/// One of our frames shared with another domain (granted): only volatile access through
+/// `SharedMem`, never a reference, since the other domain may write it at any time.
+#[derive(Debug)]
+pub struct SharedPage {
+    page: Page,
+}
+
+impl SharedPage {
+    pub fn alloc() -> Option<Self> {
+        Page::alloc().map(|page| Self { page })
+    }
+}
+
+impl xen_hv::Page for SharedPage {
+    fn read(&self, off: usize, dst: &mut [u8]) -> Result<(), xen_hv::MemError> {
+        self.page.mem().read_bytes(off, dst).map_err(|_| xen_hv::MemError::OutOfBounds)
+    }
+    fn write(&self, off: usize, src: &[u8]) -> Result<(), xen_hv::MemError> {
+        self.page.mem().write_bytes(off, src).map_err(|_| xen_hv::MemError::OutOfBounds)
+    }
+    fn load_u32(&self, off: usize) -> Result<u32, xen_hv::MemError> {
+        let m = self.page.mem();
+        let a = m.atomic_u32(off).map_err(|_| xen_hv::MemError::OutOfBounds)?;
+        Ok(a.load(Ordering::Acquire))
+    }
+    fn store_u32(&self, off: usize, v: u32) -> Result<(), xen_hv::MemError> {
+        let m = self.page.mem();
+        let a = m.atomic_u32(off).map_err(|_| xen_hv::MemError::OutOfBounds)?;
+        a.store(v, Ordering::Release);
+        Ok(())
+    }
+    fn fence(&self) {
+        crate::shared::mb();
+    }
+}
+
+impl xen_hv::SharedFrame for SharedPage {
+    fn gfn(&self) -> u64 {
+        self.page.gfn()
+    }
+}
+
+impl xen_hv::SharedFrames for FrameAllocator {
+    type Shared = SharedPage;
+    fn alloc_shared(&mut self) -> Option<SharedPage> {
+        SharedPage::alloc()
+    }
+}
+
 /// The frame allocator as the runtime's `Frames` (RAM disks take their frames here).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FrameAllocator;

@@ -27,7 +27,9 @@ mod frames;
 pub mod heap;
 
 pub use bootinfo::{read_boot_info, BootInfo, MemRange};
-pub use frames::{alloc_frame, free_bytes, free_frame, ram_bytes, take_modules, BootModule, FrameAllocator, Page};
+pub use frames::{
+    alloc_frame, free_bytes, free_frame, ram_bytes, take_modules, BootModule, FrameAllocator, Page, SharedPage,
+};
 
 pub const PAGE_SIZE: u64 = 4096;
 const GIB: u64 = 1 << 30;

@@ -11,9 +11,10 @@
 //!   requests, reconnects; plus raw access for hostile tests.
 //! - [`Harness`]: a backend device, a fake hypervisor and frontends, driven step by step.
 //!
-//! One file each: [`memory`] (pages of fake guest memory), [`grants`] (the grant table),
-//! [`xenstore`] (xenstore and event channels), [`frames`] (store memory, frames, boot
-//! modules), [`frontend`] (the mock blkfront), [`harness`] (a backend wired to all of them).
+//! The fake hypervisor itself (pages, grant tables, event channels, xenstore, frames) is
+//! `xen_hv::fake`, shared with other backends' tests; here: [`frames`] (store memory the fake
+//! grant table reaches by GFN), [`frontend`] (the mock blkfront), [`harness`] (a backend
+//! wired to all of them).
 //! The fuzz target's model lives with the fuzz target (`tests/fuzz_model/`), not here.
 // Test scaffolding: the arithmetic and casts below are on the tests' own sizes and
 // counters, not on anything a frontend controls in production.
@@ -26,30 +27,23 @@
 
 pub mod frames;
 pub mod frontend;
-pub mod grants;
 pub mod harness;
-pub mod memory;
-pub mod xenstore;
 
 pub use frames::*;
 pub use frontend::*;
-pub use grants::*;
 pub use harness::*;
-pub use memory::*;
-pub use xenstore::*;
+/// The fake hypervisor (grant tables, event channels, xenstore, frames): `xen-hv`'s.
+pub use xen_hv::fake::*;
 
 /// What every file here uses.
 mod prelude {
-    pub(super) use alloc::boxed::Box;
     pub(super) use alloc::collections::BTreeMap;
     pub(super) use alloc::format;
     pub(super) use alloc::rc::Rc;
     pub(super) use alloc::string::{String, ToString};
     pub(super) use alloc::vec;
     pub(super) use alloc::vec::Vec;
-    pub(super) use core::cell::{Cell, RefCell};
 
-    pub(super) use xen_sys_mini::grant_table::gntst;
     pub(super) use xen_sys_mini::io::blkif::*;
     pub(super) use xen_sys_mini::io::xenbus::XenbusState;
 

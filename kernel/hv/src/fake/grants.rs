@@ -1,0 +1,330 @@
+//! The grant tables of every domain, enforcing what Xen enforces.
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+
+use xen_sys_mini::grant_table::gntst;
+
+use super::memory::*;
+use crate::*;
+
+#[derive(Debug)]
+struct GrantEntry {
+    page: MemPage,
+    to: DomId,
+    readonly: bool,
+    maps: u32,
+}
+
+/// Hypercall and mapping counters of the fake grant table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GntCounters {
+    pub map_calls: u64,
+    pub map_ops: u64,
+    pub unmap_calls: u64,
+    pub unmap_ops: u64,
+    pub copy_calls: u64,
+    pub copy_ops: u64,
+    pub mapped_now: u64,
+    pub max_mapped: u64,
+    /// Writes attempted through a read-only mapping.
+    pub ro_violations: u64,
+    /// Mappings dropped without being unmapped.
+    pub leaked: u64,
+}
+
+#[derive(Debug, Default)]
+struct GntShared {
+    c: GntCounters,
+}
+
+/// A mapped grant.
+#[derive(Debug)]
+pub struct FakeMapping {
+    page: MemPage,
+    pub dom: DomId,
+    pub gref: GrantRef,
+    pub readonly: bool,
+    shared: Rc<RefCell<GntShared>>,
+    unmapped: Cell<bool>,
+}
+
+impl Page for FakeMapping {
+    fn read(&self, off: usize, dst: &mut [u8]) -> Result<(), MemError> {
+        self.page.read(off, dst)
+    }
+    fn write(&self, off: usize, src: &[u8]) -> Result<(), MemError> {
+        if self.readonly {
+            let mut s = self.shared.borrow_mut();
+            s.c.ro_violations = s.c.ro_violations.saturating_add(1);
+            return Err(MemError::ReadOnly);
+        }
+        self.page.write(off, src)
+    }
+    fn load_u32(&self, off: usize) -> Result<u32, MemError> {
+        self.page.load_u32(off)
+    }
+    fn store_u32(&self, off: usize, v: u32) -> Result<(), MemError> {
+        if self.readonly {
+            return Err(MemError::ReadOnly);
+        }
+        self.page.store_u32(off, v)
+    }
+    fn fence(&self) {}
+}
+
+impl Drop for FakeMapping {
+    fn drop(&mut self) {
+        if !self.unmapped.get() {
+            let mut s = self.shared.borrow_mut();
+            s.c.leaked = s.c.leaked.saturating_add(1);
+        }
+    }
+}
+
+/// The fake grant table of every domain.
+#[derive(Debug, Default)]
+pub struct FakeGrants {
+    entries: BTreeMap<(DomId, GrantRef), GrantEntry>,
+    next_ref: BTreeMap<DomId, GrantRef>,
+    shared: Rc<RefCell<GntShared>>,
+    /// Our own frames (store memory) by GFN, for the copy path.
+    pub locals: BTreeMap<u64, MemPage>,
+    /// Mapping slots (Xen: our grant region): more live mappings fail with `NoSlot`.
+    pub max_slots: u64,
+    pub copy_limit: usize,
+    /// The domain the `Grants`/`GrantAccess` trait calls act as (the driver domain,
+    /// [`BACKEND`]); other actors (a mock netback) use the `*_as` methods.
+    pub caller: DomId,
+    next_gfn: u64,
+}
+
+/// Why a frontend could not end access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndAccess {
+    StillMapped,
+    Unknown,
+}
+
+impl FakeGrants {
+    pub fn new() -> Self {
+        Self { max_slots: 1 << 20, copy_limit: 512, caller: BACKEND, next_gfn: 0x8_0000, ..Default::default() }
+    }
+
+    pub fn counters(&self) -> GntCounters {
+        self.shared.borrow().c
+    }
+
+    /// `owner` grants `page` to `to`.
+    pub fn grant(&mut self, owner: DomId, page: &MemPage, to: DomId, readonly: bool) -> GrantRef {
+        let r = self.next_ref.entry(owner).or_insert(8);
+        let gref = *r;
+        *r = r.wrapping_add(1);
+        self.entries.insert((owner, gref), GrantEntry { page: page.clone(), to, readonly, maps: 0 });
+        gref
+    }
+
+    /// `owner` ends access to `gref`; refused while the backend has it mapped.
+    pub fn end_access(&mut self, owner: DomId, gref: GrantRef) -> Result<(), EndAccess> {
+        match self.entries.get(&(owner, gref)) {
+            None => Err(EndAccess::Unknown),
+            Some(e) if e.maps > 0 => Err(EndAccess::StillMapped),
+            Some(_) => {
+                self.entries.remove(&(owner, gref));
+                Ok(())
+            }
+        }
+    }
+
+    pub fn live_grants(&self, owner: DomId) -> usize {
+        self.entries.keys().filter(|(o, _)| *o == owner).count()
+    }
+
+    /// Drops every grant of a domain (it was destroyed); mappings stay valid until unmapped.
+    pub fn forget_domain(&mut self, owner: DomId) {
+        self.entries.retain(|(o, _), e| *o != owner || e.maps > 0);
+    }
+
+    fn count(&self, f: impl FnOnce(&mut GntCounters)) {
+        f(&mut self.shared.borrow_mut().c);
+    }
+
+    /// The page behind our frame `gfn` (one of `locals`).
+    pub fn local(&self, gfn: u64) -> Option<&MemPage> {
+        self.locals.get(&gfn)
+    }
+
+    fn copy_target(&self, caller: DomId, p: &CopyPtr, write: bool) -> Result<(MemPage, usize), i16> {
+        match *p {
+            CopyPtr::Gref { dom, gref, offset } => {
+                let e = self.entries.get(&(dom, gref)).ok_or(gntst::BAD_GNTREF)?;
+                if e.to != caller {
+                    return Err(gntst::PERMISSION_DENIED);
+                }
+                if write && e.readonly {
+                    return Err(gntst::GENERAL_ERROR);
+                }
+                Ok((e.page.clone(), usize::from(offset)))
+            }
+            CopyPtr::Local { gfn, offset } => {
+                let pg = self.locals.get(&gfn).ok_or(gntst::BAD_COPY_ARG)?;
+                Ok((pg.clone(), usize::from(offset)))
+            }
+        }
+    }
+}
+
+impl FakeGrants {
+    /// `GNTTABOP_map_grant_ref` issued by domain `caller`.
+    pub fn map_as(&mut self, caller: DomId, reqs: &[MapReq]) -> Vec<Result<FakeMapping, GrantError>> {
+        self.count(|c| {
+            c.map_calls += 1;
+            c.map_ops += reqs.len() as u64;
+        });
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let live = self.counters().mapped_now;
+            let res = match self.entries.get_mut(&(r.dom, r.gref)) {
+                None => Err(GrantError::Status(gntst::BAD_GNTREF)),
+                Some(e) if e.to != caller => Err(GrantError::Status(gntst::PERMISSION_DENIED)),
+                // Xen: "Attempt to write-pin a r/o grant entry".
+                Some(e) if e.readonly && !r.readonly => Err(GrantError::Status(gntst::GENERAL_ERROR)),
+                Some(_) if live >= self.max_slots => Err(GrantError::NoSlot),
+                Some(e) => {
+                    e.maps += 1;
+                    Ok(FakeMapping {
+                        page: e.page.clone(),
+                        dom: r.dom,
+                        gref: r.gref,
+                        readonly: r.readonly,
+                        shared: Rc::clone(&self.shared),
+                        unmapped: Cell::new(false),
+                    })
+                }
+            };
+            if res.is_ok() {
+                self.count(|c| {
+                    c.mapped_now += 1;
+                    c.max_mapped = c.max_mapped.max(c.mapped_now);
+                });
+            }
+            out.push(res);
+        }
+        out
+    }
+
+    /// `GNTTABOP_unmap_grant_ref` (any caller: a mapping knows what it maps).
+    pub fn unmap_any(&mut self, maps: Vec<FakeMapping>) -> Vec<Result<(), GrantError>> {
+        self.count(|c| {
+            c.unmap_calls += 1;
+            c.unmap_ops += maps.len() as u64;
+        });
+        maps.into_iter()
+            .map(|m| {
+                m.unmapped.set(true);
+                if let Some(e) = self.entries.get_mut(&(m.dom, m.gref)) {
+                    e.maps = e.maps.saturating_sub(1);
+                }
+                self.count(|c| c.mapped_now -= 1);
+                Ok(())
+            })
+            .collect()
+    }
+
+    /// `GNTTABOP_copy` issued by domain `caller`.
+    pub fn copy_as(&mut self, caller: DomId, ops: &[CopyOp]) -> Vec<Result<(), GrantError>> {
+        self.count(|c| {
+            c.copy_calls += 1;
+            c.copy_ops += ops.len() as u64;
+        });
+        ops.iter()
+            .map(|op| {
+                let (src, so) = self.copy_target(caller, &op.src, false).map_err(GrantError::Status)?;
+                let (dst, d_off) = self.copy_target(caller, &op.dst, true).map_err(GrantError::Status)?;
+                let len = usize::from(op.len);
+                if so + len > PAGE || d_off + len > PAGE {
+                    return Err(GrantError::Status(gntst::BAD_COPY_ARG));
+                }
+                let bytes = src.get(so, len);
+                dst.set(d_off, &bytes);
+                Ok(())
+            })
+            .collect()
+    }
+}
+
+impl Grants for FakeGrants {
+    type Mapping = FakeMapping;
+
+    fn map(&mut self, reqs: &[MapReq]) -> Vec<Result<FakeMapping, GrantError>> {
+        self.map_as(self.caller, reqs)
+    }
+    fn unmap(&mut self, maps: Vec<FakeMapping>) -> Vec<Result<(), GrantError>> {
+        self.unmap_any(maps)
+    }
+    fn copy(&mut self, ops: &[CopyOp]) -> Vec<Result<(), GrantError>> {
+        self.copy_as(self.caller, ops)
+    }
+    fn copy_batch_limit(&self) -> usize {
+        self.copy_limit
+    }
+}
+
+/// The caller granting its own frames (they must be `locals`: see `SharedFrames`).
+impl GrantAccess for FakeGrants {
+    fn grant(&mut self, dom: DomId, gfn: u64, readonly: bool) -> Result<GrantRef, GrantError> {
+        let page = self.locals.get(&gfn).cloned().ok_or(GrantError::Status(gntst::BAD_PAGE))?;
+        Ok(FakeGrants::grant(self, self.caller, &page, dom, readonly))
+    }
+    fn end_access(&mut self, gref: GrantRef) -> Result<(), GrantError> {
+        FakeGrants::end_access(self, self.caller, gref).map_err(|e| match e {
+            EndAccess::StillMapped => GrantError::InUse,
+            EndAccess::Unknown => GrantError::Status(gntst::BAD_GNTREF),
+        })
+    }
+}
+
+/// A frame of the caller's that can be granted: a page of fake memory with a GFN.
+#[derive(Debug, Clone)]
+pub struct FakeShared {
+    pub page: MemPage,
+    pub gfn: u64,
+}
+
+impl Page for FakeShared {
+    fn read(&self, off: usize, dst: &mut [u8]) -> Result<(), MemError> {
+        self.page.read(off, dst)
+    }
+    fn write(&self, off: usize, src: &[u8]) -> Result<(), MemError> {
+        self.page.write(off, src)
+    }
+    fn load_u32(&self, off: usize) -> Result<u32, MemError> {
+        self.page.load_u32(off)
+    }
+    fn store_u32(&self, off: usize, v: u32) -> Result<(), MemError> {
+        self.page.store_u32(off, v)
+    }
+    fn fence(&self) {}
+}
+
+impl SharedFrame for FakeShared {
+    fn gfn(&self) -> u64 {
+        self.gfn
+    }
+}
+
+/// In the fake, the caller's shareable frames live in the grant table's view of memory
+/// (`locals`), so grants and copies by GFN reach them.
+impl SharedFrames for FakeGrants {
+    type Shared = FakeShared;
+    fn alloc_shared(&mut self) -> Option<FakeShared> {
+        self.next_gfn += 1;
+        let page = MemPage::new();
+        self.locals.insert(self.next_gfn, page.clone());
+        Some(FakeShared { page, gfn: self.next_gfn })
+    }
+}
