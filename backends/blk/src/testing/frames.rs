@@ -13,7 +13,7 @@ impl FrameBacking {
     pub fn new(g: &mut FakeGrants, bytes: usize, base_gfn: u64) -> Self {
         let pages: Vec<MemPage> = (0..bytes.div_ceil(PAGE)).map(|_| MemPage::new()).collect();
         for (i, p) in pages.iter().enumerate() {
-            g.locals.insert(base_gfn + i as u64, p.clone());
+            g.locals.borrow_mut().insert(base_gfn + i as u64, p.clone());
         }
         Self { pages, base_gfn }
     }

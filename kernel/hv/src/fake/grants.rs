@@ -93,15 +93,18 @@ pub struct FakeGrants {
     next_ref: BTreeMap<DomId, GrantRef>,
     shared: Rc<RefCell<GntShared>>,
     /// Our own frames (store memory) by GFN, for the copy path.
-    pub locals: BTreeMap<u64, MemPage>,
+    pub locals: Locals,
     /// Mapping slots (Xen: our grant region): more live mappings fail with `NoSlot`.
     pub max_slots: u64,
     pub copy_limit: usize,
     /// The domain the `Grants`/`GrantAccess` trait calls act as (the driver domain,
     /// [`BACKEND`]); other actors (a mock netback) use the `*_as` methods.
     pub caller: DomId,
-    next_gfn: u64,
+    next_gfn: Rc<Cell<u64>>,
 }
+
+/// The caller's own frames by GFN, shared by the grant table and its frame allocators.
+pub type Locals = Rc<RefCell<BTreeMap<u64, MemPage>>>;
 
 /// Why a frontend could not end access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +115,13 @@ pub enum EndAccess {
 
 impl FakeGrants {
     pub fn new() -> Self {
-        Self { max_slots: 1 << 20, copy_limit: 512, caller: BACKEND, next_gfn: 0x8_0000, ..Default::default() }
+        Self {
+            max_slots: 1 << 20,
+            copy_limit: 512,
+            caller: BACKEND,
+            next_gfn: Rc::new(Cell::new(0x8_0000)),
+            ..Default::default()
+        }
     }
 
     pub fn counters(&self) -> GntCounters {
@@ -154,8 +163,13 @@ impl FakeGrants {
     }
 
     /// The page behind our frame `gfn` (one of `locals`).
-    pub fn local(&self, gfn: u64) -> Option<&MemPage> {
-        self.locals.get(&gfn)
+    pub fn local(&self, gfn: u64) -> Option<MemPage> {
+        self.locals.borrow().get(&gfn).cloned()
+    }
+
+    /// An allocator of the caller's shareable frames, which this grant table can reach.
+    pub fn shared_frames(&self) -> FakeSharedFrames {
+        FakeSharedFrames { locals: Rc::clone(&self.locals), next_gfn: Rc::clone(&self.next_gfn) }
     }
 
     fn copy_target(&self, caller: DomId, p: &CopyPtr, write: bool) -> Result<(MemPage, usize), i16> {
@@ -171,8 +185,8 @@ impl FakeGrants {
                 Ok((e.page.clone(), usize::from(offset)))
             }
             CopyPtr::Local { gfn, offset } => {
-                let pg = self.locals.get(&gfn).ok_or(gntst::BAD_COPY_ARG)?;
-                Ok((pg.clone(), usize::from(offset)))
+                let pg = self.local(gfn).ok_or(gntst::BAD_COPY_ARG)?;
+                Ok((pg, usize::from(offset)))
             }
         }
     }
@@ -277,7 +291,7 @@ impl Grants for FakeGrants {
 /// The caller granting its own frames (they must be `locals`: see `SharedFrames`).
 impl GrantAccess for FakeGrants {
     fn grant(&mut self, dom: DomId, gfn: u64, readonly: bool) -> Result<GrantRef, GrantError> {
-        let page = self.locals.get(&gfn).cloned().ok_or(GrantError::Status(gntst::BAD_PAGE))?;
+        let page = self.local(gfn).ok_or(GrantError::Status(gntst::BAD_PAGE))?;
         Ok(FakeGrants::grant(self, self.caller, &page, dom, readonly))
     }
     fn end_access(&mut self, gref: GrantRef) -> Result<(), GrantError> {
@@ -317,14 +331,21 @@ impl SharedFrame for FakeShared {
     }
 }
 
-/// In the fake, the caller's shareable frames live in the grant table's view of memory
-/// (`locals`), so grants and copies by GFN reach them.
-impl SharedFrames for FakeGrants {
+/// Allocates the caller's shareable frames where its grant table can reach them (`locals`),
+/// so grants and copies by GFN work.
+#[derive(Debug, Clone)]
+pub struct FakeSharedFrames {
+    locals: Locals,
+    next_gfn: Rc<Cell<u64>>,
+}
+
+impl SharedFrames for FakeSharedFrames {
     type Shared = FakeShared;
     fn alloc_shared(&mut self) -> Option<FakeShared> {
-        self.next_gfn += 1;
+        let gfn = self.next_gfn.get() + 1;
+        self.next_gfn.set(gfn);
         let page = MemPage::new();
-        self.locals.insert(self.next_gfn, page.clone());
-        Some(FakeShared { page, gfn: self.next_gfn })
+        self.locals.borrow_mut().insert(gfn, page.clone());
+        Some(FakeShared { page, gfn })
     }
 }
