@@ -213,6 +213,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             backend_in_store,
             connected: self.conn.is_some(),
             refused: self.refused().is_some(),
+            store_ready: self.store().is_some_and(BlockStore::ready),
         })
     }
 

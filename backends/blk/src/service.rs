@@ -83,6 +83,20 @@ impl<F: crate::hv::Frame, R: Region, B: Page> BlockStore<B> for AnyStore<F, R, B
             AnyStore::Null(s) => s.frames(off, len, out),
         }
     }
+    fn ready(&self) -> bool {
+        match self {
+            AnyStore::Ram(s) => s.ready(),
+            AnyStore::Module(s, _) => s.ready(),
+            AnyStore::Null(s) => s.ready(),
+        }
+    }
+    fn cancel(&mut self, out: &mut Vec<StoreIo<B>>) {
+        match self {
+            AnyStore::Ram(s) => s.cancel(out),
+            AnyStore::Module(s, _) => s.cancel(out),
+            AnyStore::Null(s) => s.cancel(out),
+        }
+    }
 }
 
 type Store<G, F, R> = AnyStore<<F as Frames>::Frame, R, Rc<<G as Grants>::Mapping>>;
@@ -93,6 +107,9 @@ struct Entry<D> {
     dev: Box<D>,
     /// When the directory goes (after the grace that follows Closed on detach).
     remove_at: Option<u64>,
+    /// Whether the store was seen ready (a network store becomes ready later: the device is
+    /// updated once then, to connect a frontend that is already waiting).
+    ready_seen: bool,
 }
 
 /// A log line the service wants shown (the caller decides where lines go).
@@ -330,7 +347,8 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
         if let Err(e) = dev.watch(xs, &be) {
             self.error(format!("{be}: watch: {e}"));
         }
-        self.devices.insert(be.clone(), Entry { dev: Box::new(dev), remove_at: None });
+        let ready_seen = dev.store().is_none_or(BlockStore::ready);
+        self.devices.insert(be.clone(), Entry { dev: Box::new(dev), remove_at: None, ready_seen });
         self.update(xs, g, ev, &be, now);
     }
 
@@ -356,7 +374,20 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
 
     /// Runs every connected device's rings once. Returns whether requests are waiting
     /// (call again before sleeping).
-    pub fn process<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E) -> bool {
+    pub fn process<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, now: u64) -> bool {
+        // Stores that became ready since the last look: their devices may connect now.
+        let ready: Vec<String> = self
+            .devices
+            .iter_mut()
+            .filter(|(_, e)| !e.ready_seen && e.dev.store().is_some_and(BlockStore::ready))
+            .map(|(be, e)| {
+                e.ready_seen = true;
+                be.clone()
+            })
+            .collect();
+        for be in ready {
+            self.update(xs, g, ev, &be, now);
+        }
         let mut more = false;
         let mut notes = Vec::new();
         for (be, e) in self.devices.iter_mut() {

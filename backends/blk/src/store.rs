@@ -78,6 +78,16 @@ pub trait BlockStore<B: Page> {
     fn submit(&mut self, io: StoreIo<B>) -> Result<(), (StoreIo<B>, StoreError)>;
     /// Moves every finished I/O into `out`.
     fn complete(&mut self, out: &mut Vec<Completion<B>>);
+    /// Whether the store knows its disk (`info` means something). A network store is not
+    /// ready until it has negotiated with its server: the device offers itself (InitWait)
+    /// at once, but connects to the frontend only once the store is ready.
+    fn ready(&self) -> bool {
+        true
+    }
+    /// Hands back, unfinished, every I/O the store still holds (a disconnect): their
+    /// buffers are released before the frontend's pages are unmapped, and anything the
+    /// store later learns about them is dropped. Stores that finish at once hold nothing.
+    fn cancel(&mut self, _out: &mut Vec<StoreIo<B>>) {}
     /// For the copy path: where bytes `[off, off + len)` of the disk live, as
     /// `(gfn, offset in frame, len)` pieces, if the store is made of our frames.
     fn frames(&self, _off: u64, _len: u32, _out: &mut Vec<(u64, u16, u16)>) -> bool {

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub connected: bool,
     /// The device cannot be served (its `target=` was refused): it never offers itself.
     pub refused: bool,
+    /// The store knows its disk (a network store has negotiated): only then connect.
+    pub store_ready: bool,
 }
 
 /// What to do, in order.
@@ -118,6 +120,9 @@ pub fn step(published: XenbusState, s: &Snapshot) -> (XenbusState, Vec<Action>) 
         },
         Some(X::Initialised) | Some(X::Connected) => match published {
             X::Connected if s.connected => (X::Connected, a),
+            // The disk's size is not known yet: stay in InitWait; the device is looked at
+            // again once the store is ready.
+            X::InitWait if !s.store_ready => (X::InitWait, a),
             X::InitWait | X::Connected => {
                 if s.connected {
                     a.push(Action::Disconnect);
@@ -156,7 +161,7 @@ mod tests {
     use XenbusState as X;
 
     fn snap(fe: Option<X>, online: bool, be: X, connected: bool) -> Snapshot {
-        Snapshot { frontend: fe, online, backend_in_store: Some(be), connected, refused: false }
+        Snapshot { frontend: fe, online, backend_in_store: Some(be), connected, refused: false, store_ready: true }
     }
 
     #[test]
@@ -217,6 +222,14 @@ mod tests {
         // libxl detaches: it wrote state 5; Closed again, then the directory goes.
         let (s, a) = step(X::Closed, &refused(Some(X::Initialising), false, X::Closing));
         assert_eq!((s, a.as_slice()), (X::Closed, &[Action::SetState(X::Closed), Action::RemoveDir][..]));
+    }
+
+    #[test]
+    fn connect_waits_for_the_store() {
+        let not_ready = |fe| Snapshot { store_ready: false, ..snap(Some(fe), true, X::InitWait, false) };
+        assert_eq!(step(X::InitWait, &not_ready(X::Initialised)), (X::InitWait, alloc::vec![]));
+        let ready = Snapshot { store_ready: true, ..not_ready(X::Initialised) };
+        assert_eq!(step(X::InitWait, &ready), (X::Connected, alloc::vec![Action::Connect]));
     }
 
     #[test]

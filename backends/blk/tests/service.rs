@@ -38,7 +38,7 @@ impl Bed {
     /// One turn of the driver domain's loop.
     fn turn(&mut self) -> bool {
         self.svc.handle_xenstore(&mut self.xs, &mut self.g, &mut self.ev, self.now);
-        let more = self.svc.process(&mut self.xs, &mut self.g, &mut self.ev);
+        let more = self.svc.process(&mut self.xs, &mut self.g, &mut self.ev, self.now);
         self.svc.timers(&mut self.xs, self.now, || vec![("mapped", 0)]);
         more
     }

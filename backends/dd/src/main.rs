@@ -74,7 +74,7 @@ fn run(rt: Runtime) -> ! {
         }
         let now = time::system_time_ns();
         svc.handle_xenstore(&mut xenstore, &mut g, &mut ev, now);
-        let more = svc.process(&mut xenstore, &mut g, &mut ev);
+        let more = svc.process(&mut xenstore, &mut g, &mut ev, now);
         // One clock read per iteration (each one traps to Xen when the TSC is emulated).
         svc.timers(&mut xenstore, now, || domain_counters(loops, polls));
         for n in svc.take_notes() {

@@ -367,6 +367,16 @@ impl<M: Page> Connection<M> {
         for (io, res) in done {
             self.finish(io, res, &mut ans, &mut unmap);
         }
+        // What the store still holds comes back unfinished: its buffers are released here,
+        // so no mapping outlives the connection and no late answer reaches a gone ring.
+        let mut held: Vec<StoreIo<Rc<M>>> = Vec::new();
+        store.cancel(&mut held);
+        for io in held {
+            self.in_flight.remove(&io.tag);
+            for s in io.segs {
+                release(s.buf, &mut unmap);
+            }
+        }
         unmap.extend(self.path.drain());
         for q in self.queues {
             ev.close(q.port);
