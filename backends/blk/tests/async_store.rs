@@ -51,7 +51,10 @@ impl BlockStore<Buf> for SlowStore {
     }
 }
 
-fn slow(size: usize) -> (SlowStore, Rc<Cell<bool>>, Rc<Cell<bool>>, Rc<Cell<usize>>) {
+/// The store and its switches: (ready, release, cancelled count).
+type Switches = (Rc<Cell<bool>>, Rc<Cell<bool>>, Rc<Cell<usize>>);
+
+fn slow(size: usize) -> (SlowStore, Switches) {
     let (ready, release, cancelled) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)), Rc::new(Cell::new(0)));
     let s = SlowStore {
         inner: RamStore::new(vec![0u8; size], false),
@@ -60,13 +63,13 @@ fn slow(size: usize) -> (SlowStore, Rc<Cell<bool>>, Rc<Cell<bool>>, Rc<Cell<usiz
         held: Vec::new(),
         cancelled: cancelled.clone(),
     };
-    (s, ready, release, cancelled)
+    (s, (ready, release, cancelled))
 }
 
 #[test]
 fn the_frontend_waits_in_initwait_until_the_store_is_ready() {
     let mut h = Harness::new();
-    let (store, ready, release, _) = slow(1 << 20);
+    let (store, (ready, release, _)) = slow(1 << 20);
     release.set(true);
     let (mut dev, mut fe) = h.attach_store(5, 51712, store, "w", DeviceConfig::default(), FrontendOpts::default());
     assert_eq!(dev.state(), XenbusState::InitWait, "libxl's 10 s wait for InitWait must end");
@@ -88,7 +91,7 @@ fn the_frontend_waits_in_initwait_until_the_store_is_ready() {
 #[test]
 fn held_io_is_cancelled_when_the_frontend_goes() {
     let mut h = Harness::new();
-    let (store, ready, release, cancelled) = slow(1 << 20);
+    let (store, (ready, release, cancelled)) = slow(1 << 20);
     ready.set(true);
     let opts = FrontendOpts { persistent: true, ..FrontendOpts::default() };
     let (mut dev, mut fe) = h.attach_store(5, 51712, store, "w", DeviceConfig::default(), opts);
