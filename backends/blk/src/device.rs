@@ -142,6 +142,14 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         }
     }
 
+    /// The store, mutably (to drive a store's own I/O from outside the rings).
+    pub fn store_mut(&mut self) -> Option<&mut S> {
+        match &mut self.backing {
+            Backing::Store(s) => Some(s),
+            Backing::Refused(_) => None,
+        }
+    }
+
     /// Why the device was refused, if it was.
     pub fn refused(&self) -> Option<&str> {
         match &self.backing {

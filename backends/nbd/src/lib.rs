@@ -22,5 +22,7 @@ extern crate alloc;
 
 pub mod client;
 pub mod handshake;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 pub mod uri;
 pub mod wire;

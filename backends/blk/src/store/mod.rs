@@ -6,6 +6,8 @@ use alloc::vec::Vec;
 
 use crate::hv::{Frame, MemError, Page, Region};
 
+pub mod nbd;
+
 /// What the disk is, as advertised to the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiskInfo {
