@@ -11,6 +11,8 @@
 
 extern crate alloc;
 
+pub mod net;
+
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -1,0 +1,206 @@
+//! The driver domain's network stack: its vif (netfront) as a smoltcp device, one
+//! interface with a static IPv4 address, and TCP connections as the byte streams NBD stores
+//! run on. Wiring only: the protocol logic is netfront's, smoltcp's and nbd's.
+use alloc::collections::VecDeque;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use blkback::store::nbd::Transport;
+use netfront::vif::{Vif, MAX_FRAME};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+use xen_hv::{EventChannel, SharedFrame};
+
+/// The vif as smoltcp's device, for one call of `Interface::poll`.
+struct Phy<'a, S, E> {
+    vif: &'a mut Vif<S>,
+    ev: &'a mut E,
+    rx: &'a mut VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+struct Tx<'a, S, E> {
+    vif: &'a mut Vif<S>,
+    ev: &'a mut E,
+}
+
+impl<S: SharedFrame, E: EventChannel> TxToken for Tx<'_, S, E> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = alloc::vec![0u8; len.min(MAX_FRAME)];
+        let r = f(&mut frame);
+        // A frame the ring cannot take now is dropped, as a NIC would: TCP retransmits.
+        let _ = self.vif.transmit(self.ev, &frame);
+        r
+    }
+}
+
+impl<S: SharedFrame, E: EventChannel> Device for Phy<'_, S, E> {
+    type RxToken<'b>
+        = Rx
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<'b, S, E>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Rx, Tx<'_, S, E>)> {
+        if self.rx.is_empty() {
+            let rx = &mut *self.rx;
+            let _ = self.vif.receive(self.ev, |f| rx.push_back(f.to_vec()));
+        }
+        let frame = self.rx.pop_front()?;
+        Some((Rx(frame), Tx { vif: self.vif, ev: self.ev }))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_, S, E>> {
+        if !self.vif.connected() {
+            return None;
+        }
+        Some(Tx { vif: self.vif, ev: self.ev })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        // An Ethernet frame with a 1500-byte payload (the vif's MTU without sg/GSO).
+        c.max_transmission_unit = 1514;
+        c.max_burst_size = Some(32);
+        c
+    }
+}
+
+/// IPv4 configuration: `ip=<a.b.c.d>/<prefix>` and optional `gw=<a.b.c.d>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Config {
+    pub addr: [u8; 4],
+    pub prefix: u8,
+    pub gateway: Option<[u8; 4]>,
+}
+
+/// The stack: the vif, the interface (made once the vif is connected), the sockets.
+pub struct NetStack<S> {
+    pub vif: Vif<S>,
+    ip: Ipv4Config,
+    iface: Option<Interface>,
+    sockets: SocketSet<'static>,
+    rx: VecDeque<Vec<u8>>,
+    seed: u64,
+}
+
+impl<S> core::fmt::Debug for NetStack<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "NetStack({:?})", self.ip)
+    }
+}
+
+fn instant(ns: u64) -> Instant {
+    Instant::from_micros(i64::try_from(ns / 1000).unwrap_or(i64::MAX))
+}
+
+impl<S: SharedFrame> NetStack<S> {
+    /// `seed` seeds TCP's initial sequence numbers and ports (the TSC at boot will do).
+    pub fn new(vif: Vif<S>, ip: Ipv4Config, seed: u64) -> Self {
+        Self { vif, ip, iface: None, sockets: SocketSet::new(Vec::new()), rx: VecDeque::new(), seed }
+    }
+
+    /// Moves frames and runs TCP; returns whether anything happened.
+    pub fn poll<E: EventChannel>(&mut self, ev: &mut E, now_ns: u64) -> bool {
+        let now = instant(now_ns);
+        let Self { vif, iface, sockets, rx, ip, seed } = self;
+        let mut phy = Phy { vif, ev, rx };
+        if iface.is_none() {
+            if !phy.vif.connected() {
+                return false;
+            }
+            let mac = EthernetAddress(phy.vif.cfg.mac);
+            let mut cfg = Config::new(HardwareAddress::Ethernet(mac));
+            cfg.random_seed = *seed;
+            let mut i = Interface::new(cfg, &mut phy, now);
+            let [a, b, c, d] = ip.addr;
+            i.update_ip_addrs(|addrs| {
+                let _ = addrs.push(IpCidr::new(IpAddress::v4(a, b, c, d), ip.prefix));
+            });
+            if let Some([a, b, c, d]) = ip.gateway {
+                let _ = i.routes_mut().add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
+            }
+            *iface = Some(i);
+        }
+        let Some(i) = iface.as_mut() else { return false };
+        i.poll(now, &mut phy, sockets) != smoltcp::iface::PollResult::None
+    }
+
+    /// When smoltcp wants to be polled again (retransmissions, keep-alive), in ns.
+    pub fn poll_at(&mut self, now_ns: u64) -> Option<u64> {
+        let i = self.iface.as_mut()?;
+        let at = i.poll_at(instant(now_ns), &self.sockets)?;
+        Some(u64::try_from(at.total_micros()).unwrap_or(0).saturating_mul(1000))
+    }
+
+    /// A TCP connection to `addr:port` (established asynchronously by `poll`). Nagle and
+    /// delayed ACKs off: NBD is request/response traffic.
+    pub fn connect(&mut self, addr: [u8; 4], port: u16) -> Option<SocketHandle> {
+        let iface = self.iface.as_mut()?;
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(alloc::vec![0u8; 256 * 1024]),
+            tcp::SocketBuffer::new(alloc::vec![0u8; 256 * 1024]),
+        );
+        s.set_nagle_enabled(false);
+        s.set_ack_delay(None);
+        s.set_keep_alive(Some(Duration::from_secs(5)));
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let local = 49152 + u16::try_from((self.seed >> 33) % 16000).unwrap_or(0);
+        let [a, b, c, d] = addr;
+        let remote = IpEndpoint::new(IpAddress::v4(a, b, c, d), port);
+        s.connect(iface.context(), remote, local).ok()?;
+        Some(self.sockets.add(s))
+    }
+
+    pub fn socket(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+}
+
+/// One TCP connection of a shared stack, as an NBD store's byte stream.
+pub struct TcpStream<S> {
+    pub net: Rc<RefCell<NetStack<S>>>,
+    pub handle: SocketHandle,
+}
+
+impl<S> core::fmt::Debug for TcpStream<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "TcpStream({:?})", self.handle)
+    }
+}
+
+impl<S: SharedFrame> Transport for TcpStream<S> {
+    fn is_open(&self) -> bool {
+        self.net.borrow_mut().socket(self.handle).is_active()
+    }
+    fn send(&mut self, data: &[u8]) -> usize {
+        let mut net = self.net.borrow_mut();
+        let s = net.socket(self.handle);
+        if !s.can_send() {
+            return 0;
+        }
+        s.send_slice(data).unwrap_or(0)
+    }
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8]) -> usize) {
+        let mut net = self.net.borrow_mut();
+        let s = net.socket(self.handle);
+        if s.can_recv() {
+            let _ = s.recv(|buf| (f(buf), ()));
+        }
+    }
+}

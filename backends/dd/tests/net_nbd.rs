@@ -1,0 +1,182 @@
+//! The whole network path on the host: our vif (netfront) against a mock Linux netback in
+//! "dom0", whose other side is a second smoltcp interface running the NBD test server; TCP
+//! from our stack to it; an NBD store on that connection negotiates and moves data, checked
+//! against the server's export.
+#![allow(clippy::cast_possible_truncation)]
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use blkback::store::nbd::NbdStore;
+use blkback::store::{BlockStore, IoOp, IoSeg, StoreIo};
+use nbd::testing::{Server, ServerOpts};
+use netfront::testing::MockNetback;
+use netfront::vif::{Vif, VifConfig};
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use xen_blkback_rs::net::{Ipv4Config, NetStack, TcpStream};
+use xen_hv::fake::*;
+
+/// dom0's side of the vif: frames from our TX ring, frames into our RX ring.
+struct Dom0<'a> {
+    nb: &'a mut MockNetback,
+    g: &'a mut FakeGrants,
+    ev: &'a mut FakeEvtchn,
+    inbox: &'a mut VecDeque<Vec<u8>>,
+}
+struct Rx(Vec<u8>);
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+struct Tx<'a> {
+    nb: &'a mut MockNetback,
+    g: &'a mut FakeGrants,
+    ev: &'a mut FakeEvtchn,
+}
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = vec![0u8; len];
+        let r = f(&mut b);
+        self.nb.to_frontend(self.g, self.ev, &b);
+        r
+    }
+}
+impl Device for Dom0<'_> {
+    type RxToken<'b>
+        = Rx
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<'b>
+    where
+        Self: 'b;
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        if self.inbox.is_empty() {
+            self.inbox.extend(self.nb.from_frontend(self.g, self.ev));
+        }
+        let f = self.inbox.pop_front()?;
+        Some((Rx(f), Tx { nb: self.nb, g: self.g, ev: self.ev }))
+    }
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx { nb: self.nb, g: self.g, ev: self.ev })
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = 1514;
+        c
+    }
+}
+
+#[test]
+fn nbd_over_tcp_over_netfront() {
+    let mut xs = FakeXenStore::default();
+    let mut g = FakeGrants::new();
+    let mut ev = FakeEvtchn::default();
+    let mut frames = g.shared_frames();
+    let mut nb = MockNetback::attach(&mut xs, BACKEND, 0, "00:16:3e:00:00:05");
+    let cfg = VifConfig::read(&mut xs, &nb.fe).unwrap();
+    let mut vif: Vif<FakeShared> = Vif::new(cfg);
+    vif.update(&mut xs, &mut g, &mut ev, &mut frames).unwrap();
+    nb.update(&mut xs, &mut g, &mut ev);
+    assert!(vif.connected() && nb.connected());
+    let ip = Ipv4Config { addr: [192, 0, 2, 2], prefix: 24, gateway: None };
+    let net = Rc::new(RefCell::new(NetStack::new(vif, ip, 42)));
+    net.borrow_mut().poll(&mut ev, 1_000_000);
+
+    // dom0: an interface on the bridge with the NBD server behind port 10809.
+    let mut inbox = VecDeque::new();
+    let mut d0cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress([2, 0, 0, 0, 0, 1])));
+    d0cfg.random_seed = 7;
+    let mut d0 =
+        Interface::new(d0cfg, &mut Dom0 { nb: &mut nb, g: &mut g, ev: &mut ev, inbox: &mut inbox }, Instant::ZERO);
+    d0.update_ip_addrs(|a| {
+        a.push(IpCidr::new(IpAddress::v4(192, 0, 2, 1), 24)).unwrap();
+    });
+    let mut d0sockets = SocketSet::new(vec![]);
+    let mut listener =
+        tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 1 << 20]), tcp::SocketBuffer::new(vec![0; 1 << 20]));
+    listener.listen(10809).unwrap();
+    let lh = d0sockets.add(listener);
+    let (mut server, greet) = Server::new(ServerOpts::default(), 4 << 20);
+    let mut to_client = greet;
+
+    let handle = net.borrow_mut().connect([192, 0, 2, 1], 10809).expect("connect");
+    let stream = TcpStream { net: net.clone(), handle };
+    let mut store: NbdStore<TcpStream<FakeShared>, MemPage> = NbdStore::new(stream, "disk0");
+
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 13 + i / 4096) as u8).collect();
+    let wbufs: Vec<MemPage> = (0..16)
+        .map(|i| {
+            let p = MemPage::new();
+            p.set(0, &data[i * 4096..(i + 1) * 4096]);
+            p
+        })
+        .collect();
+    let rbufs: Vec<MemPage> = (0..16).map(|_| MemPage::new()).collect();
+    let seg =
+        |bufs: &[MemPage]| bufs.iter().map(|b| IoSeg { buf: b.clone(), offset: 0, len: 4096 }).collect::<Vec<_>>();
+    let mut submitted = 0;
+    let mut done = Vec::new();
+    let mut now = 1_000_000u64;
+    for _ in 0..20_000 {
+        now += 100_000;
+        net.borrow_mut().poll(&mut ev, now);
+        {
+            let mut dev = Dom0 { nb: &mut nb, g: &mut g, ev: &mut ev, inbox: &mut inbox };
+            d0.poll(Instant::from_micros((now / 1000) as i64), &mut dev, &mut d0sockets);
+        }
+        // dom0's NBD server behind the listening socket.
+        let s = d0sockets.get_mut::<tcp::Socket>(lh);
+        if s.can_recv() {
+            let mut got = Vec::new();
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+            to_client.extend(server.feed(&got));
+        }
+        if !to_client.is_empty() && s.can_send() {
+            let n = s.send_slice(&to_client).unwrap();
+            to_client.drain(..n);
+        }
+        store.poll();
+        if store.ready() && submitted == 0 {
+            let w = StoreIo {
+                tag: 1,
+                op: IoOp::Write { preflush: false, fua: false },
+                sector: 64,
+                nr_sectors: 0,
+                segs: seg(&wbufs),
+            };
+            store.submit(w).unwrap();
+            submitted = 1;
+        }
+        store.complete(&mut done);
+        if submitted == 1 && done.len() == 1 {
+            let r = StoreIo { tag: 2, op: IoOp::Read, sector: 64, nr_sectors: 0, segs: seg(&rbufs) };
+            store.submit(r).unwrap();
+            submitted = 2;
+        }
+        if done.len() == 2 {
+            break;
+        }
+    }
+    assert!(store.failed().is_none(), "{:?}", store.failed());
+    assert_eq!(done.len(), 2, "I/O did not complete (ready: {})", store.ready());
+    assert!(done.iter().all(|(_, r)| r.is_ok()), "{:?}", done.iter().map(|d| &d.1).collect::<Vec<_>>());
+    assert_eq!(store.info().sectors, (4 << 20) / 512);
+    assert_eq!(server.disk[64 * 512..64 * 512 + 65536], data[..], "the export does not hold the write");
+    let read: Vec<u8> = rbufs.iter().flat_map(|p| p.bytes()).collect();
+    assert_eq!(read, data, "read back differs");
+    assert!(nb.disabled.is_none(), "{:?}", nb.disabled);
+    let st = net.borrow().vif.stats;
+    assert!(st.tx_packets > 40 && st.rx_packets > 40 && st.bad_responses == 0, "{st:?}");
+}
