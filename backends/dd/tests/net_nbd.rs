@@ -2,7 +2,7 @@
 //! "dom0", whose other side is a second smoltcp interface running the NBD test server; TCP
 //! from our stack to it; an NBD store on that connection negotiates and moves data, checked
 //! against the server's export.
-#![allow(clippy::cast_possible_truncation)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
