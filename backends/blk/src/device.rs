@@ -297,6 +297,8 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         };
         let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv).map_err(|e| e.to_string())?;
         let info = store.info();
+        // A network store knows whether its export is read-only only now.
+        self.read_only |= info.read_only;
         let limits = Limits {
             capacity: info.sectors,
             read_only: self.read_only,

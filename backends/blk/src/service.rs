@@ -19,6 +19,7 @@ use alloc::vec::Vec;
 use crate::device::{self, Backing, Device, DeviceConfig};
 use crate::engine::DataPath;
 use crate::hv::{DomId, EventChannel, EvtchnPort, Frames, Grants, Page, Region, StoreErr, XenStore};
+use crate::store::nbd::{Connector, NbdStore, Transport};
 use crate::store::{BlockStore, Completion, DiskInfo, FrameDisk, NullStore, RamStore, RegionDisk, StoreError, StoreIo};
 use crate::target::{self, Target, TargetKind};
 
@@ -47,60 +48,53 @@ impl Default for Defaults {
 
 /// The stores a `target=` can name, as one type.
 #[derive(Debug)]
-pub enum AnyStore<F, R, B> {
+pub enum AnyStore<F, R, T, B> {
     Ram(RamStore<FrameDisk<F>, B>),
     /// A boot module and its index (it goes back to the pool when the device goes).
     Module(RamStore<RegionDisk<R>, B>, usize),
     Null(NullStore<B>),
+    /// Boxed: its buffers and client state are large next to the others.
+    Nbd(Box<NbdStore<T, B>>),
 }
 
-impl<F: crate::hv::Frame, R: Region, B: Page> BlockStore<B> for AnyStore<F, R, B> {
-    fn info(&self) -> DiskInfo {
-        match self {
-            AnyStore::Ram(s) => s.info(),
-            AnyStore::Module(s, _) => s.info(),
-            AnyStore::Null(s) => s.info(),
+/// Calls `$e` on whichever store `$s` is.
+macro_rules! each {
+    ($s:expr, $x:ident => $e:expr) => {
+        match $s {
+            AnyStore::Ram($x) => $e,
+            AnyStore::Module($x, _) => $e,
+            AnyStore::Null($x) => $e,
+            AnyStore::Nbd($x) => $e,
         }
+    };
+}
+
+impl<F: crate::hv::Frame, R: Region, T: Transport, B: Page> BlockStore<B> for AnyStore<F, R, T, B> {
+    fn info(&self) -> DiskInfo {
+        each!(self, s => s.info())
     }
     fn submit(&mut self, io: StoreIo<B>) -> Result<(), (StoreIo<B>, StoreError)> {
-        match self {
-            AnyStore::Ram(s) => s.submit(io),
-            AnyStore::Module(s, _) => s.submit(io),
-            AnyStore::Null(s) => s.submit(io),
-        }
+        each!(self, s => s.submit(io))
     }
     fn complete(&mut self, out: &mut Vec<Completion<B>>) {
-        match self {
-            AnyStore::Ram(s) => s.complete(out),
-            AnyStore::Module(s, _) => s.complete(out),
-            AnyStore::Null(s) => s.complete(out),
-        }
+        each!(self, s => s.complete(out))
     }
     fn frames(&self, off: u64, len: u32, out: &mut Vec<(u64, u16, u16)>) -> bool {
-        match self {
-            AnyStore::Ram(s) => s.frames(off, len, out),
-            AnyStore::Module(s, _) => s.frames(off, len, out),
-            AnyStore::Null(s) => s.frames(off, len, out),
-        }
+        each!(self, s => s.frames(off, len, out))
+    }
+    fn poll(&mut self) {
+        each!(self, s => s.poll())
     }
     fn ready(&self) -> bool {
-        match self {
-            AnyStore::Ram(s) => s.ready(),
-            AnyStore::Module(s, _) => s.ready(),
-            AnyStore::Null(s) => s.ready(),
-        }
+        each!(self, s => s.ready())
     }
     fn cancel(&mut self, out: &mut Vec<StoreIo<B>>) {
-        match self {
-            AnyStore::Ram(s) => s.cancel(out),
-            AnyStore::Module(s, _) => s.cancel(out),
-            AnyStore::Null(s) => s.cancel(out),
-        }
+        each!(self, s => s.cancel(out))
     }
 }
 
-type Store<G, F, R> = AnyStore<<F as Frames>::Frame, R, Rc<<G as Grants>::Mapping>>;
-type Dev<G, F, R> = Device<<G as Grants>::Mapping, Store<G, F, R>>;
+type Store<G, F, R, C> = AnyStore<<F as Frames>::Frame, R, <C as Connector>::T, Rc<<G as Grants>::Mapping>>;
+type Dev<G, F, R, C> = Device<<G as Grants>::Mapping, Store<G, F, R, C>>;
 
 #[derive(Debug)]
 struct Entry<D> {
@@ -123,38 +117,44 @@ pub enum Note {
 }
 
 /// The service over the hypervisor `G` (grants), frames `F` and boot modules `R`.
-pub struct Service<G: Grants, F: Frames, R: Region> {
+pub struct Service<G: Grants, F: Frames, R: Region, C: Connector> {
     base: String,
     data: String,
     defaults: Defaults,
-    devices: BTreeMap<String, Entry<Dev<G, F, R>>>,
+    devices: BTreeMap<String, Entry<Dev<G, F, R, C>>>,
     frames: F,
+    /// Opens connections to NBD servers.
+    net: C,
     /// Boot modules; `None` while a device serves it.
     modules: Vec<Option<R>>,
     last_stats_ns: u64,
     /// Log lines since the caller last took them.
     notes: Vec<Note>,
+    /// Watch events with tokens that are not ours (the caller's own watches).
+    foreign: Vec<crate::hv::WatchEvent>,
 }
 
-impl<G: Grants, F: Frames, R: Region> core::fmt::Debug for Service<G, F, R> {
+impl<G: Grants, F: Frames, R: Region, C: Connector> core::fmt::Debug for Service<G, F, R, C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "Service({}, {} devices)", self.base, self.devices.len())
     }
 }
 
-impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
+impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
     /// The service of driver domain `domid`, with its memory for RAM disks and its boot
     /// modules.
-    pub fn new(domid: DomId, defaults: Defaults, frames: F, modules: Vec<R>) -> Self {
+    pub fn new(domid: DomId, defaults: Defaults, frames: F, modules: Vec<R>, net: C) -> Self {
         Self {
             base: format!("/local/domain/{domid}/backend/vbd"),
             data: format!("/local/domain/{domid}/data/blkback"),
             defaults,
             devices: BTreeMap::new(),
             frames,
+            net,
             modules: modules.into_iter().map(Some).collect(),
             last_stats_ns: 0,
             notes: Vec::new(),
+            foreign: Vec::new(),
         }
     }
 
@@ -162,6 +162,11 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
     pub fn start<X: XenStore>(&mut self, xs: &mut X) -> Result<(), StoreErr> {
         xs.watch(&self.base, VBD_TOKEN)?;
         xs.write(&format!("{}/ready", self.data), "1")
+    }
+
+    /// The connector of network stores (to inspect in tests).
+    pub fn connector(&self) -> &C {
+        &self.net
     }
 
     pub fn base(&self) -> &str {
@@ -173,17 +178,22 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
     }
 
     /// The devices by backend path.
-    pub fn devices(&self) -> impl Iterator<Item = (&str, &Dev<G, F, R>)> {
+    pub fn devices(&self) -> impl Iterator<Item = (&str, &Dev<G, F, R, C>)> {
         self.devices.iter().map(|(k, e)| (k.as_str(), &*e.dev))
     }
 
-    pub fn device(&self, be: &str) -> Option<&Dev<G, F, R>> {
+    pub fn device(&self, be: &str) -> Option<&Dev<G, F, R, C>> {
         self.devices.get(be).map(|e| &*e.dev)
     }
 
     /// Boot modules not served right now.
     pub fn free_modules(&self) -> usize {
         self.modules.iter().filter(|m| m.is_some()).count()
+    }
+
+    /// Watch events for watches the caller set itself (not the service's tokens).
+    pub fn take_foreign_events(&mut self) -> Vec<crate::hv::WatchEvent> {
+        core::mem::take(&mut self.foreign)
     }
 
     /// Log lines since the last call.
@@ -234,9 +244,13 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
                 if matches!(depth, Some(0..=2)) {
                     self.rescan(xs, g, ev, now);
                 }
-            } else if self.devices.get(&event.token).is_some_and(|e| e.dev.relevant(&event.path)) {
-                let be = event.token;
-                self.update(xs, g, ev, &be, now);
+            } else if let Some(e) = self.devices.get(&event.token) {
+                if e.dev.relevant(&event.path) {
+                    let be = event.token;
+                    self.update(xs, g, ev, &be, now);
+                }
+            } else {
+                self.foreign.push(event);
             }
         }
     }
@@ -270,7 +284,7 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
     }
 
     /// A device is gone: its boot module can be served again (its contents stay).
-    fn retire(&mut self, dev: Dev<G, F, R>) {
+    fn retire(&mut self, dev: Dev<G, F, R, C>) {
         if let Some(AnyStore::Module(s, n)) = dev.into_store() {
             if let Some(slot) = self.modules.get_mut(n) {
                 *slot = Some(s.into_backing().into_region());
@@ -279,9 +293,9 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
     }
 
     /// The store `t` names, or why it cannot be had.
-    fn make_store(&mut self, t: &Target, read_only: bool) -> Result<Store<G, F, R>, String> {
-        match t.kind {
-            TargetKind::Ram(bytes) => {
+    fn make_store(&mut self, t: &Target, read_only: bool) -> Result<Store<G, F, R, C>, String> {
+        match &t.kind {
+            &TargetKind::Ram(bytes) => {
                 let free = self.frames.free_bytes();
                 if bytes.saturating_add(RAM_RESERVE) > free {
                     return Err(format!(
@@ -298,8 +312,12 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
                 }
                 Ok(AnyStore::Ram(RamStore::new(FrameDisk::new(frames), read_only)))
             }
-            TargetKind::Null(bytes) => Ok(AnyStore::Null(NullStore::new(bytes / 512))),
-            TargetKind::Module(n) => {
+            &TargetKind::Null(bytes) => Ok(AnyStore::Null(NullStore::new(bytes / 512))),
+            TargetKind::Nbd(uri) => {
+                let t = self.net.connect(uri)?;
+                Ok(AnyStore::Nbd(Box::new(NbdStore::new(t, &uri.export))))
+            }
+            &TargetKind::Module(n) => {
                 let slot = self
                     .modules
                     .get_mut(n)
@@ -325,8 +343,8 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
             Ok((t, store)) => {
                 cfg.path = t.path.unwrap_or(self.defaults.path);
                 cfg.adv.persistent = t.persistent.unwrap_or(self.defaults.persistent);
-                if matches!(t.kind, TargetKind::Null(_)) {
-                    // A null store has no frames to copy to: serve it on the map path.
+                if matches!(t.kind, TargetKind::Null(_) | TargetKind::Nbd(_)) {
+                    // No frames of ours to copy to: serve it on the map path.
                     cfg.path = DataPath::Map;
                 }
                 let dev = Device::new(xs, &be, Backing::Store(store), cfg);
@@ -375,6 +393,12 @@ impl<G: Grants, F: Frames, R: Region> Service<G, F, R> {
     /// Runs every connected device's rings once. Returns whether requests are waiting
     /// (call again before sleeping).
     pub fn process<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, now: u64) -> bool {
+        // Network stores move their handshakes and replies here, connected or not.
+        for e in self.devices.values_mut() {
+            if let Some(s) = e.dev.store_mut() {
+                s.poll();
+            }
+        }
         // Stores that became ready since the last look: their devices may connect now.
         let ready: Vec<String> = self
             .devices

@@ -7,7 +7,7 @@ use core::fmt;
 use crate::engine::DataPath;
 
 /// What a `target=` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub kind: TargetKind,
     /// `copy` / `map` option: the data path (default: the driver domain's `path=`).
@@ -16,7 +16,7 @@ pub struct Target {
     pub persistent: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetKind {
     /// `ram:<size>`: a zero-filled RAM disk of that many bytes.
     Ram(u64),
@@ -24,6 +24,8 @@ pub enum TargetKind {
     Null(u64),
     /// `module[:<n>]`: boot module n (default 0), served in place.
     Module(usize),
+    /// `nbd://<host>[:<port>]/<export>`: an export on an NBD server.
+    Nbd(nbd::uri::NbdUri),
 }
 
 impl fmt::Display for TargetKind {
@@ -32,6 +34,7 @@ impl fmt::Display for TargetKind {
             TargetKind::Ram(s) => write!(f, "RAM disk {} MiB", s >> 20),
             TargetKind::Null(s) => write!(f, "null disk {} MiB", s >> 20),
             TargetKind::Module(n) => write!(f, "boot module {n}"),
+            TargetKind::Nbd(u) => write!(f, "NBD export `{}` on {}:{}", u.export, u.host, u.port),
         }
     }
 }
@@ -45,6 +48,7 @@ pub enum TargetError {
     BadSize(String),
     UnknownKind(String),
     UnknownOption(String),
+    BadUri(nbd::uri::UriError),
 }
 
 impl fmt::Display for TargetError {
@@ -55,9 +59,13 @@ impl fmt::Display for TargetError {
                 write!(f, "bad size `{s}` (digits, optional K/M/G, at least 4K, a multiple of 512)")
             }
             TargetError::UnknownKind(k) => {
-                write!(f, "unknown target `{k}`: use ram:<size>, null:<size> or module[:<n>]")
+                write!(
+                    f,
+                    "unknown target `{k}`: use ram:<size>, null:<size>, module[:<n>] or nbd://<host>[:<port>]/<export>"
+                )
             }
             TargetError::UnknownOption(o) => write!(f, "unknown target option `{o}` (copy, map, nopersist)"),
+            TargetError::BadUri(e) => write!(f, "{e}"),
         }
     }
 }
@@ -81,6 +89,11 @@ pub fn parse_size(s: &str) -> Option<u64> {
 /// Parses `target=`: `ram:64M`, `null:1G`, `module`, `module:1`, each optionally followed
 /// by `:copy`, `:map`, `:nopersist`, `:persist`.
 pub fn parse(params: &str) -> Result<Target, TargetError> {
+    // A URI has its own colons: the whole string is the URI (no options).
+    if params.trim().starts_with("nbd") && params.contains("://") {
+        let uri = nbd::uri::NbdUri::parse(params).map_err(TargetError::BadUri)?;
+        return Ok(Target { kind: TargetKind::Nbd(uri), path: None, persistent: None });
+    }
     let mut parts = params.trim().split(':');
     let kind = parts.next().unwrap_or("");
     let mut rest = parts.peekable();
@@ -136,6 +149,10 @@ mod tests {
         );
         assert_eq!(parse("ram:4096").map(|t| t.kind), Ok(TargetKind::Ram(4096)));
         assert_eq!(parse("ram:8k:persist").map(|t| t.persistent), Ok(Some(true)));
+        let uri = nbd::uri::NbdUri { host: "192.0.2.1".into(), port: 10809, export: "disk0".into() };
+        assert_eq!(parse("nbd://192.0.2.1/disk0").map(|t| t.kind), Ok(TargetKind::Nbd(uri)));
+        assert!(matches!(parse("nbd://h:x/e"), Err(TargetError::BadUri(_))));
+        assert!(matches!(parse("nbds://h/e"), Err(TargetError::BadUri(_))));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use blkback::device::DeviceConfig;
-use blkback::store::nbd::{NbdStore, Transport};
+use blkback::store::nbd::NbdStore;
 use blkback::store::BlockStore;
 use blkback::testing::*;
 use nbd::testing::{Server, ServerOpts};
@@ -18,45 +18,11 @@ use nbd::wire::*;
 use xen_sys_mini::io::blkif::*;
 use xen_sys_mini::io::xenbus::XenbusState;
 
-/// A byte pipe to the server: sends at most `max_send` bytes a call; replies are held back
-/// while `hold` is set.
-struct Pipe {
-    server: Rc<RefCell<Server>>,
-    to_server: Vec<u8>,
-    from_server: Vec<u8>,
-    max_send: usize,
-    hold: Rc<Cell<bool>>,
-}
-
-impl Transport for Pipe {
-    fn is_open(&self) -> bool {
-        true
-    }
-    fn send(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.max_send);
-        self.to_server.extend_from_slice(&data[..n]);
-        n
-    }
-    fn recv(&mut self, f: &mut dyn FnMut(&[u8]) -> usize) {
-        if !self.hold.get() {
-            let out = self.server.borrow_mut().feed(&std::mem::take(&mut self.to_server));
-            self.from_server.extend(out);
-        }
-        if !self.from_server.is_empty() {
-            let n = f(&self.from_server);
-            self.from_server.drain(..n);
-        }
-    }
-}
-
 type Store = NbdStore<Pipe, Rc<FakeMapping>>;
 
 fn store(o: ServerOpts, size: usize) -> (Store, Rc<RefCell<Server>>, Rc<Cell<bool>>) {
-    let (server, greet) = Server::new(o, size);
-    let server = Rc::new(RefCell::new(server));
-    let hold = Rc::new(Cell::new(false));
-    let pipe =
-        Pipe { server: server.clone(), to_server: Vec::new(), from_server: greet, max_send: 1000, hold: hold.clone() };
+    let pipe = Pipe::new(o, size);
+    let (server, hold) = (pipe.server.clone(), pipe.hold.clone());
     (NbdStore::new(pipe, "disk0"), server, hold)
 }
 

@@ -11,7 +11,7 @@ use blkback::testing::*;
 use xen_sys_mini::io::blkif::BLKIF_RSP_OKAY;
 use xen_sys_mini::io::xenbus::XenbusState;
 
-type Svc = Service<FakeGrants, FakeFrames, FakeRegion>;
+type Svc = Service<FakeGrants, FakeFrames, FakeRegion, PipeConnector>;
 
 /// The fake hypervisor, the service and a clock.
 struct Bed {
@@ -26,7 +26,8 @@ struct Bed {
 impl Bed {
     fn new(modules: Vec<FakeRegion>) -> Self {
         let frames = FakeFrames::new(4096); // 16 MiB
-        let mut svc = Service::new(BACKEND, Defaults::default(), frames.clone(), modules);
+        let net = PipeConnector { refuse: vec!["10.9.9.9".into()], ..PipeConnector::default() };
+        let mut svc = Service::new(BACKEND, Defaults::default(), frames.clone(), modules, net);
         let mut xs = FakeXenStore::default();
         svc.start(&mut xs).expect("start");
         assert_eq!(xs.get(&format!("/local/domain/{BACKEND}/data/blkback/ready")), Some("1"));
@@ -299,4 +300,41 @@ fn our_own_statistics_do_not_wake_the_state_machine() {
     assert_eq!(after_publish - before, 2, "statistics cost {} round trips", after_publish - before);
     b.settle();
     assert_eq!(b.xs.requests, after_publish, "the device re-read xenstore after our own writes");
+}
+
+#[test]
+fn an_nbd_target_connects_once_negotiated_and_serves_the_export() {
+    let mut b = Bed::new(vec![]);
+    let mut fe = b.attach(5, 51712, "nbd://192.0.2.1:10809/disk0", "w");
+    let be = fe.be.clone();
+    // InitWait at once (libxl waits 10 s at most); the size is known once the store has
+    // negotiated, which the loop's turns did.
+    assert_eq!(b.state(&be), Some("2"));
+    // The handshake's round trips happen over the loop's turns (in the domain: woken by
+    // the vif's event channel as the server's bytes arrive).
+    for _ in 0..6 {
+        b.turn();
+    }
+    b.connect(&mut fe);
+    assert_eq!(fe.sectors(&b.xs), (1 << 20) / 512);
+    let data = pattern(11, 16384);
+    assert_eq!(b.write_read(&mut fe, 40, &data), data);
+    let server = b.svc.connector().servers["192.0.2.1:10809"].clone();
+    assert_eq!(server.borrow().disk[40 * 512..40 * 512 + 16384], data[..], "the export does not hold the write");
+    assert!(b
+        .notes()
+        .iter()
+        .any(|n| matches!(n, Note::Info(s) if s.contains("NBD export `disk0` on 192.0.2.1:10809"))));
+}
+
+#[test]
+fn an_unreachable_or_malformed_nbd_target_is_refused_with_its_reason() {
+    let mut b = Bed::new(vec![]);
+    let fe = b.attach(5, 51712, "nbd://10.9.9.9/disk0", "w");
+    assert_eq!(b.state(&fe.be), Some("6"));
+    let err = b.xs.get(&format!("{}/hotplug-error", fe.be)).unwrap_or_default().to_string();
+    assert!(err.contains("connection refused"), "{err}");
+    let fe = b.attach(6, 51712, "nbd://host:70000/disk0", "w");
+    let err = b.xs.get(&format!("{}/hotplug-error", fe.be)).unwrap_or_default().to_string();
+    assert!(err.contains("bad port `70000`"), "{err}");
 }

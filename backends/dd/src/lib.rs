@@ -4,7 +4,8 @@
 //! Words: `path=map|copy` (data path), `persistent=1|0` (offer persistent grants),
 //! `indirect=<12..4096>` (segments per indirect request), `debug` (debug-level console
 //! lines: every watch event the service handles), `selftest` (run the runtime's self tests
-//! against Xen and power off), `crashtest=ud2|panic` (prove the crash paths). A word that
+//! against Xen and power off), `crashtest=ud2|panic` (prove the crash paths),
+//! `ip=<a.b.c.d>/<prefix>` and `gw=<a.b.c.d>` (the vif's IPv4 address, for `nbd://` disks). A word that
 //! is not one of these, or a value out of range, is reported on the console and ignored.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -39,13 +40,16 @@ pub struct Config {
     pub mode: Mode,
     pub debug: bool,
     pub blk: Defaults,
+    /// `ip=<a.b.c.d>/<prefix>` and `gw=<a.b.c.d>`: the vif's IPv4 configuration.
+    pub ip: Option<net::Ipv4Config>,
     /// Words that were not understood, as sentences for the console.
     pub ignored: Vec<String>,
 }
 
 impl Config {
     pub fn parse(cmdline: &str) -> Self {
-        let mut c = Config { mode: Mode::Serve, debug: false, blk: Defaults::default(), ignored: Vec::new() };
+        let mut c = Config { mode: Mode::Serve, debug: false, blk: Defaults::default(), ip: None, ignored: Vec::new() };
+        let mut gw = None;
         for w in cmdline.split_whitespace() {
             let ok = match w.split_once('=') {
                 None => match w {
@@ -78,6 +82,20 @@ impl Config {
                     }
                     _ => false,
                 },
+                Some(("ip", v)) => match parse_cidr(v) {
+                    Some((addr, prefix)) => {
+                        c.ip = Some(net::Ipv4Config { addr, prefix, gateway: None });
+                        true
+                    }
+                    None => false,
+                },
+                Some(("gw", v)) => match parse_ipv4(v) {
+                    Some(a) => {
+                        gw = Some(a);
+                        true
+                    }
+                    None => false,
+                },
                 Some(("crashtest", "ud2")) => {
                     c.mode = Mode::CrashUd2;
                     true
@@ -95,8 +113,32 @@ impl Config {
                 c.ignored.push(format!("ignored command-line word `{shown}`"));
             }
         }
+        if let Some(ip) = c.ip.as_mut() {
+            ip.gateway = gw;
+        }
         c
     }
+}
+
+/// A dotted IPv4 address, strict.
+pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for o in &mut out {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *o = p.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// `a.b.c.d/n` with 1 <= n <= 32.
+fn parse_cidr(s: &str) -> Option<([u8; 4], u8)> {
+    let (a, n) = s.split_once('/')?;
+    let n: u8 = n.parse().ok().filter(|n| (1..=32).contains(n))?;
+    Some((parse_ipv4(a)?, n))
 }
 
 #[cfg(test)]
@@ -106,7 +148,10 @@ mod tests {
     #[test]
     fn defaults_without_words() {
         let c = Config::parse("");
-        assert_eq!(c, Config { mode: Mode::Serve, debug: false, blk: Defaults::default(), ignored: Vec::new() });
+        assert_eq!(
+            c,
+            Config { mode: Mode::Serve, debug: false, blk: Defaults::default(), ip: None, ignored: Vec::new() }
+        );
         assert_eq!(c.blk, Defaults { path: DataPath::Map, persistent: true, max_indirect_segments: 256 });
     }
 
@@ -123,15 +168,21 @@ mod tests {
         assert_eq!(Config::parse("indirect=12").blk.max_indirect_segments, 12);
         // The last word wins.
         assert_eq!(Config::parse("path=copy path=map").blk.path, DataPath::Map);
+        let c = Config::parse("ip=192.0.2.2/24 gw=192.0.2.1");
+        assert_eq!(c.ip, Some(net::Ipv4Config { addr: [192, 0, 2, 2], prefix: 24, gateway: Some([192, 0, 2, 1]) }));
+        assert!(c.ignored.is_empty());
     }
 
     #[test]
     fn bad_words_are_reported_and_change_nothing() {
-        let c = Config::parse("indirect=11 indirect=4097 indirect=x persistent=yes path=swap crashtest=now verbose");
+        let c = Config::parse(
+            "indirect=11 indirect=4097 indirect=x persistent=yes path=swap crashtest=now verbose ip=1.2.3.4 ip=1.2.3.4/33 gw=1.2.3",
+        );
         assert_eq!(c.blk, Defaults::default());
         assert_eq!(c.mode, Mode::Serve);
         assert!(!c.debug);
-        assert_eq!(c.ignored.len(), 7, "{:?}", c.ignored);
+        assert_eq!(c.ip, None);
+        assert_eq!(c.ignored.len(), 10, "{:?}", c.ignored);
         assert_eq!(c.ignored[0], "ignored command-line word `indirect=11`");
         let long = "x".repeat(1000);
         let c = Config::parse(&long);

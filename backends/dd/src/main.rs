@@ -11,14 +11,49 @@
 
 extern crate alloc;
 
+use alloc::format;
+use alloc::rc::Rc;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 
 use blkback::service::{Note, Service};
 use kernel::console::{self, Level};
 use kernel::gnttab::Gnttab;
-use kernel::mem::{BootModule, FrameAllocator};
+use kernel::mem::{BootModule, FrameAllocator, SharedPage};
 use kernel::{arch, evtchn, gnttab, hypercall, mem, sched, time, Runtime};
+use netfront::vif::{Vif, VifConfig};
+use xen_blkback_rs::net::{NetConnector, NetStack};
 use xen_blkback_rs::{Config, Mode};
+
+/// The watch token of the vif's backend state.
+const VIF_TOKEN: &str = "vif";
+
+type Net = Rc<RefCell<NetStack<SharedPage>>>;
+
+/// The vif `device/vif/0` and its stack, if the domain has a vif and `ip=`.
+fn bring_up_network(xs: &mut kernel::xenstore::XenStore, domid: u16, cfg: &Config) -> Option<Net> {
+    let fe = format!("/local/domain/{domid}/device/vif/0");
+    let vif_cfg = match VifConfig::read(xs, &fe) {
+        Ok(c) => c,
+        Err(e) => {
+            if cfg.ip.is_some() {
+                kernel::warn!("ip= given but no usable vif: {e}");
+            }
+            return None;
+        }
+    };
+    let Some(ip) = cfg.ip else {
+        kernel::warn!("a vif but no ip=<a.b.c.d>/<prefix> on the command line: no network");
+        return None;
+    };
+    let [a, b, c, d] = ip.addr;
+    kernel::info!("network: vif {fe} (backend {}), {a}.{b}.{c}.{d}/{}", vif_cfg.be, ip.prefix);
+    let vif: Vif<SharedPage> = Vif::new(vif_cfg);
+    if let Err(e) = kernel::hv::XenStore::watch(xs, &vif.watch_path(), VIF_TOKEN) {
+        kernel::error!("cannot watch the vif's backend: {e}");
+    }
+    Some(Rc::new(RefCell::new(NetStack::new(vif, ip, arch::rdtsc()))))
+}
 
 kernel::entry!(run);
 
@@ -46,7 +81,10 @@ fn run(rt: Runtime) -> ! {
         }
         Mode::CrashPanic => panic!("crashtest: deliberate panic"),
     }
-    let mut svc: Service<Gnttab, FrameAllocator, BootModule> = Service::new(domid, cfg.blk, FrameAllocator, modules);
+    let net = bring_up_network(&mut xenstore, domid, &cfg);
+    let connector = NetConnector { net: net.clone() };
+    let mut svc: Service<Gnttab, FrameAllocator, BootModule, NetConnector<SharedPage>> =
+        Service::new(domid, cfg.blk, FrameAllocator, modules, connector);
     if let Err(e) = svc.start(&mut xenstore) {
         kernel::error!("cannot watch {}: {e}", svc.base());
     }
@@ -67,6 +105,9 @@ fn run(rt: Runtime) -> ! {
         ports.clear();
         ports.push(xenstore.port());
         svc.ports(&mut ports);
+        if let Some(p) = net.as_ref().and_then(|n| n.borrow().vif.port()) {
+            ports.push(p);
+        }
         // Clear first, then look: an event that arrives meanwhile re-sets the bit and the
         // next poll returns at once.
         for &p in &ports {
@@ -74,7 +115,25 @@ fn run(rt: Runtime) -> ! {
         }
         let now = time::system_time_ns();
         svc.handle_xenstore(&mut xenstore, &mut g, &mut ev, now);
+        let foreign = svc.take_foreign_events();
+        if let Some(n) = net.as_ref() {
+            if foreign.iter().any(|e| e.token == VIF_TOKEN) {
+                let mut n = n.borrow_mut();
+                let before = n.vif.state();
+                if let Err(e) = n.vif.update(&mut xenstore, &mut g, &mut ev, &mut FrameAllocator) {
+                    kernel::error!("vif: {e}");
+                }
+                if n.vif.state() != before {
+                    kernel::info!("vif: {before:?} -> {:?}", n.vif.state());
+                }
+            }
+            n.borrow_mut().poll(&mut ev, now);
+        }
         let more = svc.process(&mut xenstore, &mut g, &mut ev, now);
+        if let Some(n) = net.as_ref() {
+            // What the stores queued on their sockets goes out now.
+            n.borrow_mut().poll(&mut ev, now);
+        }
         // One clock read per iteration (each one traps to Xen when the TSC is emulated).
         svc.timers(&mut xenstore, now, || domain_counters(loops, polls));
         for n in svc.take_notes() {
@@ -87,7 +146,8 @@ fn run(rt: Runtime) -> ! {
         }
         if !more {
             polls = polls.wrapping_add(1);
-            let _ = sched::poll(&ports, svc.next_deadline());
+            let tcp = net.as_ref().and_then(|n| n.borrow_mut().poll_at(now)).unwrap_or(u64::MAX);
+            let _ = sched::poll(&ports, svc.next_deadline().min(tcp));
         }
     }
 }

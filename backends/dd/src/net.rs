@@ -204,3 +204,27 @@ impl<S: SharedFrame> Transport for TcpStream<S> {
         }
     }
 }
+
+/// Opens NBD connections on the driver domain's stack, if it has one.
+pub struct NetConnector<S> {
+    pub net: Option<Rc<RefCell<NetStack<S>>>>,
+}
+
+impl<S> core::fmt::Debug for NetConnector<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "NetConnector({})", if self.net.is_some() { "up" } else { "no network" })
+    }
+}
+
+impl<S: SharedFrame> blkback::store::nbd::Connector for NetConnector<S> {
+    type T = TcpStream<S>;
+    fn connect(&mut self, uri: &nbd::uri::NbdUri) -> Result<TcpStream<S>, alloc::string::String> {
+        let net = self.net.as_ref().ok_or("the driver domain has no network (give it a vif and ip=)")?;
+        let addr = uri.ipv4().ok_or_else(|| {
+            alloc::format!("`{}` is not an IPv4 address (the driver domain resolves no names)", uri.host)
+        })?;
+        let handle =
+            net.borrow_mut().connect(addr, uri.port).ok_or("the network is not up yet (the vif has not connected)")?;
+        Ok(TcpStream { net: net.clone(), handle })
+    }
+}

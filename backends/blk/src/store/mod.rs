@@ -80,6 +80,9 @@ pub trait BlockStore<B: Page> {
     fn submit(&mut self, io: StoreIo<B>) -> Result<(), (StoreIo<B>, StoreError)>;
     /// Moves every finished I/O into `out`.
     fn complete(&mut self, out: &mut Vec<Completion<B>>);
+    /// Lets the store make progress outside `submit`/`complete` (a network store moves its
+    /// handshake and replies): called every loop, connected or not.
+    fn poll(&mut self) {}
     /// Whether the store knows its disk (`info` means something). A network store is not
     /// ready until it has negotiated with its server: the device offers itself (InitWait)
     /// at once, but connects to the frontend only once the store is ready.

@@ -32,6 +32,40 @@ pub trait Transport {
     fn recv(&mut self, f: &mut dyn FnMut(&[u8]) -> usize);
 }
 
+/// Opens byte streams to NBD servers (the driver domain's TCP/IP stack).
+pub trait Connector {
+    type T: Transport;
+    /// A connection (possibly still being established) to `uri`'s server, or why not.
+    fn connect(&mut self, uri: &nbd::uri::NbdUri) -> Result<Self::T, String>;
+}
+
+/// A connector for a driver domain without a network: every `nbd://` target is refused.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoNetwork;
+
+/// The transport of [`NoNetwork`]: none can exist.
+#[derive(Debug)]
+pub enum Unreachable {}
+
+impl Transport for Unreachable {
+    fn is_open(&self) -> bool {
+        match *self {}
+    }
+    fn send(&mut self, _: &[u8]) -> usize {
+        match *self {}
+    }
+    fn recv(&mut self, _: &mut dyn FnMut(&[u8]) -> usize) {
+        match *self {}
+    }
+}
+
+impl Connector for NoNetwork {
+    type T = Unreachable;
+    fn connect(&mut self, _: &nbd::uri::NbdUri) -> Result<Unreachable, String> {
+        Err(String::from("the driver domain has no network (give it a vif and ip=)"))
+    }
+}
+
 /// Requests in flight on the connection at most.
 const MAX_INFLIGHT: usize = 256;
 
@@ -138,7 +172,7 @@ impl<T: Transport, B: Page> NbdStore<T, B> {
     }
 
     /// Moves bytes both ways; call when the socket has news and before `complete`.
-    pub fn poll(&mut self) {
+    pub fn pump(&mut self) {
         self.pump_in();
         self.start_waiting();
         self.pump_out();
@@ -422,8 +456,12 @@ impl<T: Transport, B: Page> BlockStore<B> for NbdStore<T, B> {
     }
 
     fn complete(&mut self, out: &mut Vec<Completion<B>>) {
-        self.poll();
+        self.pump();
         out.append(&mut self.done);
+    }
+
+    fn poll(&mut self) {
+        self.pump();
     }
 
     fn ready(&self) -> bool {

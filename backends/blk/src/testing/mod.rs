@@ -28,10 +28,12 @@
 pub mod frames;
 pub mod frontend;
 pub mod harness;
+pub mod nbd_pipe;
 
 pub use frames::*;
 pub use frontend::*;
 pub use harness::*;
+pub use nbd_pipe::*;
 /// The fake hypervisor (grant tables, event channels, xenstore, frames): `xen-hv`'s.
 pub use xen_hv::fake::*;
 
