@@ -35,6 +35,24 @@ const XEN_PACKAGES: &[&str] = &[
     "libyajl2",
 ];
 
+/// The NBD server dom0 runs for the network-storage scenario (nbdkit: small, serves many
+/// connections, fault-injection filters) and the libraries its binary and plugins link,
+/// downloaded like the Xen packages rather than taken from the host.
+const NBD_PACKAGES: &[&str] = &[
+    "nbdkit",
+    "libgnutls30",
+    "libunistring2",
+    "libp11-kit0",
+    "libnettle8",
+    "libhogweed6",
+    "libgmp10",
+    "libidn2-0",
+    "libtasn1-6",
+    "libffi8",
+    "libselinux1",
+    "libpcre2-8-0",
+];
+
 /// Kernel modules both kinds of image carry (with their dependencies).
 const MODULES: &[&str] = &[
     "xen-evtchn",
@@ -49,6 +67,9 @@ const MODULES: &[&str] = &[
     // ext4's checksums need a crc32c driver (a soft dependency, not in `depends=`).
     "crc32c_generic",
     "loop",
+    // dom0's side of the driver domain's vif: netback and the bridge it joins.
+    "xen-netback",
+    "bridge",
 ];
 
 /// Bump when the image layout changes in a way the input hash cannot see.
@@ -84,7 +105,7 @@ fn download() -> Result<Vec<PathBuf>> {
     let kernel = kernel_package()?;
     let dir = cache_dir().join("debs");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut want: Vec<String> = XEN_PACKAGES.iter().map(|s| (*s).to_string()).collect();
+    let mut want: Vec<String> = XEN_PACKAGES.iter().chain(NBD_PACKAGES).map(|s| (*s).to_string()).collect();
     want.push(kernel);
     let have = |pkg: &str| -> Option<PathBuf> {
         std::fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
@@ -396,6 +417,12 @@ impl Builder {
             a.file("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"), 0o644);
         }
         self.xen_tools(&mut a, &["xl", "xenstored", "xenconsoled", "xen-init-dom0", "xenstore-control"])?;
+        // nbdkit with the plugin and filters the scenarios use.
+        self.elf(&mut a, "usr/bin/nbdkit", &self.root.join("usr/bin/nbdkit"))?;
+        let plugins = "usr/lib/x86_64-linux-gnu/nbdkit";
+        for p in ["plugins/nbdkit-file-plugin.so", "filters/nbdkit-log-filter.so", "filters/nbdkit-error-filter.so"] {
+            self.elf(&mut a, &format!("{plugins}/{p}"), &self.root.join(format!("{plugins}/{p}")))?;
+        }
         for e in std::fs::read_dir(&tb).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "cfg") {

@@ -53,6 +53,14 @@ pub const SCENARIOS: &[Scenario] = &[
         blkload: true,
     },
     Scenario {
+        name: "nbd-dd",
+        about: "the unikernel serves a disk from nbdkit over its vif (netfront, smoltcp, NBD): data in the server's file, ext4, flush, re-created driver domain",
+        timeout_s: 600,
+        expect: Expect::Success,
+        unikernel: true,
+        blkload: true,
+    },
+    Scenario {
         name: "selfcheck-fail",
         about: "negative self-check: blkload --verify and the checksum check must both catch a corrupted disk",
         timeout_s: 180,

@@ -42,10 +42,20 @@ pub struct MockNetback {
     pub disabled: Option<String>,
     /// Whether to offer `feature-rx-copy` at probe.
     pub offer_rx_copy: bool,
+    /// RX notifications sent (only those the frontend asked for with `rsp_event`).
+    pub rx_notifications: u64,
 }
 
 fn u32_at(p: &FakeMapping, off: usize) -> u32 {
     p.load_u32(off).unwrap_or(0)
+}
+
+/// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY` as netback runs it: publish `new`, notify only
+/// if the frontend asked (`rsp_event`) for a response in `(old, new]`.
+fn push_and_check_notify(ring: &FakeMapping, old: u32, new: u32) -> bool {
+    let _ = ring.store_u32(8, new);
+    let event = u32_at(ring, 12);
+    new.wrapping_sub(event) < new.wrapping_sub(old)
 }
 
 impl MockNetback {
@@ -71,7 +81,7 @@ impl MockNetback {
         ] {
             xs.set(&format!("{fe}/{k}"), v);
         }
-        let mut nb = Self { fe, be, fe_dom, conn: None, disabled: None, offer_rx_copy: true };
+        let mut nb = Self { fe, be, fe_dom, conn: None, disabled: None, offer_rx_copy: true, rx_notifications: 0 };
         nb.probe(xs);
         nb
     }
@@ -183,9 +193,12 @@ impl MockNetback {
     fn put_rx_response(&mut self, ev: &mut FakeEvtchn, slot: u32, rsp: [u8; NETIF_RX_ENTRY_SIZE]) {
         let Some(c) = self.conn.as_mut() else { return };
         let _ = c.rx.write(SRING_HEADER_SIZE + slot as usize * NETIF_RX_ENTRY_SIZE, &rsp);
+        let old = c.rx_rsp_prod;
         c.rx_rsp_prod = c.rx_rsp_prod.wrapping_add(1);
-        let _ = c.rx.store_u32(8, c.rx_rsp_prod);
-        ev.notify(c.port);
+        if push_and_check_notify(&c.rx, old, c.rx_rsp_prod) {
+            ev.notify(c.port);
+            self.rx_notifications += 1;
+        }
     }
 
     /// Delivers one frame into the frontend's next posted buffer (as netback's grant copy
@@ -245,6 +258,7 @@ impl MockNetback {
             self.disabled = Some("tx req_prod out of range".into());
             return out;
         }
+        let tx_old = c.tx_rsp_prod;
         while c.tx_req_cons != prod {
             let slot = c.tx_req_cons & (NET_TX_RING_SIZE as u32 - 1);
             let mut b = [0u8; NETIF_TX_ENTRY_SIZE];
@@ -281,8 +295,9 @@ impl MockNetback {
             let _ = c.tx.write(SRING_HEADER_SIZE + rslot as usize * NETIF_TX_ENTRY_SIZE, &rsp);
             c.tx_rsp_prod = c.tx_rsp_prod.wrapping_add(1);
         }
-        let _ = c.tx.store_u32(8, c.tx_rsp_prod);
-        ev.notify(c.port);
+        if push_and_check_notify(&c.tx, tx_old, c.tx_rsp_prod) {
+            ev.notify(c.port);
+        }
         out
     }
 }

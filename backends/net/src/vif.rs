@@ -389,7 +389,14 @@ impl<S: SharedFrame> Vif<S> {
     pub fn reap_tx(&mut self) -> Result<(), VifError> {
         let Some(c) = self.conn.as_mut() else { return Ok(()) };
         let mut rsp = [0u8; NETIF_TX_ENTRY_SIZE];
-        while c.tx.take_response(&mut rsp)?.is_some() {
+        loop {
+            if c.tx.take_response(&mut rsp)?.is_none() {
+                // Re-arm `rsp_event`: a full TX pool is refilled by the next notification.
+                if c.tx.final_check_for_responses()? {
+                    continue;
+                }
+                break;
+            }
             let id = u16::from_le_bytes([rsp[0], rsp[1]]);
             let status = i16::from_le_bytes([rsp[2], rsp[3]]);
             if status == NETIF_RSP_NULL {
@@ -417,52 +424,59 @@ impl<S: SharedFrame> Vif<S> {
         let mut n = 0usize;
         let mut consumed = false;
         let mut rsp = [0u8; NETIF_RX_ENTRY_SIZE];
-        while let Some(slot) = c.rx.take_response(&mut rsp)? {
-            consumed = true;
-            let id = u16::from_le_bytes([rsp[0], rsp[1]]);
-            let offset = usize::from(u16::from_le_bytes([rsp[2], rsp[3]]));
-            let flags = u16::from_le_bytes([rsp[4], rsp[5]]);
-            let status = i16::from_le_bytes([rsp[6], rsp[7]]);
-            let buf = c.rx_bufs.get(slot as usize);
-            let verdict = if c.rx_skip_extra {
-                // This slot holds a netif_extra_info, not data.
-                c.rx_skip_extra = rsp[1] & XEN_NETIF_EXTRA_FLAG_MORE != 0;
-                Err(false)
-            } else if u32::from(id) != slot || buf.is_none() {
-                Err(true)
-            } else if c.rx_skip_chain || flags & (NETRXF_MORE_DATA | NETRXF_EXTRA_INFO) != 0 || status <= 0 {
-                // Chains and extra info were not negotiated; errors carry no data.
-                c.rx_skip_chain = flags & NETRXF_MORE_DATA != 0;
-                c.rx_skip_extra = flags & NETRXF_EXTRA_INFO != 0;
-                Err(false)
-            } else {
-                let len = usize::try_from(status).unwrap_or(0);
-                if offset.checked_add(len).is_none_or(|end| end > PAGE) {
+        // Until no response is left after re-arming `rsp_event` (`RING_FINAL_CHECK_FOR_
+        // RESPONSES`): without that netback stops notifying after the first batch.
+        loop {
+            while let Some(slot) = c.rx.take_response(&mut rsp)? {
+                consumed = true;
+                let id = u16::from_le_bytes([rsp[0], rsp[1]]);
+                let offset = usize::from(u16::from_le_bytes([rsp[2], rsp[3]]));
+                let flags = u16::from_le_bytes([rsp[4], rsp[5]]);
+                let status = i16::from_le_bytes([rsp[6], rsp[7]]);
+                let buf = c.rx_bufs.get(slot as usize);
+                let verdict = if c.rx_skip_extra {
+                    // This slot holds a netif_extra_info, not data.
+                    c.rx_skip_extra = rsp[1] & XEN_NETIF_EXTRA_FLAG_MORE != 0;
+                    Err(false)
+                } else if u32::from(id) != slot || buf.is_none() {
                     Err(true)
+                } else if c.rx_skip_chain || flags & (NETRXF_MORE_DATA | NETRXF_EXTRA_INFO) != 0 || status <= 0 {
+                    // Chains and extra info were not negotiated; errors carry no data.
+                    c.rx_skip_chain = flags & NETRXF_MORE_DATA != 0;
+                    c.rx_skip_extra = flags & NETRXF_EXTRA_INFO != 0;
+                    Err(false)
                 } else {
-                    Ok(len)
-                }
-            };
-            match verdict {
-                Ok(len) => {
-                    let dst = self.scratch.get_mut(..len).unwrap_or_default();
-                    if let Some(b) = buf {
-                        // One copy out of the shared page; only the copy is used.
-                        b.page.read(offset, dst).map_err(RingError::Memory)?;
+                    let len = usize::try_from(status).unwrap_or(0);
+                    if offset.checked_add(len).is_none_or(|end| end > PAGE) {
+                        Err(true)
+                    } else {
+                        Ok(len)
                     }
-                    sink(dst);
-                    n = n.saturating_add(1);
-                    self.stats.rx_packets = self.stats.rx_packets.saturating_add(1);
-                    self.stats.rx_bytes = self.stats.rx_bytes.saturating_add(len as u64);
+                };
+                match verdict {
+                    Ok(len) => {
+                        let dst = self.scratch.get_mut(..len).unwrap_or_default();
+                        if let Some(b) = buf {
+                            // One copy out of the shared page; only the copy is used.
+                            b.page.read(offset, dst).map_err(RingError::Memory)?;
+                        }
+                        sink(dst);
+                        n = n.saturating_add(1);
+                        self.stats.rx_packets = self.stats.rx_packets.saturating_add(1);
+                        self.stats.rx_bytes = self.stats.rx_bytes.saturating_add(len as u64);
+                    }
+                    Err(true) => self.stats.bad_responses = self.stats.bad_responses.saturating_add(1),
+                    Err(false) => self.stats.rx_dropped = self.stats.rx_dropped.saturating_add(1),
                 }
-                Err(true) => self.stats.bad_responses = self.stats.bad_responses.saturating_add(1),
-                Err(false) => self.stats.rx_dropped = self.stats.rx_dropped.saturating_add(1),
+                // Post the slot's buffer again (the ring stays full: the new request lands in
+                // the slot just consumed, where its response will come back).
+                if let Some(b) = c.rx_bufs.get(slot as usize) {
+                    let id = u16::try_from(slot).unwrap_or(0);
+                    c.rx.put_request(&rx_request(id, b.gref))?;
+                }
             }
-            // Post the slot's buffer again (the ring stays full: the new request lands in
-            // the slot just consumed, where its response will come back).
-            if let Some(b) = c.rx_bufs.get(slot as usize) {
-                let id = u16::try_from(slot).unwrap_or(0);
-                c.rx.put_request(&rx_request(id, b.gref))?;
+            if !c.rx.final_check_for_responses()? {
+                break;
             }
         }
         // The reposted buffers become visible; netback is told if it waits for them.

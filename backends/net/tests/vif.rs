@@ -87,6 +87,9 @@ fn frames_both_ways_through_many_ring_wraps() {
         assert_eq!(b.rx_all(), incoming, "round {round}: RX frames differ");
     }
     assert!(b.nb.disabled.is_none(), "{:?}", b.nb.disabled);
+    // Each round's RX burst woke the frontend: it re-armed rsp_event after consuming (a
+    // frontend that does not stops being notified after the first response).
+    assert!(b.nb.rx_notifications >= 40, "only {} RX notifications in 40 rounds", b.nb.rx_notifications);
     let s = b.vif.stats;
     assert_eq!((s.tx_packets, s.rx_packets, s.rx_dropped, s.bad_responses, s.tx_errors), (2000, 1200, 0, 0, 0));
     // Buffers are reused, never re-granted.

@@ -1,0 +1,80 @@
+# Scenario nbd-dd (first cut): the unikernel serves dom0 a disk that lives on an NBD
+# server (nbdkit in dom0, reached over the unikernel's vif, dom0's netback and a bridge).
+# Checks: both vif ends connected; the disk connects with the export's size; data written
+# through the unikernel is in the server's own file; ext4 works on it; the driver domain is
+# destroyed and re-created and the data is still there.
+UK=uk-nbd
+LOG=/var/log/xen/console/guest-$UK.log
+IMG=/tmp/disk0.img
+
+step "dom0: netback, a bridge, nbdkit"
+load_mod xen-netback || fail "xen-netback"
+load_mod bridge || fail "bridge"
+brctl addbr xenbr0 || fail "brctl addbr"
+ip addr add 192.0.2.1/24 dev xenbr0 || fail "ip addr"
+ip link set xenbr0 up || fail "ip link up"
+dd if=/dev/zero of=$IMG bs=1048576 count=64 2>/dev/null || fail "disk image"
+nbdkit --exit-with-parent -f -i 192.0.2.1 -p 10809 --filter=log file file=$IMG logfile=/tmp/nbdkit.log >/tmp/nbdkit.out 2>&1 &
+NBDKIT=$!
+wait_for 10 grep -q . /proc/$NBDKIT/status || fail "nbdkit did not start: $(cat /tmp/nbdkit.out)"
+
+create_uk() {
+    follow_console $UK
+    xl create /etc/xen/testbed/uk-nbd.cfg || fail "xl create $UK"
+    wait_for 60 grep -q "blkback: serving" "$LOG" || fail "the driver domain never started serving"
+    DD=$(xl domid $UK)
+    wait_for 30 xs_is "/local/domain/$DD/device/vif/0/state" 4 || fail "vif frontend state $(xenstore-read /local/domain/$DD/device/vif/0/state)"
+    wait_for 30 xs_is "/local/domain/0/backend/vif/$DD/0/state" 4 || fail "vif backend state $(xenstore-read /local/domain/0/backend/vif/$DD/0/state)"
+    info "vif: request-rx-copy=$(xenstore-read /local/domain/$DD/device/vif/0/request-rx-copy) feature-rx-notify=$(xenstore-read /local/domain/$DD/device/vif/0/feature-rx-notify) bridge ports: $(ls /sys/class/net/xenbr0/brif/ | tr '\n' ' ')"
+}
+attach_nbd() {
+    xl block-attach 0 "format=raw, vdev=xvdb, access=rw, backend=$UK, target=nbd://192.0.2.1/disk0" || fail "xl block-attach"
+    wait_for 60 xs_is /local/domain/0/device/vbd/51728/state 4 ||
+        fail "dom0 frontend state $(xenstore-read /local/domain/0/device/vbd/51728/state) (backend $(xenstore-read /local/domain/$DD/backend/vbd/0/51728/state), error $(xenstore-read /local/domain/$DD/backend/vbd/0/51728/hotplug-error 2>/dev/null))"
+    wait_for 10 test -b /dev/xvdb || fail "/dev/xvdb did not appear"
+}
+
+step "create the driver domain with a vif"
+load_mod xen-blkfront max_indirect_segments=256 || fail "xen-blkfront"
+create_uk
+
+step "attach an NBD-backed disk to dom0"
+attach_nbd
+[ "$(xenstore-read /local/domain/$DD/backend/vbd/0/51728/sectors)" = 131072 ] || fail "sectors != 131072 for the 64 MiB export"
+
+step "verify data from 512 B to 4 MiB, sequential and random"
+blkload --verify --dev /dev/xvdb --span-mib 16 --ops 60 --seed 11 || fail "data verification failed"
+
+step "the data is in the server's own file"
+a=$(dd if=/dev/xvdb bs=1048576 count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+sync
+b=$(dd if=$IMG bs=1048576 count=16 2>/dev/null | md5sum | cut -d' ' -f1)
+info "device $a, server file $b"
+[ "$a" = "$b" ] || fail "the server's file differs from what the guest reads"
+
+step "ext4 on the NBD disk, flush reaches the server"
+load_mod crc32c_generic || fail "crc32c module"
+load_mod ext4 || fail "ext4 module"
+mkfs.ext4 -q -F /dev/xvdb >/dev/null 2>&1 || fail "mkfs.ext4"
+mkdir -p /mnt/x && mount /dev/xvdb /mnt/x || fail "mount"
+cp -r /usr/lib/xen-4.17/bin /mnt/x/bin && sync || fail "copy"
+( cd /usr/lib/xen-4.17/bin && md5sum * ) > /tmp/sums
+umount /mnt/x || fail "umount"
+e2fsck -fn /dev/xvdb >/dev/null 2>&1 || fail "e2fsck found errors"
+grep -q "Flush" /tmp/nbdkit.log || fail "no FLUSH reached the server (log: $(tail -3 /tmp/nbdkit.log))"
+
+step "destroy and re-create the driver domain: the data is still there"
+xl block-detach 0 xvdb || fail "block-detach"
+xl destroy $UK || fail "destroy"
+sleep 2
+create_uk
+attach_nbd
+mount /dev/xvdb /mnt/x || fail "mount after re-create"
+( cd /mnt/x/bin && md5sum -c /tmp/sums >/dev/null ) || fail "files differ after the driver domain was re-created"
+umount /mnt/x
+e2fsck -fn /dev/xvdb >/dev/null 2>&1 || fail "e2fsck after re-create"
+
+step "shut down"
+xl block-detach 0 xvdb || fail "final detach"
+xl destroy $UK
+pass
