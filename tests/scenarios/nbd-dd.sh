@@ -74,6 +74,21 @@ mount /dev/xvdb /mnt/x || fail "mount after re-create"
 umount /mnt/x
 e2fsck -fn /dev/xvdb >/dev/null 2>&1 || fail "e2fsck after re-create"
 
+step "a closed port and an unreachable server end the attach with their reason"
+# no_server ADDR VDEV DEVID: attach, then expect the backend Closed with a hotplug-error.
+no_server() {
+    xl block-attach 0 "format=raw, vdev=$2, access=rw, backend=$UK, target=nbd://$1/disk0" || fail "block-attach $1"
+    wait_for 60 xs_is "/local/domain/$DD/backend/vbd/0/$3/state" 6 || fail "$1: backend state $(xenstore-read /local/domain/$DD/backend/vbd/0/$3/state), not Closed"
+    err=$(xenstore-read "/local/domain/$DD/backend/vbd/0/$3/hotplug-error")
+    info "$1: hotplug-error: $err"
+    case "$err" in *"NBD server is unreachable"*) ;; *) fail "$1: hotplug-error says '$err'" ;; esac
+    grep -q "ERROR .*$3.*unreachable" "$LOG" || fail "$1: no console line"
+    xl block-detach 0 "$2" >/dev/null 2>&1
+    wait_for 15 xs_gone "/local/domain/$DD/backend/vbd/0/$3" || fail "$1: backend directory left after detach"
+}
+no_server 192.0.2.1:10810 xvdc 51744
+no_server 192.0.2.99 xvdd 51760
+
 step "shut down"
 xl block-detach 0 xvdb || fail "final detach"
 xl destroy $UK

@@ -158,6 +158,11 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         }
     }
 
+    /// Why the store cannot serve, if it failed (a network store's server refused it).
+    pub fn store_failure(&self) -> Option<&str> {
+        self.store().and_then(BlockStore::failed)
+    }
+
     /// The store back, once the device is gone (a boot module can be served again).
     pub fn into_store(self) -> Option<S> {
         debug_assert!(self.conn.is_none(), "into_store on a connected device");
@@ -220,7 +225,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             online,
             backend_in_store,
             connected: self.conn.is_some(),
-            refused: self.refused().is_some(),
+            refused: self.refused().is_some() || (self.conn.is_none() && self.store_failure().is_some()),
             store_ready: self.store().is_some_and(BlockStore::ready),
         })
     }
@@ -262,7 +267,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
                 }
                 Action::RemoveDir => out.remove_dir = true,
                 Action::Refuse => {
-                    let why = self.refused().unwrap_or("refused").to_string();
+                    let why = self.refused().or(self.store_failure()).unwrap_or("refused").to_string();
                     let pairs = [
                         (format!("{}/hotplug-error", self.be), why),
                         (format!("{}/hotplug-status", self.be), String::from("error")),

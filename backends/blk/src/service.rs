@@ -88,6 +88,9 @@ impl<F: crate::hv::Frame, R: Region, T: Transport, B: Page> BlockStore<B> for An
     fn ready(&self) -> bool {
         each!(self, s => s.ready())
     }
+    fn failed(&self) -> Option<&str> {
+        each!(self, s => s.failed())
+    }
     fn cancel(&mut self, out: &mut Vec<StoreIo<B>>) {
         each!(self, s => s.cancel(out))
     }
@@ -375,7 +378,8 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         let before = e.dev.state();
         let r = e.dev.update(xs, g, ev);
         let after = e.dev.state();
-        let why = e.dev.last_error.clone().or_else(|| e.dev.refused().map(String::from));
+        let why = e.dev.last_error.clone().or_else(|| e.dev.refused().or(e.dev.store_failure()).map(String::from));
+        let store_failed = e.dev.connection().is_none() && e.dev.store_failure().is_some();
         if let Ok(o) = &r {
             if o.remove_dir && e.remove_at.is_none() {
                 e.remove_at = Some(now.saturating_add(REMOVE_GRACE_NS));
@@ -386,7 +390,11 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         }
         if after != before {
             let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
-            self.info(format!("{be}: {before:?} -> {after:?}{why}"));
+            if store_failed {
+                self.error(format!("{be}: {before:?} -> {after:?}{why}"));
+            } else {
+                self.info(format!("{be}: {before:?} -> {after:?}{why}"));
+            }
         }
     }
 
@@ -403,7 +411,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         let ready: Vec<String> = self
             .devices
             .iter_mut()
-            .filter(|(_, e)| !e.ready_seen && e.dev.store().is_some_and(BlockStore::ready))
+            .filter(|(_, e)| !e.ready_seen && e.dev.store().is_some_and(|s| s.ready() || s.failed().is_some()))
             .map(|(be, e)| {
                 e.ready_seen = true;
                 be.clone()

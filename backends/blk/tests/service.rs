@@ -26,7 +26,11 @@ struct Bed {
 impl Bed {
     fn new(modules: Vec<FakeRegion>) -> Self {
         let frames = FakeFrames::new(4096); // 16 MiB
-        let net = PipeConnector { refuse: vec!["10.9.9.9".into()], ..PipeConnector::default() };
+        let net = PipeConnector {
+            refuse: vec!["10.9.9.9".into()],
+            dead: vec!["192.0.2.99".into()],
+            ..PipeConnector::default()
+        };
         let mut svc = Service::new(BACKEND, Defaults::default(), frames.clone(), modules, net);
         let mut xs = FakeXenStore::default();
         svc.start(&mut xs).expect("start");
@@ -337,4 +341,27 @@ fn an_unreachable_or_malformed_nbd_target_is_refused_with_its_reason() {
     let fe = b.attach(6, 51712, "nbd://host:70000/disk0", "w");
     let err = b.xs.get(&format!("{}/hotplug-error", fe.be)).unwrap_or_default().to_string();
     assert!(err.contains("bad port `70000`"), "{err}");
+}
+
+#[test]
+fn an_unknown_export_or_a_dead_server_ends_the_attach_with_its_reason() {
+    for (target, why) in [
+        ("nbd://192.0.2.1/nope", "NBD handshake: the server has no such export"),
+        ("nbd://192.0.2.99/disk0", "the NBD server is unreachable or closed the connection"),
+    ] {
+        let mut b = Bed::new(vec![]);
+        let fe = b.attach(5, 51712, target, "w");
+        for _ in 0..6 {
+            b.turn();
+        }
+        b.settle();
+        assert_eq!(b.state(&fe.be), Some("6"), "{target}: not Closed");
+        let err = b.xs.get(&format!("{}/hotplug-error", fe.be)).unwrap_or_default().to_string();
+        assert_eq!(err, why, "{target}");
+        assert!(b.notes().iter().any(|n| matches!(n, Note::Error(s) if s.contains(why))), "{target}: no console line");
+        // `xl block-detach` cleans it up like any refused device.
+        b.toolstack_detach(&fe.be);
+        b.advance(REMOVE_GRACE_NS);
+        assert!(!b.xs.exists(&fe.be));
+    }
 }

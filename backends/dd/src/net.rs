@@ -158,7 +158,10 @@ impl<S: SharedFrame> NetStack<S> {
         );
         s.set_nagle_enabled(false);
         s.set_ack_delay(None);
+        // A dead server (no SYN-ACK, or a peer gone silent) is declared so after 15 s;
+        // keep-alives probe an idle connection every 5 s.
         s.set_keep_alive(Some(Duration::from_secs(5)));
+        s.set_timeout(Some(Duration::from_secs(15)));
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let local = 49152 + u16::try_from((self.seed >> 33) % 16000).unwrap_or(0);
         let [a, b, c, d] = addr;

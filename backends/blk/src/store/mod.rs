@@ -83,6 +83,11 @@ pub trait BlockStore<B: Page> {
     /// Lets the store make progress outside `submit`/`complete` (a network store moves its
     /// handshake and replies): called every loop, connected or not.
     fn poll(&mut self) {}
+    /// Why the store cannot serve at all (a network store whose server refused it or is
+    /// unreachable): a device not yet connected is then refused with this reason.
+    fn failed(&self) -> Option<&str> {
+        None
+    }
     /// Whether the store knows its disk (`info` means something). A network store is not
     /// ready until it has negotiated with its server: the device offers itself (InitWait)
     /// at once, but connects to the frontend only once the store is ready.

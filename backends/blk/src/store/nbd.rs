@@ -163,16 +163,18 @@ impl<T: Transport, B: Page> NbdStore<T, B> {
         &mut self.t
     }
 
-    /// Why the store failed, if it did.
-    pub fn failed(&self) -> Option<&str> {
-        match &self.phase {
-            Phase::Failed(w) => Some(w),
-            _ => None,
-        }
-    }
-
     /// Moves bytes both ways; call when the socket has news and before `complete`.
     pub fn pump(&mut self) {
+        if !self.t.is_open() {
+            match self.phase {
+                Phase::Handshake(_) => {
+                    self.fail(String::from("the NBD server is unreachable or closed the connection"))
+                }
+                Phase::Ready(_) => self.fail(String::from("the connection to the NBD server was lost")),
+                Phase::Failed(_) => {}
+            }
+            return;
+        }
         self.pump_in();
         self.start_waiting();
         self.pump_out();
@@ -202,7 +204,7 @@ impl<T: Transport, B: Page> NbdStore<T, B> {
                 Phase::Handshake(h) => match h.receive(bytes, &mut hs_out) {
                     Ok(Some(e)) => negotiated = Some((e, h.leftover())),
                     Ok(None) => {}
-                    Err(e) => err = Some(alloc::format!("{e}")),
+                    Err(e) => err = Some(alloc::format!("NBD handshake: {e}")),
                 },
                 Phase::Ready(c) => {
                     if let Err(e) = c.receive(bytes, &mut sink) {
@@ -462,6 +464,13 @@ impl<T: Transport, B: Page> BlockStore<B> for NbdStore<T, B> {
 
     fn poll(&mut self) {
         self.pump();
+    }
+
+    fn failed(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Failed(w) => Some(w),
+            _ => None,
+        }
     }
 
     fn ready(&self) -> bool {

@@ -18,6 +18,8 @@ pub struct Pipe {
     from_server: Vec<u8>,
     pub max_send: usize,
     pub hold: Rc<Cell<bool>>,
+    /// The connection is gone (refused, reset, timed out).
+    pub closed: Rc<Cell<bool>>,
 }
 
 impl Pipe {
@@ -30,13 +32,14 @@ impl Pipe {
             from_server: greet,
             max_send: 1000,
             hold: Rc::new(Cell::new(false)),
+            closed: Rc::new(Cell::new(false)),
         }
     }
 }
 
 impl Transport for Pipe {
     fn is_open(&self) -> bool {
-        true
+        !self.closed.get()
     }
     fn send(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.max_send);
@@ -64,6 +67,8 @@ pub struct PipeConnector {
     /// The servers by `host:port`, to inspect.
     pub servers: Map<String, Rc<RefCell<Server>>>,
     pub refuse: Vec<String>,
+    /// Hosts whose connections never complete and then close (no server there).
+    pub dead: Vec<String>,
 }
 
 impl Connector for PipeConnector {
@@ -74,6 +79,10 @@ impl Connector for PipeConnector {
             return Err(format!("{key}: connection refused"));
         }
         let p = Pipe::new(self.opts.unwrap_or_default(), self.size.max(1 << 20));
+        if self.dead.contains(&uri.host) {
+            p.hold.set(true);
+            p.closed.set(true);
+        }
         self.servers.insert(key, p.server.clone());
         Ok(p)
     }
