@@ -391,8 +391,14 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     /// Writes the counters under `<be>/statistics/`.
     pub fn publish_stats<X: XenStore>(&self, xs: &mut X) -> Result<(), String> {
         let Some(c) = &self.conn else { return Ok(()) };
-        let pairs: Vec<(String, String)> =
-            c.stats.pairs().into_iter().map(|(k, v)| (format!("{}/statistics/{k}", self.be), v)).collect();
+        let store = self.store().map(BlockStore::counters).unwrap_or_default();
+        let pairs: Vec<(String, String)> = c
+            .stats
+            .pairs()
+            .into_iter()
+            .chain(store.into_iter().map(|(k, v)| (k, v.to_string())))
+            .map(|(k, v)| (format!("{}/statistics/{k}", self.be), v))
+            .collect();
         xs.write_all(&pairs).map_err(xs_err)
     }
 

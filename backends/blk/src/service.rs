@@ -38,11 +38,13 @@ pub struct Defaults {
     pub path: DataPath,
     pub persistent: bool,
     pub max_indirect_segments: u16,
+    /// How long I/O of an NBD disk waits for a lost server before it fails.
+    pub nbd_window_ns: u64,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { path: DataPath::Map, persistent: true, max_indirect_segments: 256 }
+        Self { path: DataPath::Map, persistent: true, max_indirect_segments: 256, nbd_window_ns: 60_000_000_000 }
     }
 }
 
@@ -90,6 +92,9 @@ impl<F: crate::hv::Frame, R: Region, T: Transport, B: Page> BlockStore<B> for An
     }
     fn failed(&self) -> Option<&str> {
         each!(self, s => s.failed())
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        each!(self, s => s.counters())
     }
     fn cancel(&mut self, out: &mut Vec<StoreIo<B>>) {
         each!(self, s => s.cancel(out))
@@ -318,7 +323,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             &TargetKind::Null(bytes) => Ok(AnyStore::Null(NullStore::new(bytes / 512))),
             TargetKind::Nbd(uri) => {
                 let t = self.net.connect(uri)?;
-                Ok(AnyStore::Nbd(Box::new(NbdStore::new(t, &uri.export))))
+                Ok(AnyStore::Nbd(Box::new(NbdStore::new(t, &uri.export, self.defaults.nbd_window_ns))))
             }
             &TargetKind::Module(n) => {
                 let slot = self

@@ -23,7 +23,7 @@ type Store = NbdStore<Pipe, Rc<FakeMapping>>;
 fn store(o: ServerOpts, size: usize) -> (Store, Rc<RefCell<Server>>, Rc<Cell<bool>>) {
     let pipe = Pipe::new(o, size);
     let (server, hold) = (pipe.server.clone(), pipe.hold.clone());
-    (NbdStore::new(pipe, "disk0"), server, hold)
+    (NbdStore::new(pipe, "disk0", 60_000_000_000), server, hold)
 }
 
 fn opts() -> ServerOpts {
@@ -160,4 +160,79 @@ fn a_frontend_gone_mid_io_leaves_nothing_mapped_and_no_half_request() {
         }
     }
     assert_eq!(server.borrow().disk[..data.len()], data[..], "the cancelled write reached the server torn");
+}
+
+/// A store whose pipe's switches the test keeps: (closed, server up, clock).
+#[allow(clippy::type_complexity)]
+fn store_with_switches(
+    window_ns: u64,
+) -> (Store, Rc<RefCell<Server>>, Rc<Cell<bool>>, [Rc<Cell<bool>>; 2], Rc<Cell<u64>>) {
+    let pipe = Pipe::new(opts(), 1 << 20);
+    let (server, hold) = (pipe.server.clone(), pipe.hold.clone());
+    let (closed, up, clock) = (pipe.closed.clone(), pipe.server_up.clone(), pipe.clock.clone());
+    (NbdStore::new(pipe, "disk0", window_ns), server, hold, [closed, up], clock)
+}
+
+fn turns(h: &mut Harness, dev: &mut TestDev, fe: &mut MockFrontend, clock: &Rc<Cell<u64>>, ms: u64) -> Vec<Done> {
+    fe.push();
+    let mut done = Vec::new();
+    for _ in 0..ms / 50 {
+        clock.set(clock.get() + 50_000_000);
+        if let Some(s) = dev.store_mut() {
+            s.poll();
+        }
+        dev.process(&mut h.xs, &mut h.g, &mut h.ev);
+        done.extend(fe.complete(&mut h.g));
+    }
+    done
+}
+
+#[test]
+fn a_lost_connection_is_made_again_and_the_held_io_replayed() {
+    let mut h = Harness::new();
+    let (s, server, hold, [closed, _up], clock) = store_with_switches(60_000_000_000);
+    let (mut dev, mut fe) = attach(&mut h, s, false);
+    hold.set(true);
+    let data = pattern(21, 8192);
+    fe.rw(&h.xs, &mut h.g, true, 16, 8192, Some(&data), 0);
+    assert!(h.run(&mut dev, &mut fe).is_empty());
+    // The server restarts: the connection is gone with the write unanswered.
+    closed.set(true);
+    hold.set(false);
+    let done = turns(&mut h, &mut dev, &mut fe, &clock, 2000);
+    assert_eq!(done.len(), 1, "the held write was not replayed");
+    assert_eq!(done[0].status, BLKIF_RSP_OKAY);
+    assert_eq!(server.borrow().disk[16 * 512..16 * 512 + 8192], data[..]);
+    let c = dev.store().map(BlockStore::counters).unwrap_or_default();
+    assert!(c.contains(&("nbd_reconnects", 1)), "{c:?}");
+    assert!(c.contains(&("nbd_replayed", 1)), "{c:?}");
+    assert_eq!(dev.state(), XenbusState::Connected);
+}
+
+#[test]
+fn past_the_window_the_guest_gets_errors_and_the_disk_heals_when_the_server_returns() {
+    let mut h = Harness::new();
+    let (s, _server, _hold, [closed, up], clock) = store_with_switches(1_000_000_000);
+    let (mut dev, mut fe) = attach(&mut h, s, false);
+    up.set(false);
+    closed.set(true);
+    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    let done = turns(&mut h, &mut dev, &mut fe, &clock, 800);
+    assert!(done.is_empty(), "failed before the window ended");
+    let done = turns(&mut h, &mut dev, &mut fe, &clock, 800);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].status, BLKIF_RSP_ERROR, "no error after the window");
+    // New I/O fails at once while the server stays away; the device stays connected.
+    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    let done = turns(&mut h, &mut dev, &mut fe, &clock, 100);
+    assert_eq!(done.first().map(|d| d.status), Some(BLKIF_RSP_ERROR));
+    assert_eq!(dev.state(), XenbusState::Connected);
+    // The server comes back: the disk works again without a re-attach.
+    up.set(true);
+    let _ = turns(&mut h, &mut dev, &mut fe, &clock, 6000);
+    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    let done = turns(&mut h, &mut dev, &mut fe, &clock, 500);
+    assert_eq!(done.first().map(|d| d.status), Some(BLKIF_RSP_OKAY), "the disk did not heal");
+    let c = dev.store().map(BlockStore::counters).unwrap_or_default();
+    assert!(c.contains(&("nbd_timed_out", 1)), "{c:?}");
 }

@@ -5,7 +5,8 @@
 //! `indirect=<12..4096>` (segments per indirect request), `debug` (debug-level console
 //! lines: every watch event the service handles), `selftest` (run the runtime's self tests
 //! against Xen and power off), `crashtest=ud2|panic` (prove the crash paths),
-//! `ip=<a.b.c.d>/<prefix>` and `gw=<a.b.c.d>` (the vif's IPv4 address, for `nbd://` disks). A word that
+//! `ip=<a.b.c.d>/<prefix>` and `gw=<a.b.c.d>` (the vif's IPv4 address, for `nbd://` disks),
+//! `nbd-timeout=<seconds>` (how long I/O waits for a lost NBD server, 60 by default). A word that
 //! is not one of these, or a value out of range, is reported on the console and ignored.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -89,6 +90,13 @@ impl Config {
                     }
                     None => false,
                 },
+                Some(("nbd-timeout", v)) => match v.parse::<u64>() {
+                    Ok(s) if (1..=3600).contains(&s) => {
+                        c.blk.nbd_window_ns = s.saturating_mul(1_000_000_000);
+                        true
+                    }
+                    _ => false,
+                },
                 Some(("gw", v)) => match parse_ipv4(v) {
                     Some(a) => {
                         gw = Some(a);
@@ -152,13 +160,25 @@ mod tests {
             c,
             Config { mode: Mode::Serve, debug: false, blk: Defaults::default(), ip: None, ignored: Vec::new() }
         );
-        assert_eq!(c.blk, Defaults { path: DataPath::Map, persistent: true, max_indirect_segments: 256 });
+        assert_eq!(
+            c.blk,
+            Defaults {
+                path: DataPath::Map,
+                persistent: true,
+                max_indirect_segments: 256,
+                nbd_window_ns: 60_000_000_000
+            }
+        );
     }
 
     #[test]
     fn every_word() {
         let c = Config::parse("  path=copy persistent=0\tindirect=4096 debug ");
-        assert_eq!(c.blk, Defaults { path: DataPath::Copy, persistent: false, max_indirect_segments: 4096 });
+        assert_eq!(
+            c.blk,
+            Defaults { path: DataPath::Copy, persistent: false, max_indirect_segments: 4096, ..Defaults::default() }
+        );
+        assert_eq!(Config::parse("nbd-timeout=10").blk.nbd_window_ns, 10_000_000_000);
         assert!(c.debug);
         assert_eq!(c.mode, Mode::Serve);
         assert!(c.ignored.is_empty(), "{:?}", c.ignored);

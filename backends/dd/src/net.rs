@@ -92,6 +92,8 @@ pub struct Ipv4Config {
 /// The stack: the vif, the interface (made once the vif is connected), the sockets.
 pub struct NetStack<S> {
     pub vif: Vif<S>,
+    /// The time of the last poll, in ns (the stores' clock).
+    pub now_ns: u64,
     ip: Ipv4Config,
     iface: Option<Interface>,
     sockets: SocketSet<'static>,
@@ -112,13 +114,14 @@ fn instant(ns: u64) -> Instant {
 impl<S: SharedFrame> NetStack<S> {
     /// `seed` seeds TCP's initial sequence numbers and ports (the TSC at boot will do).
     pub fn new(vif: Vif<S>, ip: Ipv4Config, seed: u64) -> Self {
-        Self { vif, ip, iface: None, sockets: SocketSet::new(Vec::new()), rx: VecDeque::new(), seed }
+        Self { vif, now_ns: 0, ip, iface: None, sockets: SocketSet::new(Vec::new()), rx: VecDeque::new(), seed }
     }
 
     /// Moves frames and runs TCP; returns whether anything happened.
     pub fn poll<E: EventChannel>(&mut self, ev: &mut E, now_ns: u64) -> bool {
+        self.now_ns = now_ns;
         let now = instant(now_ns);
-        let Self { vif, iface, sockets, rx, ip, seed } = self;
+        let Self { vif, iface, sockets, rx, ip, seed, .. } = self;
         let mut phy = Phy { vif, ev, rx };
         if iface.is_none() {
             if !phy.vif.connected() {
@@ -173,12 +176,20 @@ impl<S: SharedFrame> NetStack<S> {
     pub fn socket(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(h)
     }
+
+    /// Drops a connection's socket (after it closed).
+    pub fn remove(&mut self, h: SocketHandle) {
+        self.sockets.remove(h);
+    }
 }
 
 /// One TCP connection of a shared stack, as an NBD store's byte stream.
 pub struct TcpStream<S> {
     pub net: Rc<RefCell<NetStack<S>>>,
     pub handle: SocketHandle,
+    /// The server, to connect again.
+    pub addr: [u8; 4],
+    pub port: u16,
 }
 
 impl<S> core::fmt::Debug for TcpStream<S> {
@@ -190,6 +201,17 @@ impl<S> core::fmt::Debug for TcpStream<S> {
 impl<S: SharedFrame> Transport for TcpStream<S> {
     fn is_open(&self) -> bool {
         self.net.borrow_mut().socket(self.handle).is_active()
+    }
+    fn reconnect(&mut self) -> bool {
+        let mut net = self.net.borrow_mut();
+        let Some(h) = net.connect(self.addr, self.port) else { return false };
+        let old = core::mem::replace(&mut self.handle, h);
+        net.socket(old).abort();
+        net.remove(old);
+        true
+    }
+    fn now_ns(&self) -> u64 {
+        self.net.borrow().now_ns
     }
     fn send(&mut self, data: &[u8]) -> usize {
         let mut net = self.net.borrow_mut();
@@ -228,6 +250,6 @@ impl<S: SharedFrame> blkback::store::nbd::Connector for NetConnector<S> {
         })?;
         let handle =
             net.borrow_mut().connect(addr, uri.port).ok_or("the network is not up yet (the vif has not connected)")?;
-        Ok(TcpStream { net: net.clone(), handle })
+        Ok(TcpStream { net: net.clone(), handle, addr, port: uri.port })
     }
 }

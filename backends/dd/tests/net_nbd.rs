@@ -108,8 +108,8 @@ fn nbd_over_tcp_over_netfront() {
     let mut to_client = greet;
 
     let handle = net.borrow_mut().connect([192, 0, 2, 1], 10809).expect("connect");
-    let stream = TcpStream { net: net.clone(), handle };
-    let mut store: NbdStore<TcpStream<FakeShared>, MemPage> = NbdStore::new(stream, "disk0");
+    let stream = TcpStream { net: net.clone(), handle, addr: [192, 0, 2, 1], port: 10809 };
+    let mut store: NbdStore<TcpStream<FakeShared>, MemPage> = NbdStore::new(stream, "disk0", 60_000_000_000);
 
     let data: Vec<u8> = (0..65536u32).map(|i| (i * 13 + i / 4096) as u8).collect();
     let wbufs: Vec<MemPage> = (0..16)

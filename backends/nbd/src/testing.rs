@@ -94,6 +94,20 @@ impl Server {
         (s, greet)
     }
 
+    /// A new client connection to the same export (the old one is gone): the greeting.
+    pub fn reconnect(&mut self) -> Vec<u8> {
+        self.inbuf.clear();
+        self.phase = 0;
+        self.structured = false;
+        let mut greet = Vec::new();
+        greet.extend(be64(NBDMAGIC));
+        greet.extend(be64(IHAVEOPT));
+        let hs = if self.o.fixed_newstyle { FLAG_FIXED_NEWSTYLE } else { 0 }
+            | if self.o.no_zeroes { FLAG_NO_ZEROES } else { 0 };
+        greet.extend(be16(hs));
+        greet
+    }
+
     pub fn opt_reply(out: &mut Vec<u8>, opt: u32, kind: u32, data: &[u8]) {
         out.extend(be64(OPTION_REPLY_MAGIC));
         out.extend(be32(opt));

@@ -83,6 +83,10 @@ pub trait BlockStore<B: Page> {
     /// Lets the store make progress outside `submit`/`complete` (a network store moves its
     /// handshake and replies): called every loop, connected or not.
     fn poll(&mut self) {}
+    /// The store's own counters, published with the disk's statistics.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Why the store cannot serve at all (a network store whose server refused it or is
     /// unreachable): a device not yet connected is then refused with this reason.
     fn failed(&self) -> Option<&str> {

@@ -26,6 +26,11 @@ use crate::hv::Page;
 /// A byte stream to the server.
 pub trait Transport {
     fn is_open(&self) -> bool;
+    /// Starts a new connection to the same server after this one was lost; `false` if
+    /// none can be started now.
+    fn reconnect(&mut self) -> bool;
+    /// The time, in ns (the stack's clock).
+    fn now_ns(&self) -> u64;
     /// Queues bytes to send; returns how many were taken (0 when the buffer is full).
     fn send(&mut self, data: &[u8]) -> usize;
     /// Hands received bytes to `f`, which returns how many it consumed.
@@ -57,6 +62,12 @@ impl Transport for Unreachable {
     fn recv(&mut self, _: &mut dyn FnMut(&[u8]) -> usize) {
         match *self {}
     }
+    fn reconnect(&mut self) -> bool {
+        match *self {}
+    }
+    fn now_ns(&self) -> u64 {
+        match *self {}
+    }
 }
 
 impl Connector for NoNetwork {
@@ -73,8 +84,31 @@ const MAX_INFLIGHT: usize = 256;
 enum Phase {
     Handshake(Handshake),
     Ready(Client),
+    /// The connection was lost: the held I/O waits for a new one (tried at `next_try`,
+    /// backing off), to be replayed.
+    Reconnecting {
+        next_try: u64,
+        backoff: u64,
+    },
     /// The server refused us or broke the protocol: every I/O fails.
     Failed(String),
+}
+
+/// The first retry after a lost connection, and the longest wait between retries.
+const BACKOFF_MIN_NS: u64 = 100_000_000;
+const BACKOFF_MAX_NS: u64 = 5_000_000_000;
+
+/// Counters of an NBD store, published with the disk's statistics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NbdCounters {
+    /// Connections lost and made again.
+    pub reconnects: u64,
+    /// Requests sent again on a new connection.
+    pub replayed: u64,
+    /// Requests answered with an error because the server stayed away past the window.
+    pub timed_out: u64,
+    /// Errors the server reported.
+    pub server_errors: u64,
 }
 
 /// Bytes waiting to go out, in order.
@@ -113,8 +147,17 @@ pub struct NbdStore<T, B> {
     /// Submitted before the handshake ended.
     waiting: VecDeque<u64>,
     done: Vec<Completion<B>>,
+    export_name: String,
     /// A zero page for holes.
     zeroes: Vec<u8>,
+    /// The export's size and read-only flag, once negotiated: a reconnection must find
+    /// the same (else it is another disk).
+    expected: Option<(u64, bool)>,
+    /// When the connection was lost (while reconnecting).
+    lost_at: Option<u64>,
+    /// How long held I/O waits for the server before it fails.
+    window_ns: u64,
+    pub counters: NbdCounters,
 }
 
 /// Bytes of an I/O's segments, in order.
@@ -141,9 +184,15 @@ fn over_segments<B: Page>(io: &StoreIo<B>, at: u32, len: usize, mut f: impl FnMu
 }
 
 impl<T: Transport, B: Page> NbdStore<T, B> {
-    /// A store for `export` on the server behind `t` (connected or connecting).
-    pub fn new(t: T, export: &str) -> Self {
+    /// A store for `export` on the server behind `t` (connected or connecting). Held I/O
+    /// waits `window_ns` for a lost server to come back, then fails.
+    pub fn new(t: T, export: &str, window_ns: u64) -> Self {
         Self {
+            expected: None,
+            lost_at: None,
+            window_ns,
+            counters: NbdCounters::default(),
+            export_name: String::from(export),
             t,
             phase: Phase::Handshake(Handshake::new(export)),
             export: None,
@@ -165,19 +214,69 @@ impl<T: Transport, B: Page> NbdStore<T, B> {
 
     /// Moves bytes both ways; call when the socket has news and before `complete`.
     pub fn pump(&mut self) {
+        let now = self.t.now_ns();
+        if let Phase::Reconnecting { next_try, backoff } = self.phase {
+            self.expire(now);
+            if now < next_try {
+                return;
+            }
+            if self.t.reconnect() {
+                self.phase = Phase::Handshake(Handshake::new(&self.export_name));
+            } else {
+                let backoff = backoff.saturating_mul(2).min(BACKOFF_MAX_NS);
+                self.phase = Phase::Reconnecting { next_try: now.saturating_add(backoff), backoff };
+                return;
+            }
+        }
         if !self.t.is_open() {
             match self.phase {
-                Phase::Handshake(_) => {
+                // Never connected: nothing to wait for.
+                Phase::Handshake(_) if self.expected.is_none() => {
                     self.fail(String::from("the NBD server is unreachable or closed the connection"))
                 }
-                Phase::Ready(_) => self.fail(String::from("the connection to the NBD server was lost")),
-                Phase::Failed(_) => {}
+                Phase::Handshake(_) | Phase::Ready(_) => self.lost(now),
+                Phase::Reconnecting { .. } | Phase::Failed(_) => {}
             }
             return;
         }
+        self.expire(now);
         self.pump_in();
         self.start_waiting();
         self.pump_out();
+    }
+
+    /// The connection is gone: keep every held I/O for a new one (to be replayed from the
+    /// start: reads, writes, flushes and zeroing are idempotent), try again soon.
+    fn lost(&mut self, now: u64) {
+        if self.lost_at.is_none() {
+            self.lost_at = Some(now);
+        }
+        self.out.clear();
+        self.cookies.clear();
+        self.waiting.clear();
+        for (&tag, h) in self.held.iter_mut() {
+            if h.pieces > 0 {
+                self.counters.replayed = self.counters.replayed.saturating_add(1);
+            }
+            h.pieces = 0;
+            h.error = None;
+            h.then_flush = false;
+            self.waiting.push_back(tag);
+        }
+        self.phase = Phase::Reconnecting { next_try: now.saturating_add(BACKOFF_MIN_NS), backoff: BACKOFF_MIN_NS };
+    }
+
+    /// Past the window without a server: held I/O fails (the guest gets errors, not a hang).
+    fn expire(&mut self, now: u64) {
+        let Some(at) = self.lost_at else { return };
+        if now.saturating_sub(at) < self.window_ns {
+            return;
+        }
+        self.waiting.clear();
+        for (_, h) in core::mem::take(&mut self.held) {
+            self.counters.timed_out = self.counters.timed_out.saturating_add(1);
+            self.done.push((h.io, Err(StoreError::Io)));
+        }
     }
 
     fn fail(&mut self, why: String) {
@@ -211,7 +310,7 @@ impl<T: Transport, B: Page> NbdStore<T, B> {
                         err = Some(alloc::format!("{e}"));
                     }
                 }
-                Phase::Failed(_) => {}
+                Phase::Reconnecting { .. } | Phase::Failed(_) => {}
             }
             bytes.len()
         });
@@ -224,6 +323,16 @@ impl<T: Transport, B: Page> NbdStore<T, B> {
             return;
         }
         if let Some((e, leftover)) = negotiated {
+            let seen = (e.size, e.read_only());
+            if self.expected.is_some_and(|x| x != seen) {
+                self.fail(String::from("the NBD export changed size or became read-only while reconnecting"));
+                return;
+            }
+            if self.expected.is_some() {
+                self.counters.reconnects = self.counters.reconnects.saturating_add(1);
+            }
+            self.expected = Some(seen);
+            self.lost_at = None;
             self.export = Some(e);
             self.phase = Phase::Ready(Client::new(e, MAX_INFLIGHT));
             if !leftover.is_empty() {
@@ -443,7 +552,8 @@ impl<T: Transport, B: Page> BlockStore<B> for NbdStore<T, B> {
     }
 
     fn submit(&mut self, io: StoreIo<B>) -> Result<(), (StoreIo<B>, StoreError)> {
-        if matches!(self.phase, Phase::Failed(_)) || self.held.contains_key(&io.tag) {
+        let expired = self.lost_at.is_some_and(|at| self.t.now_ns().saturating_sub(at) >= self.window_ns);
+        if matches!(self.phase, Phase::Failed(_)) || expired || self.held.contains_key(&io.tag) {
             return Err((io, StoreError::Io));
         }
         let tag = io.tag;
@@ -474,7 +584,18 @@ impl<T: Transport, B: Page> BlockStore<B> for NbdStore<T, B> {
     }
 
     fn ready(&self) -> bool {
-        matches!(self.phase, Phase::Ready(_))
+        // Once negotiated, the disk is known even while a lost connection is remade.
+        self.expected.is_some() && !matches!(self.phase, Phase::Failed(_))
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = self.counters;
+        alloc::vec![
+            ("nbd_reconnects", c.reconnects),
+            ("nbd_replayed", c.replayed),
+            ("nbd_timed_out", c.timed_out),
+            ("nbd_server_errors", c.server_errors),
+        ]
     }
 
     fn cancel(&mut self, out: &mut Vec<StoreIo<B>>) {

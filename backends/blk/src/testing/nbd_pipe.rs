@@ -20,6 +20,10 @@ pub struct Pipe {
     pub hold: Rc<Cell<bool>>,
     /// The connection is gone (refused, reset, timed out).
     pub closed: Rc<Cell<bool>>,
+    /// Whether a new connection can be made (the server is up).
+    pub server_up: Rc<Cell<bool>>,
+    /// The clock, in ns, that the test moves.
+    pub clock: Rc<Cell<u64>>,
 }
 
 impl Pipe {
@@ -33,6 +37,8 @@ impl Pipe {
             max_send: 1000,
             hold: Rc::new(Cell::new(false)),
             closed: Rc::new(Cell::new(false)),
+            server_up: Rc::new(Cell::new(true)),
+            clock: Rc::new(Cell::new(0)),
         }
     }
 }
@@ -46,7 +52,22 @@ impl Transport for Pipe {
         self.to_server.extend_from_slice(&data[..n]);
         n
     }
+    fn reconnect(&mut self) -> bool {
+        if !self.server_up.get() {
+            return false;
+        }
+        self.to_server.clear();
+        self.from_server = self.server.borrow_mut().reconnect();
+        self.closed.set(false);
+        true
+    }
+    fn now_ns(&self) -> u64 {
+        self.clock.get()
+    }
     fn recv(&mut self, f: &mut dyn FnMut(&[u8]) -> usize) {
+        if self.closed.get() {
+            return;
+        }
         if !self.hold.get() {
             let out = self.server.borrow_mut().feed(&core::mem::take(&mut self.to_server));
             self.from_server.extend(out);
@@ -82,6 +103,7 @@ impl Connector for PipeConnector {
         if self.dead.contains(&uri.host) {
             p.hold.set(true);
             p.closed.set(true);
+            p.server_up.set(false);
         }
         self.servers.insert(key, p.server.clone());
         Ok(p)
