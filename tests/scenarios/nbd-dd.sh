@@ -14,9 +14,12 @@ brctl addbr xenbr0 || fail "brctl addbr"
 ip addr add 192.0.2.1/24 dev xenbr0 || fail "ip addr"
 ip link set xenbr0 up || fail "ip link up"
 dd if=/dev/zero of=$IMG bs=1048576 count=64 2>/dev/null || fail "disk image"
-nbdkit --exit-with-parent -f -i 192.0.2.1 -p 10809 --filter=log file file=$IMG logfile=/tmp/nbdkit.log >/tmp/nbdkit.out 2>&1 &
-NBDKIT=$!
-wait_for 10 grep -q . /proc/$NBDKIT/status || fail "nbdkit did not start: $(cat /tmp/nbdkit.out)"
+start_nbdkit() {
+    nbdkit --exit-with-parent -f -i 192.0.2.1 -p 10809 --filter=log file file=$IMG logfile=/tmp/nbdkit.log >>/tmp/nbdkit.out 2>&1 &
+    NBDKIT=$!
+    wait_for 10 grep -q . /proc/$NBDKIT/status || fail "nbdkit did not start: $(cat /tmp/nbdkit.out)"
+}
+start_nbdkit
 
 create_uk() {
     follow_console $UK
@@ -73,6 +76,40 @@ mount /dev/xvdb /mnt/x || fail "mount after re-create"
 ( cd /mnt/x/bin && md5sum -c /tmp/sums >/dev/null ) || fail "files differ after the driver domain was re-created"
 umount /mnt/x
 e2fsck -fn /dev/xvdb >/dev/null 2>&1 || fail "e2fsck after re-create"
+
+step "nbdkit killed mid-I/O and restarted: I/O resumes, nothing lost"
+stat() { xenstore-read "/local/domain/$DD/backend/vbd/0/51728/statistics/$1" 2>/dev/null || echo 0; }
+blkload --verify --dev /dev/xvdb --span-mib 16 --ops 150 --seed 12 >/tmp/v1.out 2>&1 &
+V=$!
+sleep 3
+kill -9 $NBDKIT; wait $NBDKIT 2>/dev/null
+info "nbdkit killed while the verify ran"
+sleep 3
+start_nbdkit
+wait $V || fail "verification across the server restart failed: $(tail -2 /tmp/v1.out)"
+sleep 1.5
+info "nbd_reconnects=$(stat nbd_reconnects) nbd_replayed=$(stat nbd_replayed) errors=$(stat errors)"
+[ "$(stat nbd_reconnects)" -ge 1 ] || fail "no reconnection counted"
+
+step "the server stays away past the window: I/O errors, the driver domain serves on"
+kill -9 $NBDKIT; wait $NBDKIT 2>/dev/null
+t0=$(now_ms)
+if dd if=/dev/xvdb of=/dev/null bs=4096 count=1 skip=3000 iflag=direct 2>/dev/null; then
+    fail "a read succeeded with the server gone"
+fi
+el=$(( $(now_ms) - t0 ))
+info "the read failed after $el ms (window 8 s)"
+[ "$el" -lt 30000 ] || fail "the read hung for $el ms"
+xl list $UK >/dev/null || fail "the driver domain died"
+xl block-attach 0 "format=raw, vdev=xvde, access=rw, backend=$UK, target=ram:8M" || fail "attach a RAM disk"
+wait_for 30 xs_is /local/domain/0/device/vbd/51776/state 4 || fail "RAM disk not Connected while the server is away"
+wait_for 10 test -b /dev/xvde || fail "/dev/xvde missing"
+verify_disk /dev/xvde 4 65536 || fail "the RAM disk does not verify while the NBD server is away"
+xl block-detach 0 xvde || fail "detach the RAM disk"
+step "the server returns: the disk heals without a re-attach"
+start_nbdkit
+wait_for 30 dd if=/dev/xvdb of=/dev/null bs=4096 count=1 iflag=direct || fail "the disk did not heal"
+info "nbd_timed_out=$(stat nbd_timed_out) nbd_reconnects=$(stat nbd_reconnects)"
 
 step "a closed port and an unreachable server end the attach with their reason"
 # no_server ADDR VDEV DEVID: attach, then expect the backend Closed with a hotplug-error.
