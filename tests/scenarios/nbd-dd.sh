@@ -1,8 +1,10 @@
-# Scenario nbd-dd (first cut): the unikernel serves dom0 a disk that lives on an NBD
-# server (nbdkit in dom0, reached over the unikernel's vif, dom0's netback and a bridge).
-# Checks: both vif ends connected; the disk connects with the export's size; data written
-# through the unikernel is in the server's own file; ext4 works on it; the driver domain is
-# destroyed and re-created and the data is still there.
+# Scenario nbd-dd: the unikernel serves disks that live on NBD servers (nbdkit in dom0,
+# reached over the unikernel's vif, dom0's netback and a bridge). Checks: both vif ends
+# connected; the disk connects with the export's size; data written through the unikernel is
+# in the server's own file; ext4 and flush; the driver domain destroyed and re-created with
+# the data still there; nbdkit killed mid-I/O and restarted (nothing lost); the server away
+# past the window (errors, not a hang; other disks served; healing); a Linux domU on its own
+# NBD disk; a closed port and an unreachable server refused with their reason.
 UK=uk-nbd
 LOG=/var/log/xen/console/guest-$UK.log
 IMG=/tmp/disk0.img
@@ -110,6 +112,22 @@ step "the server returns: the disk heals without a re-attach"
 start_nbdkit
 wait_for 30 dd if=/dev/xvdb of=/dev/null bs=4096 count=1 iflag=direct || fail "the disk did not heal"
 info "nbd_timed_out=$(stat nbd_timed_out) nbd_reconnects=$(stat nbd_reconnects)"
+
+step "a Linux domU uses its own NBD-backed disk (a second nbdkit)"
+dd if=/dev/zero of=/tmp/disk1.img bs=1048576 count=32 2>/dev/null || fail "second image"
+nbdkit --exit-with-parent -f -i 192.0.2.1 -p 10811 file file=/tmp/disk1.img >/tmp/nbdkit1.out 2>&1 &
+wait_for 10 grep -q . /proc/$!/status || fail "second nbdkit did not start"
+follow_console fe-linux
+sed -e "s/@BACKEND@/$UK/" -e 's|@TARGET@|nbd://192.0.2.1:10811/disk1|' /etc/xen/testbed/fe-linux.cfg > /tmp/fe.cfg
+xl create /tmp/fe.cfg || fail "xl create fe-linux"
+FE=$(xl domid fe-linux)
+wait_for 90 xs_is "/local/domain/$FE/device/vbd/51712/state" 4 || fail "domU frontend never Connected"
+wait_for 200 grep -q FE-RESULT /var/log/xen/console/guest-fe-linux.log || fail "domU gave no FE-RESULT"
+grep -q "FE-RESULT: PASS" /var/log/xen/console/guest-fe-linux.log || fail "domU: $(grep FE-RESULT /var/log/xen/console/guest-fe-linux.log)"
+blkload --verify --dev /dev/xvdb --span-mib 8 --ops 20 --seed 14 || fail "dom0's NBD disk while the domU used its own"
+# The domU powers itself off after its verdict; destroy it if it has not yet.
+xl destroy fe-linux >/dev/null 2>&1
+wait_for 30 xs_gone "/local/domain/$DD/backend/vbd/$FE/51712" || fail "the domU's backend directory was not removed"
 
 step "a closed port and an unreachable server end the attach with their reason"
 # no_server ADDR VDEV DEVID: attach, then expect the backend Closed with a hotplug-error.

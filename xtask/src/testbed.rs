@@ -117,6 +117,9 @@ pub fn boot(images: &Images, run: &Run<'_>) -> Result<Report> {
     qemu.args(["-machine", "q35", "-accel", "tcg,thread=multi"])
         .args(["-cpu", "max,-smap,-rdtscp,-avx,-avx2,-fma,-f16c", "-smp", "2", "-m", "3072"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+        // No emulated NIC: q35 would get QEMU's default one with user-mode networking; the
+        // test bed's only network is dom0's bridge for the driver domain's vif.
+        .args(["-nic", "none"])
         .arg("-kernel")
         .arg(&images.xen)
         .args(["-append", XEN_CMDLINE])

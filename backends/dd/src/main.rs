@@ -42,8 +42,14 @@ fn bring_up_network(xs: &mut kernel::xenstore::XenStore, domid: u16, cfg: &Confi
             return None;
         }
     };
-    let Some(ip) = cfg.ip else {
-        kernel::warn!("a vif but no ip=<a.b.c.d>/<prefix> on the command line: no network");
+    // `ip=` on the command line, else the vif's `ip` key (xl's `vif = [ "ip=..." ]`, a /24).
+    let from_key = || {
+        let v = kernel::hv::XenStore::read(xs, &format!("{}/ip", vif_cfg.be)).ok().flatten()?;
+        let addr = xen_blkback_rs::parse_ipv4(v.split_whitespace().next()?)?;
+        Some(xen_blkback_rs::net::Ipv4Config { addr, prefix: 24, gateway: None })
+    };
+    let Some(ip) = cfg.ip.or_else(from_key) else {
+        kernel::warn!("a vif but no address (ip=<a.b.c.d>/<prefix>, or ip= in the vif spec): no network");
         return None;
     };
     let [a, b, c, d] = ip.addr;
