@@ -8,19 +8,16 @@
 //! (`RING_COPY_REQUEST`): the engine only ever looks at that copy.
 use alloc::vec::Vec;
 
-use core::mem::offset_of;
-
-use xen_sys_mini::io::ring::{SringHeader, SRING_HEADER_SIZE};
+use xen_sys_mini::io::ring::SRING_HEADER_SIZE;
 use xen_sys_mini::XEN_PAGE_SIZE;
 
 use crate::abi::{encode_response, Abi, MAX_SLOT};
 use crate::hv::{MemError, Page};
 
 // Offsets in the shared ring header (`io/ring.h`, `struct __name##_sring`).
-const REQ_PROD: usize = offset_of!(SringHeader, req_prod);
-const REQ_EVENT: usize = offset_of!(SringHeader, req_event);
-const RSP_PROD: usize = offset_of!(SringHeader, rsp_prod);
-const RSP_EVENT: usize = offset_of!(SringHeader, rsp_event);
+use xen_sys_mini::io::ring::{
+    SRING_REQ_EVENT as REQ_EVENT, SRING_REQ_PROD as REQ_PROD, SRING_RSP_EVENT as RSP_EVENT, SRING_RSP_PROD as RSP_PROD,
+};
 
 /// The frontend broke the ring protocol: disconnect it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -319,11 +319,7 @@ impl Client {
                     }
                 }
                 Rx::SimpleData { cookie, at, left } => {
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
-                    let (now, rest) = input.split_at(n);
-                    sink.data(cookie, at, now);
-                    input = rest;
-                    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+                    let n32 = stream(&mut input, cookie, at, left, sink);
                     let left = left.saturating_sub(n32);
                     if left == 0 {
                         self.inflight.remove(&cookie);
@@ -346,11 +342,7 @@ impl Client {
                     }
                 }
                 Rx::ChunkData { cookie, flags, at, left } => {
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
-                    let (now, rest) = input.split_at(n);
-                    sink.data(cookie, at, now);
-                    input = rest;
-                    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+                    let n32 = stream(&mut input, cookie, at, left, sink);
                     let left = left.saturating_sub(n32);
                     if left == 0 {
                         self.chunk_end(cookie, flags, sink)?;
@@ -521,6 +513,15 @@ impl Client {
         sink.done(cookie, result);
         Ok(())
     }
+}
+
+/// Hands up to `left` bytes of `input` to the sink as READ data at `at`; returns how many.
+fn stream<S: Sink>(input: &mut &[u8], cookie: u64, at: u32, left: u32, sink: &mut S) -> u32 {
+    let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
+    let (now, rest) = input.split_at(n);
+    sink.data(cookie, at, now);
+    *input = rest;
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The length of the header being collected: 4 until the magic is in, then the size of

@@ -2,15 +2,13 @@
 //! responses. The backend writes `rsp_prod` and the response slots: `rsp_prod` is read once
 //! per look and refused if it claims responses to requests we never made
 //! (`rsp_prod - rsp_cons > req_prod_pvt - rsp_cons`), which also bounds it by the ring size.
-use core::mem::offset_of;
-
 use xen_hv::{MemError, Page};
-use xen_sys_mini::io::ring::{const_ring_size, SringHeader, SRING_HEADER_SIZE};
+use xen_sys_mini::io::ring::{const_ring_size, SRING_HEADER_SIZE};
 
-const REQ_PROD: usize = offset_of!(SringHeader, req_prod);
-const REQ_EVENT: usize = offset_of!(SringHeader, req_event);
-const RSP_PROD: usize = offset_of!(SringHeader, rsp_prod);
-const RSP_EVENT: usize = offset_of!(SringHeader, rsp_event);
+// Offsets in the shared ring header (`io/ring.h`, `struct __name##_sring`).
+use xen_sys_mini::io::ring::{
+    SRING_REQ_EVENT as REQ_EVENT, SRING_REQ_PROD as REQ_PROD, SRING_RSP_EVENT as RSP_EVENT, SRING_RSP_PROD as RSP_PROD,
+};
 
 /// The backend broke the ring protocol: drop the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use xen_hv::fake::*;
 use xen_hv::*;
 use xen_sys_mini::io::netif::*;
-use xen_sys_mini::io::ring::SRING_HEADER_SIZE;
+use xen_sys_mini::io::ring::{SRING_HEADER_SIZE, SRING_REQ_PROD, SRING_RSP_EVENT, SRING_RSP_PROD};
 
 /// dom0, where netback runs.
 pub const NETBACK: DomId = 0;
@@ -53,8 +53,8 @@ fn u32_at(p: &FakeMapping, off: usize) -> u32 {
 /// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY` as netback runs it: publish `new`, notify only
 /// if the frontend asked (`rsp_event`) for a response in `(old, new]`.
 fn push_and_check_notify(ring: &FakeMapping, old: u32, new: u32) -> bool {
-    let _ = ring.store_u32(8, new);
-    let event = u32_at(ring, 12);
+    let _ = ring.store_u32(SRING_RSP_PROD, new);
+    let event = u32_at(ring, SRING_RSP_EVENT);
     new.wrapping_sub(event) < new.wrapping_sub(old)
 }
 
@@ -174,7 +174,7 @@ impl MockNetback {
     /// Takes the next posted RX request: (slot, id, gref).
     fn next_rx_request(&mut self) -> Option<(u32, u16, GrantRef)> {
         let c = self.conn.as_mut()?;
-        let prod = u32_at(&c.rx, 0);
+        let prod = u32_at(&c.rx, SRING_REQ_PROD);
         if prod.wrapping_sub(c.rx_rsp_prod) > NET_RX_RING_SIZE as u32 {
             self.disabled = Some("rx req_prod out of range".into());
             return None;
@@ -243,7 +243,7 @@ impl MockNetback {
     /// Sets the RX ring's `rsp_prod` as a lying backend would.
     pub fn forge_rx_rsp_prod(&mut self, v: u32) {
         if let Some(c) = self.conn.as_mut() {
-            let _ = c.rx.store_u32(8, v);
+            let _ = c.rx.store_u32(SRING_RSP_PROD, v);
         }
     }
 
@@ -253,7 +253,7 @@ impl MockNetback {
         let mut out = Vec::new();
         let fe_dom = self.fe_dom;
         let Some(c) = self.conn.as_mut() else { return out };
-        let prod = u32_at(&c.tx, 0);
+        let prod = u32_at(&c.tx, SRING_REQ_PROD);
         if prod.wrapping_sub(c.tx_req_cons) > NET_TX_RING_SIZE as u32 {
             self.disabled = Some("tx req_prod out of range".into());
             return out;

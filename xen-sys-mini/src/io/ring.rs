@@ -23,6 +23,12 @@ pub struct SringHeader {
 }
 const _: () = assert!(core::mem::size_of::<SringHeader>() == 64);
 
+/// Offsets of the header's indices (what both ends read and write with atomics).
+pub const SRING_REQ_PROD: usize = core::mem::offset_of!(SringHeader, req_prod);
+pub const SRING_REQ_EVENT: usize = core::mem::offset_of!(SringHeader, req_event);
+pub const SRING_RSP_PROD: usize = core::mem::offset_of!(SringHeader, rsp_prod);
+pub const SRING_RSP_EVENT: usize = core::mem::offset_of!(SringHeader, rsp_event);
+
 /// Offset of `ring[0]` in a shared ring page.
 pub const SRING_HEADER_SIZE: usize = core::mem::size_of::<SringHeader>();
 
