@@ -15,11 +15,18 @@ ln -sf /proc/self/fd/2 /dev/stderr
 mkdir -p /var/lib/xen /var/log/xen /run/xen /run/lock
 ln -sf /run /var/run
 DOMID=$(xenstore-read domid)
-xl devd -F &
-devd=$!
-# Ready once devd is up and watching (it prints nothing when all is well).
+# Supervised, as a service manager would: in one CI run `xl devd` (Xen 4.17) aborted with
+# "free(): corrupted unsorted chunks" just after connecting a disk; the disk kept working
+# (blkback is in the kernel) but without devd the domain ended and detach had nobody to
+# remove the backend directory. A restart is logged as DD-WARN.
+(
+    while :; do
+        xl devd -F
+        echo "DD-WARN xl devd exited with $?: restarting it"
+        sleep 0.5
+    done
+) &
 sleep 1
-kill -0 "$devd" 2>/dev/null || echo "DD-ERROR xl devd exited"
-echo "DD-READY domid=$DOMID (xl devd pid $devd)"
-wait "$devd"
-echo "DD-ERROR xl devd exited with $?"
+ps | grep -q "[x]l devd" || echo "DD-ERROR xl devd is not running"
+echo "DD-READY domid=$DOMID"
+wait
