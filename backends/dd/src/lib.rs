@@ -128,19 +128,8 @@ impl Config {
     }
 }
 
-/// A dotted IPv4 address, strict.
-pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
-    let mut out = [0u8; 4];
-    let mut parts = s.split('.');
-    for o in &mut out {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        *o = p.parse().ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
+/// Addresses on the command line are read by the NBD URI parser's rule.
+pub use nbd::uri::parse_ipv4;
 
 /// `a.b.c.d/n` with 1 <= n <= 32.
 fn parse_cidr(s: &str) -> Option<([u8; 4], u8)> {

@@ -81,17 +81,24 @@ impl NbdUri {
 
     /// The host as an IPv4 address, if it is one.
     pub fn ipv4(&self) -> Option<[u8; 4]> {
-        let mut out = [0u8; 4];
-        let mut parts = self.host.split('.');
-        for o in &mut out {
-            let p = parts.next()?;
-            if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            *o = p.parse().ok()?;
-        }
-        parts.next().is_none().then_some(out)
+        parse_ipv4(&self.host)
     }
+}
+
+/// A dotted IPv4 address, strict: four decimal octets of 1-3 digits, no
+/// signs, spaces or trailing dot. Shared with the driver domain's
+/// command-line parser so both read addresses the same way.
+pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for o in &mut out {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *o = p.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 fn percent_decode(s: &str) -> Result<String, UriError> {
