@@ -80,6 +80,25 @@ bench_backend() {
     sleep "${SETTLE_S:-20}"
 }
 
+# Network storage (the `*-nbd` backends): one nbdkit in dom0 serving a file in dom0's RAM
+# over the bridge xenbr0; each driver domain reaches it through its own vif and dom0's
+# netback. Set up once, when the first such backend runs.
+NBD_UP=
+nbd_server() {
+    [ -n "$NBD_UP" ] && return 0
+    step "dom0: netback, a bridge, nbdkit for the NBD backends"
+    load_mod xen-netback || fail "xen-netback"
+    load_mod bridge || fail "bridge"
+    brctl addbr xenbr0 || fail "brctl addbr"
+    ip addr add 192.0.2.1/24 dev xenbr0 || fail "ip addr"
+    ip link set xenbr0 up || fail "ip link up"
+    # Sparse: the fill step writes every block the workloads touch.
+    truncate -s "$((SPAN_MIB + 32))M" /tmp/nbd-bench.img || fail "disk image"
+    nbdkit --exit-with-parent -f -i 192.0.2.1 -p 10809 file file=/tmp/nbd-bench.img >/tmp/nbdkit.out 2>&1 &
+    wait_for 10 grep -q . /proc/$!/status || fail "nbdkit did not start: $(cat /tmp/nbdkit.out)"
+    NBD_UP=1
+}
+
 # The unikernel: one configuration, the data path chosen per disk by its target.
 sed -e "s/@CMDLINE@/path=map persistent=1 indirect=256/" -e "s/^memory = .*/memory = $((SPAN_MIB + 96))/" \
     /etc/xen/testbed/uk-dd.cfg > /tmp/uk-bench.cfg
@@ -91,6 +110,13 @@ for b in $BACKENDS; do
         uk-map) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "$UKT:nopersist" ;;
         uk-copy) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "$UKT:copy:nopersist" ;;
         uk-null) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "null:$((SPAN_MIB + 32))M" ;;
+        linux-nbd) nbd_server; bench_backend "$b" /etc/xen/testbed/linux-nbd.cfg linux-nbd DD-READY /dev/nbd0 ;;
+        uk-nbd)
+            nbd_server
+            # The NBD test config with the bench's engine settings and the default fail window.
+            sed -e 's/^cmdline = .*/cmdline = "ip=192.0.2.2\/24 path=map persistent=1 indirect=256"/' \
+                /etc/xen/testbed/uk-nbd.cfg > /tmp/uk-nbd-bench.cfg
+            bench_backend "$b" /tmp/uk-nbd-bench.cfg uk-nbd "blkback: serving" "nbd://192.0.2.1/disk0" ;;
         *) error "unknown backend $b" ;;
     esac
 done

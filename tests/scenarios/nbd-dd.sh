@@ -23,10 +23,15 @@ start_nbdkit() {
 }
 start_nbdkit
 
+# create_uk [CFG]: start the driver domain; return once its vif is connected and it has an
+# address (static from ip=, or a DHCP lease).
 create_uk() {
     follow_console $UK
-    xl create /etc/xen/testbed/uk-nbd.cfg || fail "xl create $UK"
+    n0=$(grep -c "network: address 192" "$LOG" 2>/dev/null || true)
+    xl create "${1:-/etc/xen/testbed/uk-nbd.cfg}" || fail "xl create $UK"
     wait_for 60 grep -q "blkback: serving" "$LOG" || fail "the driver domain never started serving"
+    wait_for 60 sh -c "[ \$(grep -c 'network: address 192' '$LOG') -gt ${n0:-0} ]" ||
+        fail "the driver domain got no address: $(grep 'network:' "$LOG" | tail -2)"
     DD=$(xl domid $UK)
     wait_for 30 xs_is "/local/domain/$DD/device/vif/0/state" 4 || fail "vif frontend state $(xenstore-read /local/domain/$DD/device/vif/0/state)"
     wait_for 30 xs_is "/local/domain/0/backend/vif/$DD/0/state" 4 || fail "vif backend state $(xenstore-read /local/domain/0/backend/vif/$DD/0/state)"
@@ -68,11 +73,28 @@ umount /mnt/x || fail "umount"
 e2fsck -fn /dev/xvdb >/dev/null 2>&1 || fail "e2fsck found errors"
 grep -q "Flush" /tmp/nbdkit.log || fail "no FLUSH reached the server (log: $(tail -3 /tmp/nbdkit.log))"
 
-step "destroy and re-create the driver domain: the data is still there"
+step "destroy and re-create the driver domain (addressed by DHCP now): the data is still there"
 xl block-detach 0 xvdb || fail "block-detach"
 xl destroy $UK || fail "destroy"
+# busybox udhcpd on the bridge hands out 192.0.2.100-110; the re-created domain has no ip=.
+cat > /tmp/udhcpd.conf <<EOF
+start 192.0.2.100
+end 192.0.2.110
+interface xenbr0
+lease_file /tmp/udhcpd.leases
+option subnet 255.255.255.0
+option router 192.0.2.1
+option lease 600
+EOF
+touch /tmp/udhcpd.leases
+udhcpd -f /tmp/udhcpd.conf >/tmp/udhcpd.out 2>&1 &
+sed -e 's/^cmdline = .*/cmdline = "nbd-timeout=8"/' /etc/xen/testbed/uk-nbd.cfg > /tmp/uk-nbd-dhcp.cfg
 sleep 2
-create_uk
+create_uk /tmp/uk-nbd-dhcp.cfg
+grep -q "network: vif .*DHCPv4" "$LOG" || fail "the re-created domain did not ask DHCP"
+lease=$(grep "network: address" "$LOG" | tail -1)
+info "lease: ${lease#*network: address }"
+case "$lease" in *"192.0.2.1"[01][0-9]"/24 via 192.0.2.1"*) ;; *) fail "not the server's lease: $lease" ;; esac
 attach_nbd
 mount /dev/xvdb /mnt/x || fail "mount after re-create"
 ( cd /mnt/x/bin && md5sum -c /tmp/sums >/dev/null ) || fail "files differ after the driver domain was re-created"

@@ -47,4 +47,30 @@ for how in ud2 panic; do
     esac
     xl destroy "$dom" || fail "xl destroy $dom"
 done
+
+# The image built without the `net` feature (`cargo xtask build --no-net`): it boots, serves
+# a RAM disk, and refuses an nbd:// disk with the reason instead of failing later.
+step "the image without networking serves a RAM disk and refuses nbd://"
+dom=uk-nonet
+log=/var/log/xen/console/guest-$dom.log
+follow_console $dom
+sed -e "s/@CMDLINE@//" -e "s/^name = .*/name = \"$dom\"/" -e "s|/boot/xen-blkback-rs|/boot/xen-blkback-rs-nonet|" \
+    -e "s/^memory = .*/memory = 48/" /etc/xen/testbed/uk-dd.cfg > /tmp/$dom.cfg
+xl create /tmp/$dom.cfg || fail "xl create $dom"
+wait_for 30 grep -q "blkback: serving" "$log" || fail "$dom never started serving"
+grep -q "network:" "$log" && fail "the image without networking brought up a network"
+DD=$(xl domid $dom)
+load_mod xen-blkfront || fail "xen-blkfront"
+xl block-attach 0 "format=raw, vdev=xvdb, access=rw, backend=$dom, target=ram:8M" || fail "attach a RAM disk"
+wait_for 30 xs_is /local/domain/0/device/vbd/51728/state 4 || fail "the RAM disk did not connect"
+wait_for 10 test -b /dev/xvdb || fail "/dev/xvdb did not appear"
+blkload --verify --dev /dev/xvdb --span-mib 8 --ops 20 --seed 5 || fail "the RAM disk does not verify"
+xl block-attach 0 "format=raw, vdev=xvdc, access=rw, backend=$dom, target=nbd://192.0.2.1/disk0" || fail "block-attach nbd"
+wait_for 30 xs_is "/local/domain/$DD/backend/vbd/0/51744/state" 6 || fail "the nbd:// disk was not refused"
+err=$(xenstore-read "/local/domain/$DD/backend/vbd/0/51744/hotplug-error")
+info "nbd:// without networking: $err"
+case "$err" in *"no network"*) ;; *) fail "hotplug-error says '$err'" ;; esac
+xl block-detach 0 xvdc >/dev/null 2>&1
+xl block-detach 0 xvdb || fail "detach the RAM disk"
+xl destroy $dom || fail "xl destroy $dom"
 pass

@@ -15,8 +15,17 @@ use crate::sh::{self, Result};
 use crate::testbed::{self, Outcome, Run};
 
 /// Backends the bench knows: the Linux driver domain (the baseline, first: ratios are to
-/// it) and the unikernel on each data path, plus its null store (the ceiling).
-const BACKENDS: &[&str] = &["linux", "uk-persistent", "uk-map", "uk-copy", "uk-null"];
+/// it) and the unikernel on each data path, plus its null store (the ceiling); then the
+/// same pair on network storage: `linux-nbd` (the kernel's NBD client under xen-blkback)
+/// and `uk-nbd` (the unikernel's own NBD client), both reaching one nbdkit in dom0 through
+/// their vif. `*-nbd` rows are compared with `linux-nbd`.
+const BACKENDS: &[&str] = &["linux", "uk-persistent", "uk-map", "uk-copy", "uk-null", "linux-nbd", "uk-nbd"];
+
+/// The backend a row is compared with: the Linux driver domain doing the same job.
+fn baseline<'a>(b: &str, backends: &'a [String]) -> Option<&'a String> {
+    let want = if b.ends_with("-nbd") { "linux-nbd" } else { "linux" };
+    backends.iter().find(|x| *x == want)
+}
 
 /// (rw, block size, queue depth): 1 MiB sequential read/write and 4 KiB random read/write,
 /// each at queue depth 1 and 32.
@@ -91,7 +100,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         backends.join(" "),
         workloads.join(" ")
     );
-    let per_backend = 90 + u64::from(seconds) * WORKLOADS.len() as u64 * 2;
+    let per_backend = 150 + u64::from(seconds) * WORKLOADS.len() as u64 * 2;
     let run = Run {
         name: "bench",
         script: sh::root().join("tests/scenarios/bench.sh"),
@@ -205,24 +214,30 @@ fn fnum(v: &Value) -> f64 {
 fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
     println!();
     println!(
-        "{:<18} {:<14} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8} {:>10}",
-        "workload", "backend", "MiB/s", "IOPS", "p99 us", "cpu s/GiB", "dd busy", "dom0 bsy", "vs linux"
+        "{:<18} {:<14} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8} {:>12}",
+        "workload", "backend", "MiB/s", "IOPS", "p99 us", "cpu s/GiB", "dd busy", "dom0 bsy", "IOPS/CPU vs"
     );
     for (rw, bs, qd) in WORKLOADS {
         let key = format!("{rw}.{bs}.{qd}");
-        let base = &r[&backends[0]]["workloads"][&key];
-        if base.is_null() {
+        if backends.iter().all(|b| r[b]["workloads"][&key].is_null()) {
             continue;
         }
         for b in backends {
             let v = &r[b]["workloads"][&key];
-            let ratio = if b == &backends[0] {
-                String::from("-")
-            } else {
-                format!("{:.2}x", fnum(&v["iops"]) / fnum(&base["iops"]))
+            // IOPS and CPU per GiB relative to the Linux driver domain doing the same job.
+            let ratio = match baseline(b, backends).filter(|x| *x != b) {
+                Some(base) => {
+                    let base = &r[base]["workloads"][&key];
+                    format!(
+                        "{:.2}x/{:.2}x",
+                        fnum(&v["iops"]) / fnum(&base["iops"]),
+                        fnum(&v["dd_cpu_s_per_gib"]) / fnum(&base["dd_cpu_s_per_gib"])
+                    )
+                }
+                None => String::from("-"),
             };
             println!(
-                "{:<18} {:<14} {:>9.1} {:>9.0} {:>9} {:>10.2} {:>8.2} {:>8.2} {:>10}",
+                "{:<18} {:<14} {:>9.1} {:>9.0} {:>9} {:>10.2} {:>8.2} {:>8.2} {:>12}",
                 workload_name(rw, *bs, *qd),
                 b,
                 fnum(&v["mib_s"]),
@@ -252,7 +267,7 @@ fn chart_svg(backends: &[String], r: &BTreeMap<String, Value>, title: &str) -> S
     let plot_h = h - top - bottom;
     let present: Vec<&(&str, u32, u32)> = WORKLOADS
         .iter()
-        .filter(|(rw, bs, qd)| !r[&backends[0]]["workloads"][&format!("{rw}.{bs}.{qd}")].is_null())
+        .filter(|(rw, bs, qd)| backends.iter().any(|b| !r[b]["workloads"][&format!("{rw}.{bs}.{qd}")].is_null()))
         .collect();
     let groups = present.len().max(1) as f64;
     let gw = (w - left - 20.0) / groups;
@@ -261,8 +276,13 @@ fn chart_svg(backends: &[String], r: &BTreeMap<String, Value>, title: &str) -> S
         .iter()
         .map(|(rw, bs, qd)| {
             let key = format!("{rw}.{bs}.{qd}");
-            let base = fnum(&r[&backends[0]]["workloads"][&key]["iops"]);
-            backends.iter().map(|b| fnum(&r[b]["workloads"][&key]["iops"]) / base).collect()
+            backends
+                .iter()
+                .map(|b| {
+                    let base = baseline(b, backends).unwrap_or(&backends[0]);
+                    fnum(&r[b]["workloads"][&key]["iops"]) / fnum(&r[base]["workloads"][&key]["iops"])
+                })
+                .collect()
         })
         .collect();
     let max = ratios.iter().flatten().copied().filter(|x| x.is_finite()).fold(1.0f64, f64::max).ceil().max(2.0);
@@ -307,7 +327,7 @@ fn chart_svg(backends: &[String], r: &BTreeMap<String, Value>, title: &str) -> S
         );
     }
     for (bi, b) in backends.iter().enumerate() {
-        let x = left + bi as f64 * 170.0;
+        let x = left + bi as f64 * 145.0;
         s += &format!(
             "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{b}</text>\n",
             h - 40.0,
@@ -316,7 +336,7 @@ fn chart_svg(backends: &[String], r: &BTreeMap<String, Value>, title: &str) -> S
             h - 28.0
         );
     }
-    s += &format!("<text x=\"{left}\" y=\"{}\" fill=\"#555555\">throughput (IOPS) relative to {}; O_DIRECT from dom0, driver domain alone on its CPU</text>\n", h - 8.0, backends[0]);
+    s += &format!("<text x=\"{left}\" y=\"{}\" fill=\"#555555\">throughput (IOPS) relative to the Linux driver domain doing the same job ({}); O_DIRECT from dom0, driver domain alone on its CPU</text>\n", h - 8.0, if backends.iter().any(|b| b.ends_with("-nbd")) {"linux, linux-nbd"} else {"linux"});
     s += "</svg>\n";
     s
 }

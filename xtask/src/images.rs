@@ -36,10 +36,15 @@ const XEN_PACKAGES: &[&str] = &[
 ];
 
 /// The NBD server dom0 runs for the network-storage scenario (nbdkit: small, serves many
-/// connections, fault-injection filters) and the libraries its binary and plugins link,
-/// downloaded like the Xen packages rather than taken from the host.
+/// connections, fault-injection filters), the client the Linux driver domain uses for the
+/// same job (Debian's `nbd-client`, which hands the socket to the kernel's `nbd` driver),
+/// and the libraries they link, downloaded like the Xen packages rather than taken from
+/// the host.
 const NBD_PACKAGES: &[&str] = &[
     "nbdkit",
+    "nbd-client",
+    "libnl-3-200",
+    "libnl-genl-3-200",
     "libgnutls30",
     "libunistring2",
     "libp11-kit0",
@@ -70,6 +75,9 @@ const MODULES: &[&str] = &[
     // dom0's side of the driver domain's vif: netback and the bridge it joins.
     "xen-netback",
     "bridge",
+    // The Linux driver domain's side of the NBD baseline: its vif and the kernel NBD client.
+    "xen-netfront",
+    "nbd",
 ];
 
 /// Bump when the image layout changes in a way the input hash cannot see.
@@ -391,6 +399,8 @@ impl Builder {
         self.common(&mut a)?;
         // A Linux driver domain runs the real `xl devd` (as deployments do).
         self.xen_tools(&mut a, &["xl"])?;
+        // Its NBD client for the network-storage baseline (the kernel's nbd driver does the I/O).
+        self.elf(&mut a, "sbin/nbd-client", &self.root.join("sbin/nbd-client"))?;
         let tb = sh::root().join("tests/testbed");
         a.file("init", &tb.join("domu-init.sh"), 0o755);
         for e in std::fs::read_dir(tb.join("roles")).map_err(|e| e.to_string())?.filter_map(|e| e.ok()) {

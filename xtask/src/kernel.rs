@@ -7,21 +7,29 @@ pub const TARGET: &str = "x86_64-unknown-none";
 
 /// Builds the image (release) and returns its path after checking it.
 pub fn build() -> Result<PathBuf> {
-    sh::timed("build the unikernel (release, x86_64-unknown-none)", || {
-        sh::run(sh::cmd("cargo").current_dir(sh::root()).args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "xen-blkback-rs",
-            "--target",
-            TARGET,
-        ]))
+    build_variant(true)
+}
+
+/// Builds the image without the `net` feature (no vif, no TCP/IP, no `nbd://` disks):
+/// `target/xen-blkback-rs-nonet.elf`.
+pub fn build_without_net() -> Result<PathBuf> {
+    build_variant(false)
+}
+
+fn build_variant(net: bool) -> Result<PathBuf> {
+    let what = if net { "" } else { ", without the net feature" };
+    sh::timed(&format!("build the unikernel (release, x86_64-unknown-none{what})"), || {
+        let mut c = sh::cmd("cargo");
+        c.current_dir(sh::root()).args(["build", "--release", "-q", "-p", "xen-blkback-rs", "--target", TARGET]);
+        if !net {
+            c.arg("--no-default-features");
+        }
+        sh::run(&mut c)
     })?;
     let full = sh::root().join(format!("target/{TARGET}/release/xen-blkback-rs"));
     // The image Xen loads carries no symbol table; the unstripped one stays next to it
-    // for addr2line on a crash dump's rip.
-    let elf = sh::root().join("target/xen-blkback-rs.elf");
+    // for addr2line on a crash dump's rip (of the variant built last).
+    let elf = sh::root().join(if net { "target/xen-blkback-rs.elf" } else { "target/xen-blkback-rs-nonet.elf" });
     sh::output(sh::cmd("objcopy").arg("--strip-all").arg(&full).arg(&elf))?;
     let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let entry = pvh_entry(&bytes)?;

@@ -24,7 +24,8 @@ usage: cargo xtask <command>
   scenario <name> [-v]       run one nested scenario (`cargo xtask scenario list`)
   bench [--backend linux] [--seconds N]
                              O_DIRECT workloads from dom0, table on stdout, JSON in target/bench
-  build                      build the unikernel image (checks its PVH entry note, prints its size)
+  build [--no-net]           build the unikernel image (checks its PVH entry note, prints its size);
+                             --no-net: without the vif, TCP/IP and nbd:// disks
   images                     build (or reuse) the test-bed images
   host-setup                 install the host packages the test bed and tests need
 ";
@@ -46,7 +47,11 @@ fn dispatch(args: &[String]) -> Result<i32> {
     match args.first().map(String::as_str) {
         Some("host-setup") => host::ensure_host().map(|()| 0),
         Some("images") => images::build().map(|_| 0),
-        Some("build") => kernel::build().map(|_| 0),
+        Some("build") => match args.get(1).map(String::as_str) {
+            None => kernel::build().map(|_| 0),
+            Some("--no-net") => kernel::build_without_net().map(|_| 0),
+            Some(o) => Err(format!("unknown build argument `{o}` (--no-net builds without networking)")),
+        },
         Some("scenario") => match args.get(1).map(String::as_str) {
             None | Some("list") => {
                 for s in scenarios::SCENARIOS {
@@ -106,6 +111,21 @@ fn cmd_test() -> Result<i32> {
             "kernel",
             "-p",
             "xen-blkback-rs",
+            "--target",
+            kernel::TARGET,
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ])),
+    );
+    check(
+        "clippy (unikernel target, without networking)",
+        sh::run(sh::cmd(cargo).current_dir(sh::root()).args([
+            "clippy",
+            "-p",
+            "xen-blkback-rs",
+            "--no-default-features",
             "--target",
             kernel::TARGET,
             "--release",

@@ -24,6 +24,8 @@ pub struct Scenario {
     pub unikernel: bool,
     /// Carries the load and verify tool into dom0 as `/usr/bin/blkload`.
     pub blkload: bool,
+    /// Carries the image built without networking as `/boot/xen-blkback-rs-nonet`.
+    pub nonet: bool,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -34,14 +36,16 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Expect::Success,
         unikernel: false,
         blkload: false,
+        nonet: false,
     },
     Scenario {
         name: "selftest",
-        about: "the unikernel boots from xl create and checks xenstore, event channels, grant tables on real Xen",
-        timeout_s: 240,
+        about: "the unikernel boots from xl create and checks xenstore, event channels, grant tables on real Xen; crash paths; the image without networking serves",
+        timeout_s: 300,
         expect: Expect::Success,
         unikernel: true,
         blkload: true,
+        nonet: true,
     },
     Scenario {
         name: "unikernel-dd",
@@ -51,6 +55,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Expect::Success,
         unikernel: true,
         blkload: true,
+        nonet: false,
     },
     Scenario {
         name: "nbd-dd",
@@ -59,6 +64,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Expect::Success,
         unikernel: true,
         blkload: true,
+        nonet: false,
     },
     Scenario {
         name: "selfcheck-fail",
@@ -67,6 +73,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: Expect::FailureContaining("data mismatch"),
         unikernel: false,
         blkload: true,
+        nonet: false,
     },
 ];
 
@@ -88,6 +95,10 @@ pub fn run(
     if sc.unikernel {
         let elf = crate::kernel::build()?;
         extra.push(("boot/xen-blkback-rs".into(), crate::cpio::Entry::File { src: elf, mode: 0o644 }));
+    }
+    if sc.nonet {
+        let elf = crate::kernel::build_without_net()?;
+        extra.push(("boot/xen-blkback-rs-nonet".into(), crate::cpio::Entry::File { src: elf, mode: 0o644 }));
     }
     if sc.blkload {
         let blkload = crate::bench::build_blkload()?;

@@ -5,7 +5,7 @@
 //! `indirect=<12..4096>` (segments per indirect request), `debug` (debug-level console
 //! lines: every watch event the service handles), `selftest` (run the runtime's self tests
 //! against Xen and power off), `crashtest=ud2|panic` (prove the crash paths),
-//! `ip=<a.b.c.d>/<prefix>` and `gw=<a.b.c.d>` (the vif's IPv4 address, for `nbd://` disks),
+//! `ip=<a.b.c.d>/<prefix>` and `gw=<a.b.c.d>` (the vif's static IPv4 address, for `nbd://` disks; DHCPv4 without),
 //! `nbd-timeout=<seconds>` (how long I/O waits for a lost NBD server, 60 by default). A word that
 //! is not one of these, or a value out of range, is reported on the console and ignored.
 #![no_std]
@@ -13,6 +13,7 @@
 
 extern crate alloc;
 
+#[cfg(feature = "net")]
 pub mod net;
 
 use alloc::format;
@@ -21,6 +22,14 @@ use alloc::vec::Vec;
 
 use blkback::engine::DataPath;
 use blkback::service::Defaults;
+
+/// IPv4 configuration: `ip=<a.b.c.d>/<prefix>` and optional `gw=<a.b.c.d>`, or a DHCP lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Config {
+    pub addr: [u8; 4],
+    pub prefix: u8,
+    pub gateway: Option<[u8; 4]>,
+}
 
 /// What the domain does after boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +51,7 @@ pub struct Config {
     pub debug: bool,
     pub blk: Defaults,
     /// `ip=<a.b.c.d>/<prefix>` and `gw=<a.b.c.d>`: the vif's IPv4 configuration.
-    pub ip: Option<net::Ipv4Config>,
+    pub ip: Option<Ipv4Config>,
     /// Words that were not understood, as sentences for the console.
     pub ignored: Vec<String>,
 }
@@ -85,7 +94,7 @@ impl Config {
                 },
                 Some(("ip", v)) => match parse_cidr(v) {
                     Some((addr, prefix)) => {
-                        c.ip = Some(net::Ipv4Config { addr, prefix, gateway: None });
+                        c.ip = Some(Ipv4Config { addr, prefix, gateway: None });
                         true
                     }
                     None => false,
@@ -178,7 +187,7 @@ mod tests {
         // The last word wins.
         assert_eq!(Config::parse("path=copy path=map").blk.path, DataPath::Map);
         let c = Config::parse("ip=192.0.2.2/24 gw=192.0.2.1");
-        assert_eq!(c.ip, Some(net::Ipv4Config { addr: [192, 0, 2, 2], prefix: 24, gateway: Some([192, 0, 2, 1]) }));
+        assert_eq!(c.ip, Some(Ipv4Config { addr: [192, 0, 2, 2], prefix: 24, gateway: Some([192, 0, 2, 1]) }));
         assert!(c.ignored.is_empty());
     }
 

@@ -2,63 +2,64 @@
 //! command line, parsed once) → the blkback service → the loop. It wires libraries and
 //! holds no logic of its own.
 //!
-//! The loop: clear the event ports, handle xenstore events, run every ring, fire timers;
-//! when no ring has work left, sleep in `SCHEDOP_poll` on xenstore's port and every ring's
-//! until the service's next deadline (or a second, for the statistics).
+//! The loop: clear the event ports, handle xenstore events, move the vif's frames, run
+//! every ring, fire timers; when no ring has work left, sleep in `SCHEDOP_poll` on
+//! xenstore's port, every ring's and the vif's until the service's next deadline (or a
+//! second, for the statistics) or the network stack's.
+//!
+//! Feature `net` (default): the vif, TCP/IP and `nbd://` disks (`network.rs`); without it
+//! the image serves RAM, boot-module and null disks only.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
-use alloc::format;
-use alloc::rc::Rc;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 
 use blkback::service::{Note, Service};
 use kernel::console::{self, Level};
 use kernel::gnttab::Gnttab;
-use kernel::mem::{BootModule, FrameAllocator, SharedPage};
+use kernel::mem::{BootModule, FrameAllocator};
 use kernel::{arch, evtchn, gnttab, hypercall, mem, sched, time, Runtime};
-use netfront::vif::{Vif, VifConfig};
-use xen_blkback_rs::net::{NetConnector, NetStack};
 use xen_blkback_rs::{Config, Mode};
 
-/// The watch token of the vif's backend state.
-const VIF_TOKEN: &str = "vif";
+#[cfg(feature = "net")]
+mod network;
 
-type Net = Rc<RefCell<NetStack<SharedPage>>>;
+/// Without the `net` feature the image has no network: `nbd://` disks are refused with
+/// that reason (a smaller image for RAM and boot-module disks only).
+#[cfg(not(feature = "net"))]
+mod network {
+    use kernel::evtchn::Evtchn;
+    use kernel::gnttab::Gnttab;
+    use kernel::hv::{EvtchnPort, WatchEvent};
+    use kernel::xenstore::XenStore;
+    use xen_blkback_rs::Config;
 
-/// The vif `device/vif/0` and its stack, if the domain has a vif and `ip=`.
-fn bring_up_network(xs: &mut kernel::xenstore::XenStore, domid: u16, cfg: &Config) -> Option<Net> {
-    let fe = format!("/local/domain/{domid}/device/vif/0");
-    let vif_cfg = match VifConfig::read(xs, &fe) {
-        Ok(c) => c,
-        Err(e) => {
+    pub type Connector = blkback::store::nbd::NoNetwork;
+
+    pub struct Network;
+
+    impl Network {
+        pub fn bring_up(_: &mut XenStore, _: u16, cfg: &Config, _: u64) -> Self {
             if cfg.ip.is_some() {
-                kernel::warn!("ip= given but no usable vif: {e}");
+                kernel::warn!("ip= ignored: this image was built without networking (cargo feature `net`)");
             }
-            return None;
+            Self
         }
-    };
-    // `ip=` on the command line, else the vif's `ip` key (xl's `vif = [ "ip=..." ]`, a /24).
-    let from_key = || {
-        let v = kernel::hv::XenStore::read(xs, &format!("{}/ip", vif_cfg.be)).ok().flatten()?;
-        let addr = xen_blkback_rs::parse_ipv4(v.split_whitespace().next()?)?;
-        Some(xen_blkback_rs::net::Ipv4Config { addr, prefix: 24, gateway: None })
-    };
-    let Some(ip) = cfg.ip.or_else(from_key) else {
-        kernel::warn!("a vif but no address (ip=<a.b.c.d>/<prefix>, or ip= in the vif spec): no network");
-        return None;
-    };
-    let [a, b, c, d] = ip.addr;
-    kernel::info!("network: vif {fe} (backend {}), {a}.{b}.{c}.{d}/{}", vif_cfg.be, ip.prefix);
-    let vif: Vif<SharedPage> = Vif::new(vif_cfg);
-    if let Err(e) = kernel::hv::XenStore::watch(xs, &vif.watch_path(), VIF_TOKEN) {
-        kernel::error!("cannot watch the vif's backend: {e}");
+        pub fn connector(&self) -> Connector {
+            blkback::store::nbd::NoNetwork
+        }
+        pub fn port(&self) -> Option<EvtchnPort> {
+            None
+        }
+        pub fn poll(&self, _: &[WatchEvent], _: &mut XenStore, _: &mut Gnttab, _: &mut Evtchn, _: u64) {}
+        pub fn flush(&self, _: &mut Evtchn, _: u64) {}
+        pub fn deadline(&self, _: u64) -> u64 {
+            u64::MAX
+        }
     }
-    Some(Rc::new(RefCell::new(NetStack::new(vif, ip, arch::rdtsc()))))
 }
 
 kernel::entry!(run);
@@ -87,10 +88,9 @@ fn run(rt: Runtime) -> ! {
         }
         Mode::CrashPanic => panic!("crashtest: deliberate panic"),
     }
-    let net = bring_up_network(&mut xenstore, domid, &cfg);
-    let connector = NetConnector { net: net.clone() };
-    let mut svc: Service<Gnttab, FrameAllocator, BootModule, NetConnector<SharedPage>> =
-        Service::new(domid, cfg.blk, FrameAllocator, modules, connector);
+    let net = network::Network::bring_up(&mut xenstore, domid, &cfg, arch::rdtsc());
+    let mut svc: Service<Gnttab, FrameAllocator, BootModule, network::Connector> =
+        Service::new(domid, cfg.blk, FrameAllocator, modules, net.connector());
     if let Err(e) = svc.start(&mut xenstore) {
         kernel::error!("cannot watch {}: {e}", svc.base());
     }
@@ -111,9 +111,7 @@ fn run(rt: Runtime) -> ! {
         ports.clear();
         ports.push(xenstore.port());
         svc.ports(&mut ports);
-        if let Some(p) = net.as_ref().and_then(|n| n.borrow().vif.port()) {
-            ports.push(p);
-        }
+        ports.extend(net.port());
         // Clear first, then look: an event that arrives meanwhile re-sets the bit and the
         // next poll returns at once.
         for &p in &ports {
@@ -122,24 +120,9 @@ fn run(rt: Runtime) -> ! {
         let now = time::system_time_ns();
         svc.handle_xenstore(&mut xenstore, &mut g, &mut ev, now);
         let foreign = svc.take_foreign_events();
-        if let Some(n) = net.as_ref() {
-            if foreign.iter().any(|e| e.token == VIF_TOKEN) {
-                let mut n = n.borrow_mut();
-                let before = n.vif.state();
-                if let Err(e) = n.vif.update(&mut xenstore, &mut g, &mut ev, &mut FrameAllocator) {
-                    kernel::error!("vif: {e}");
-                }
-                if n.vif.state() != before {
-                    kernel::info!("vif: {before:?} -> {:?}", n.vif.state());
-                }
-            }
-            n.borrow_mut().poll(&mut ev, now);
-        }
+        net.poll(&foreign, &mut xenstore, &mut g, &mut ev, now);
         let more = svc.process(&mut xenstore, &mut g, &mut ev, now);
-        if let Some(n) = net.as_ref() {
-            // What the stores queued on their sockets goes out now.
-            n.borrow_mut().poll(&mut ev, now);
-        }
+        net.flush(&mut ev, now);
         // One clock read per iteration (each one traps to Xen when the TSC is emulated).
         svc.timers(&mut xenstore, now, || domain_counters(loops, polls));
         for n in svc.take_notes() {
@@ -152,8 +135,7 @@ fn run(rt: Runtime) -> ! {
         }
         if !more {
             polls = polls.wrapping_add(1);
-            let tcp = net.as_ref().and_then(|n| n.borrow_mut().poll_at(now)).unwrap_or(u64::MAX);
-            let _ = sched::poll(&ports, svc.next_deadline().min(tcp));
+            let _ = sched::poll(&ports, svc.next_deadline().min(net.deadline(now)));
         }
     }
 }

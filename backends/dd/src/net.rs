@@ -1,6 +1,7 @@
 //! The driver domain's network stack: its vif (netfront) as a smoltcp device, one
-//! interface with a static IPv4 address, and TCP connections as the byte streams NBD stores
-//! run on. Wiring only: the protocol logic is netfront's, smoltcp's and nbd's.
+//! interface with an IPv4 address (static, or leased by DHCPv4, RFC 2131, through
+//! smoltcp's client), and TCP connections as the byte streams NBD stores run on. Wiring
+//! only: the protocol logic is netfront's, smoltcp's and nbd's.
 use alloc::collections::VecDeque;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -10,7 +11,7 @@ use blkback::store::nbd::Transport;
 use netfront::vif::{Vif, MAX_FRAME};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
-use smoltcp::socket::tcp;
+use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 use xen_hv::{EventChannel, SharedFrame};
@@ -39,7 +40,8 @@ impl<S: SharedFrame, E: EventChannel> TxToken for Tx<'_, S, E> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut frame = alloc::vec![0u8; len.min(MAX_FRAME)];
         let r = f(&mut frame);
-        // A frame the ring cannot take now is dropped, as a NIC would: TCP retransmits.
+        // `transmit` handed out this token only with a free TX buffer; one taken meanwhile
+        // (an ACK sent while receiving) drops the frame, as a NIC would: TCP retransmits.
         let _ = self.vif.transmit(self.ev, &frame);
         r
     }
@@ -65,7 +67,11 @@ impl<S: SharedFrame, E: EventChannel> Device for Phy<'_, S, E> {
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Tx<'_, S, E>> {
-        if !self.vif.connected() {
+        // No token without a free TX buffer: smoltcp then keeps the segment and sends it on
+        // a later poll (netback's TX responses wake the loop). Dropping it instead cost a
+        // retransmission timeout per full pool: 1 MiB NBD writes ran at half speed with
+        // p99 latencies of seconds.
+        if !self.vif.connected() || !self.vif.can_transmit() {
             return None;
         }
         Some(Tx { vif: self.vif, ev: self.ev })
@@ -81,12 +87,16 @@ impl<S: SharedFrame, E: EventChannel> Device for Phy<'_, S, E> {
     }
 }
 
-/// IPv4 configuration: `ip=<a.b.c.d>/<prefix>` and optional `gw=<a.b.c.d>`.
+pub use crate::Ipv4Config;
+
+/// Where the interface's address comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Config {
-    pub addr: [u8; 4],
-    pub prefix: u8,
-    pub gateway: Option<[u8; 4]>,
+pub enum Addressing {
+    /// `ip=` on the command line, or the vif's `ip` key.
+    Static(Ipv4Config),
+    /// A DHCPv4 lease (neither was given), renewed by smoltcp's client; until the first
+    /// lease the stack has no address and opens no connection.
+    Dhcp,
 }
 
 /// The stack: the vif, the interface (made once the vif is connected), the sockets.
@@ -94,7 +104,12 @@ pub struct NetStack<S> {
     pub vif: Vif<S>,
     /// The time of the last poll, in ns (the stores' clock).
     pub now_ns: u64,
-    ip: Ipv4Config,
+    addressing: Addressing,
+    /// The address in use: the static one once the interface exists, or the current lease.
+    addr: Option<Ipv4Config>,
+    /// Set when `addr` changed, until `take_address_change`.
+    addr_changed: bool,
+    dhcp: Option<SocketHandle>,
     iface: Option<Interface>,
     sockets: SocketSet<'static>,
     rx: VecDeque<Vec<u8>>,
@@ -103,7 +118,25 @@ pub struct NetStack<S> {
 
 impl<S> core::fmt::Debug for NetStack<S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "NetStack({:?})", self.ip)
+        write!(f, "NetStack({:?}, {:?})", self.addressing, self.addr)
+    }
+}
+
+/// Replaces the interface's address and default route with `ip` (none: no address).
+fn configure(i: &mut Interface, ip: Option<Ipv4Config>) {
+    i.update_ip_addrs(|addrs| {
+        addrs.clear();
+        if let Some(Ipv4Config { addr: [a, b, c, d], prefix, .. }) = ip {
+            let _ = addrs.push(IpCidr::new(IpAddress::v4(a, b, c, d), prefix));
+        }
+    });
+    match ip.and_then(|ip| ip.gateway) {
+        Some([a, b, c, d]) => {
+            let _ = i.routes_mut().add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
+        }
+        None => {
+            let _ = i.routes_mut().remove_default_ipv4_route();
+        }
     }
 }
 
@@ -113,15 +146,36 @@ fn instant(ns: u64) -> Instant {
 
 impl<S: SharedFrame> NetStack<S> {
     /// `seed` seeds TCP's initial sequence numbers and ports (the TSC at boot will do).
-    pub fn new(vif: Vif<S>, ip: Ipv4Config, seed: u64) -> Self {
-        Self { vif, now_ns: 0, ip, iface: None, sockets: SocketSet::new(Vec::new()), rx: VecDeque::new(), seed }
+    pub fn new(vif: Vif<S>, addressing: Addressing, seed: u64) -> Self {
+        Self {
+            vif,
+            now_ns: 0,
+            addressing,
+            addr: None,
+            addr_changed: false,
+            dhcp: None,
+            iface: None,
+            sockets: SocketSet::new(Vec::new()),
+            rx: VecDeque::new(),
+            seed,
+        }
     }
 
-    /// Moves frames and runs TCP; returns whether anything happened.
+    /// The address in use, if any yet.
+    pub fn address(&self) -> Option<Ipv4Config> {
+        self.addr
+    }
+
+    /// The new address (or `Some(None)`: a lease lost) if it changed since the last call.
+    pub fn take_address_change(&mut self) -> Option<Option<Ipv4Config>> {
+        core::mem::take(&mut self.addr_changed).then_some(self.addr)
+    }
+
+    /// Moves frames and runs TCP (and DHCP); returns whether anything happened.
     pub fn poll<E: EventChannel>(&mut self, ev: &mut E, now_ns: u64) -> bool {
         self.now_ns = now_ns;
         let now = instant(now_ns);
-        let Self { vif, iface, sockets, rx, ip, seed, .. } = self;
+        let Self { vif, iface, sockets, rx, seed, addressing, addr, addr_changed, dhcp, .. } = self;
         let mut phy = Phy { vif, ev, rx };
         if iface.is_none() {
             if !phy.vif.connected() {
@@ -131,17 +185,36 @@ impl<S: SharedFrame> NetStack<S> {
             let mut cfg = Config::new(HardwareAddress::Ethernet(mac));
             cfg.random_seed = *seed;
             let mut i = Interface::new(cfg, &mut phy, now);
-            let [a, b, c, d] = ip.addr;
-            i.update_ip_addrs(|addrs| {
-                let _ = addrs.push(IpCidr::new(IpAddress::v4(a, b, c, d), ip.prefix));
-            });
-            if let Some([a, b, c, d]) = ip.gateway {
-                let _ = i.routes_mut().add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
+            match *addressing {
+                Addressing::Static(ip) => {
+                    configure(&mut i, Some(ip));
+                    *addr = Some(ip);
+                    *addr_changed = true;
+                }
+                Addressing::Dhcp => *dhcp = Some(sockets.add(dhcpv4::Socket::new())),
             }
             *iface = Some(i);
         }
         let Some(i) = iface.as_mut() else { return false };
-        i.poll(now, &mut phy, sockets) != smoltcp::iface::PollResult::None
+        let busy = i.poll(now, &mut phy, sockets) != smoltcp::iface::PollResult::None;
+        if let Some(h) = *dhcp {
+            let lease = match sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+                None => return busy,
+                Some(dhcpv4::Event::Configured(c)) => Some(Ipv4Config {
+                    addr: c.address.address().octets(),
+                    prefix: c.address.prefix_len(),
+                    gateway: c.router.map(|r| r.octets()),
+                }),
+                Some(dhcpv4::Event::Deconfigured) => None,
+            };
+            // The client reports `Deconfigured` once before its first lease: not a change.
+            if *addr != lease {
+                configure(i, lease);
+                *addr = lease;
+                *addr_changed = true;
+            }
+        }
+        busy
     }
 
     /// When smoltcp wants to be polled again (retransmissions, keep-alive), in ns.
@@ -154,6 +227,7 @@ impl<S: SharedFrame> NetStack<S> {
     /// A TCP connection to `addr:port` (established asynchronously by `poll`). Nagle and
     /// delayed ACKs off: NBD is request/response traffic.
     pub fn connect(&mut self, addr: [u8; 4], port: u16) -> Option<SocketHandle> {
+        self.addr?;
         let iface = self.iface.as_mut()?;
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(alloc::vec![0u8; 256 * 1024]),
@@ -244,12 +318,18 @@ impl<S> core::fmt::Debug for NetConnector<S> {
 impl<S: SharedFrame> blkback::store::nbd::Connector for NetConnector<S> {
     type T = TcpStream<S>;
     fn connect(&mut self, uri: &nbd::uri::NbdUri) -> Result<TcpStream<S>, alloc::string::String> {
-        let net = self.net.as_ref().ok_or("the driver domain has no network (give it a vif and ip=)")?;
+        let net = self.net.as_ref().ok_or("the driver domain has no network (give it a vif)")?;
         let addr = uri.ipv4().ok_or_else(|| {
             alloc::format!("`{}` is not an IPv4 address (the driver domain resolves no names)", uri.host)
         })?;
-        let handle =
-            net.borrow_mut().connect(addr, uri.port).ok_or("the network is not up yet (the vif has not connected)")?;
+        let mut n = net.borrow_mut();
+        let why = match n.addressing {
+            _ if !n.vif.connected() => "the network is not up yet (the vif has not connected)",
+            Addressing::Dhcp if n.addr.is_none() => "the network has no address yet (no DHCP lease)",
+            _ => "the network cannot open a connection",
+        };
+        let handle = n.connect(addr, uri.port).ok_or(why)?;
+        drop(n);
         Ok(TcpStream { net: net.clone(), handle, addr, port: uri.port })
     }
 }

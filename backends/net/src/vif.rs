@@ -385,6 +385,16 @@ impl<S: SharedFrame> Vif<S> {
         Ok(true)
     }
 
+    /// Whether `transmit` would take a frame now (TX responses are reaped first). A stack
+    /// asks before it builds a frame, so it keeps what it cannot send (TCP data stays in
+    /// its send buffer) instead of losing it to a full pool and waiting for a retransmission.
+    pub fn can_transmit(&mut self) -> bool {
+        if self.reap_tx().is_err() {
+            return false;
+        }
+        self.conn.as_ref().is_some_and(|c| !c.tx_free.is_empty() && c.tx.free() > 0)
+    }
+
     /// Frees the TX buffers the backend is done with.
     pub fn reap_tx(&mut self) -> Result<(), VifError> {
         let Some(c) = self.conn.as_mut() else { return Ok(()) };

@@ -104,9 +104,11 @@ fn tx_back_pressure() {
     for i in 0..64 {
         assert!(b.vif.transmit(&mut b.ev, &frame(i, 100)).unwrap());
     }
+    assert!(!b.vif.can_transmit(), "a free buffer reported with all 64 in flight");
     assert!(!b.vif.transmit(&mut b.ev, &frame(99, 100)).unwrap(), "a 65th frame without a free buffer");
     assert_eq!(b.vif.stats.tx_full, 1);
     assert_eq!(b.nb.from_frontend(&mut b.g, &mut b.ev).len(), 64);
+    assert!(b.vif.can_transmit(), "buffers the backend answered are not free again");
     assert!(b.vif.transmit(&mut b.ev, &frame(100, 100)).unwrap(), "buffers not reclaimed");
     // A frame larger than a page is refused, not split across pages.
     assert!(!b.vif.transmit(&mut b.ev, &vec![0u8; 4097]).unwrap());

@@ -73,7 +73,9 @@ impl Transport for Unreachable {
 impl Connector for NoNetwork {
     type T = Unreachable;
     fn connect(&mut self, _: &nbd::uri::NbdUri) -> Result<Unreachable, String> {
-        Err(String::from("the driver domain has no network (give it a vif and ip=)"))
+        Err(String::from(
+            "the driver domain has no network (give it a vif; an image built without the `net` feature has none)",
+        ))
     }
 }
 
