@@ -90,6 +90,9 @@ impl<F: crate::hv::Frame, R: Region, T: Transport, B: Page> BlockStore<B> for An
     fn ready(&self) -> bool {
         each!(self, s => s.ready())
     }
+    fn has_work(&self) -> bool {
+        each!(self, s => s.has_work())
+    }
     fn failed(&self) -> Option<&str> {
         each!(self, s => s.failed())
     }

@@ -231,8 +231,9 @@ impl<M: Page> Connection<M> {
             let (reqs, rsps) = self.pass(g, store)?;
             report.requests = report.requests.saturating_add(reqs);
             report.responses = report.responses.saturating_add(rsps);
-            // Publish, notify, and look once more before going idle.
-            let mut more = false;
+            // Publish, notify, and look once more before going idle. A store with work of
+            // its own (a discard being zeroed) needs another pass too.
+            let mut more = store.has_work();
             for q in &mut self.queues {
                 if q.ring.push_responses_and_check_notify()? {
                     ev.notify(q.port);
@@ -260,8 +261,9 @@ impl<M: Page> Connection<M> {
         self.path.next_pass();
         let mut ans = Answers::new(self.queues.len());
         let mut unmap: Vec<M> = Vec::new();
-        // 1. Take and validate.
-        let (taken, n_taken) = self.take(&mut ans)?;
+        // 1. Take and validate; nothing while the store still works on an earlier request
+        // (a discard being zeroed): what follows it on the ring runs after it.
+        let (taken, n_taken) = if store.has_work() { (Vec::new(), 0) } else { self.take(&mut ans)? };
         // 2. Indirect pages: one map batch for all of them.
         let resolved = self.resolve(g, taken, &mut ans, &mut unmap);
         // 3 + 4. Data.
@@ -296,12 +298,14 @@ impl<M: Page> Connection<M> {
     }
 
     /// Takes as many requests as the in-flight bound and the pass's segment budget allow,
-    /// copies each out once and validates the copy; refusals are answered at once.
+    /// copies each out once and validates the copy; refusals are answered at once. A
+    /// discard ends the take: a store may zero its range over several passes, and what
+    /// comes after it must not overtake it.
     fn take(&mut self, ans: &mut Answers) -> Result<(Vec<Taken>, u64), RingError> {
         let mut taken: Vec<Taken> = Vec::new();
         let mut n = 0u64;
         let mut seg_budget = self.max_segments;
-        for (qi, q) in self.queues.iter_mut().enumerate() {
+        'queues: for (qi, q) in self.queues.iter_mut().enumerate() {
             let avail = q.ring.unconsumed()? as usize;
             let room = self.max_inflight.saturating_sub(q.inflight);
             if avail > room {
@@ -317,16 +321,25 @@ impl<M: Page> Connection<M> {
                 n = n.saturating_add(1);
                 q.inflight = q.inflight.saturating_add(1);
                 let raw = decode_request(self.abi, &slot);
+                // The pass's work budget in 4 KiB units: data segments, or a discard's range
+                // (a RAM store zeroes it; a whole-disk discard uses up a pass on its own).
                 let segs = match raw.body {
                     RawBody::Rw { nr_segments, .. } => usize::from(nr_segments),
                     RawBody::Indirect { nr_segments, .. } => usize::from(nr_segments),
+                    RawBody::Discard { nr_sectors, .. } => {
+                        usize::try_from(nr_sectors.div_ceil(8)).unwrap_or(usize::MAX)
+                    }
                     _ => 0,
                 };
                 seg_budget = seg_budget.saturating_sub(segs.max(1));
                 match request::validate(&raw, &self.limits) {
                     Ok(req) => {
                         count_request(&mut self.stats, &req);
+                        let discard = matches!(req.op, request::Op::Discard { .. });
                         taken.push(Taken { queue: qi, req });
+                        if discard {
+                            break 'queues;
+                        }
                     }
                     Err(e) => ans.answer(&mut self.stats, qi, raw.id, request::rsp_op_of(&raw), Outcome::Refused(e)),
                 }

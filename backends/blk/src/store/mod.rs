@@ -2,6 +2,7 @@
 //! buffers; `complete` hands every finished I/O back, buffers included, on success and on
 //! error alike. Data moves between the frontend's mapped page and the store in one copy,
 //! with no intermediate buffer.
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use crate::hv::{Frame, MemError, Page, Region};
@@ -97,6 +98,11 @@ pub trait BlockStore<B: Page> {
     /// at once, but connects to the frontend only once the store is ready.
     fn ready(&self) -> bool {
         true
+    }
+    /// Whether the store has work of its own to do on the CPU before it can complete what
+    /// it holds (a RAM store zeroing a large discard piecewise): the loop must not sleep.
+    fn has_work(&self) -> bool {
+        false
     }
     /// Hands back, unfinished, every I/O the store still holds (a disconnect): their
     /// buffers are released before the frontend's pages are unmapped, and anything the
@@ -257,12 +263,22 @@ impl<R: Region> RamBacking for RegionDisk<R> {
     }
 }
 
-/// A disk in memory. I/O completes at once (still handed back through `complete`).
+/// Bytes of a discard a RAM store zeroes per `complete` (once per engine pass) at most.
+/// A frontend's whole-disk discards are spread over passes: one `process()` of the engine
+/// (8 passes) zeroes at most 4 MiB, so a neighbour waits for that, not for the disk size
+/// times the ring's depth.
+pub const ZERO_PER_PASS: u64 = 512 * 1024;
+
+/// A disk in memory. Reads and writes complete at once (still handed back through
+/// `complete`); discards zero their range `ZERO_PER_PASS` bytes at a time.
 #[derive(Debug)]
 pub struct RamStore<M, B> {
     mem: M,
     read_only: bool,
     done: Vec<Completion<B>>,
+    /// Discards being zeroed, in order: the I/O, the next byte, the end.
+    zeroing: VecDeque<(StoreIo<B>, u64, u64)>,
+    zeroed: u64,
 }
 
 /// Counters of what a store did, for tests and statistics.
@@ -274,7 +290,11 @@ pub struct StoreCounters {
 
 impl<M: RamBacking, B: Page> RamStore<M, B> {
     pub fn new(mem: M, read_only: bool) -> Self {
-        Self { mem, read_only, done: Vec::new() }
+        Self { mem, read_only, done: Vec::new(), zeroing: VecDeque::new(), zeroed: 0 }
+    }
+    /// Bytes zeroed for discards so far.
+    pub fn zeroed(&self) -> u64 {
+        self.zeroed
     }
     pub fn backing(&self) -> &M {
         &self.mem
@@ -287,6 +307,32 @@ impl<M: RamBacking, B: Page> RamStore<M, B> {
         self.mem
     }
 
+    /// A discard's byte range, checked.
+    fn discard_range(&self, io: &StoreIo<B>) -> Result<(u64, u64), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        let off = io.sector.checked_mul(512).ok_or(StoreError::OutOfRange)?;
+        let len = io.nr_sectors.checked_mul(512).ok_or(StoreError::OutOfRange)?;
+        let end = off.checked_add(len).filter(|&e| e <= self.mem.size()).ok_or(StoreError::OutOfRange)?;
+        Ok((off, end))
+    }
+
+    /// Zeroes the next piece of the oldest discard; completes it when its range is done.
+    fn zero_some(&mut self) {
+        let Some((_, next, end)) = self.zeroing.front_mut() else { return };
+        let n = (*end - *next).min(ZERO_PER_PASS);
+        // Discarded sectors read back as zeroes (secure or not).
+        self.mem.zero(*next, n);
+        *next += n;
+        self.zeroed = self.zeroed.saturating_add(n);
+        if *next >= *end {
+            if let Some((io, ..)) = self.zeroing.pop_front() {
+                self.done.push((io, Ok(0)));
+            }
+        }
+    }
+
     fn run(&mut self, io: &StoreIo<B>) -> Result<u64, StoreError> {
         let cap = self.mem.size();
         if io.op == IoOp::Flush {
@@ -296,18 +342,8 @@ impl<M: RamBacking, B: Page> RamStore<M, B> {
         let mut off = io.sector.checked_mul(512).ok_or(StoreError::OutOfRange)?;
         match io.op {
             IoOp::Flush => Ok(0),
-            IoOp::Discard { .. } => {
-                if self.read_only {
-                    return Err(StoreError::ReadOnly);
-                }
-                let len = io.nr_sectors.checked_mul(512).ok_or(StoreError::OutOfRange)?;
-                if off.checked_add(len).is_none_or(|e| e > cap) {
-                    return Err(StoreError::OutOfRange);
-                }
-                // Discarded sectors read back as zeroes (secure or not).
-                self.mem.zero(off, len);
-                Ok(0)
-            }
+            // `submit` queues discards for `zero_some`.
+            IoOp::Discard { .. } => Err(StoreError::Unsupported),
             IoOp::Read | IoOp::Write { .. } => {
                 if matches!(io.op, IoOp::Write { .. }) && self.read_only {
                     return Err(StoreError::ReadOnly);
@@ -346,6 +382,13 @@ impl<M: RamBacking, B: Page> BlockStore<B> for RamStore<M, B> {
     }
 
     fn submit(&mut self, io: StoreIo<B>) -> Result<(), (StoreIo<B>, StoreError)> {
+        if let IoOp::Discard { .. } = io.op {
+            match self.discard_range(&io) {
+                Ok((off, end)) if off < end => self.zeroing.push_back((io, off, end)),
+                r => self.done.push((io, r.map(|_| 0))),
+            }
+            return Ok(());
+        }
         let r = self.run(&io);
         // RAM is done at once; the I/O waits here to be handed back by `complete`.
         self.done.push((io, r));
@@ -353,7 +396,17 @@ impl<M: RamBacking, B: Page> BlockStore<B> for RamStore<M, B> {
     }
 
     fn complete(&mut self, out: &mut Vec<Completion<B>>) {
+        self.zero_some();
         out.append(&mut self.done);
+    }
+
+    fn has_work(&self) -> bool {
+        !self.zeroing.is_empty()
+    }
+
+    fn cancel(&mut self, out: &mut Vec<StoreIo<B>>) {
+        // A discard cut short leaves its range partly zeroed: the frontend is gone.
+        out.extend(self.zeroing.drain(..).map(|(io, ..)| io));
     }
 
     fn frames(&self, off: u64, len: u32, out: &mut Vec<(u64, u16, u16)>) -> bool {
