@@ -321,10 +321,10 @@ impl<M: RamBacking, B: Page> RamStore<M, B> {
     /// Zeroes the next piece of the oldest discard; completes it when its range is done.
     fn zero_some(&mut self) {
         let Some((_, next, end)) = self.zeroing.front_mut() else { return };
-        let n = (*end - *next).min(ZERO_PER_PASS);
+        let n = end.saturating_sub(*next).min(ZERO_PER_PASS);
         // Discarded sectors read back as zeroes (secure or not).
         self.mem.zero(*next, n);
-        *next += n;
+        *next = next.saturating_add(n);
         self.zeroed = self.zeroed.saturating_add(n);
         if *next >= *end {
             if let Some((io, ..)) = self.zeroing.pop_front() {
