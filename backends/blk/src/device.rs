@@ -7,6 +7,7 @@ use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use xen_sys_mini::errno::{EINVAL, EIO};
 use xen_sys_mini::io::blkif::VDISK_READONLY;
 use xen_sys_mini::io::xenbus::XenbusState;
 
@@ -258,7 +259,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
                     if let Err(e) = self.connect(xs, g, ev) {
                         // The frontend gave us something unusable: say why, close.
                         self.last_error = Some(e.clone());
-                        let _ = xs.write(&format!("{}/error", self.be), &e);
+                        self.write_error(xs, EINVAL, &e);
                         xs.write(&format!("{}/state", self.be), &format!("{}", XenbusState::Closing as u32))
                             .map_err(xs_err)?;
                         self.published = XenbusState::Closing;
@@ -374,7 +375,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
                 let msg = format!("ring protocol violation: {e}");
                 self.last_error = Some(msg.clone());
                 self.disconnect(g, ev);
-                let _ = xs.write(&format!("{}/error", self.be), &msg);
+                self.write_error(xs, EIO, &msg);
                 let _ = xs.write(&format!("{}/state", self.be), &format!("{}", XenbusState::Closing as u32));
                 self.published = XenbusState::Closing;
                 PassReport::default()
@@ -403,10 +404,32 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     }
 
     /// Deletes our backend directory (the toolstack waits for it on detach).
+    /// Where an error about this device goes, by Xen's convention (Linux
+    /// `xenbus_dev_error`, also FreeBSD's and NetBSD's backends): under the driver domain's
+    /// own `error/` directory, at the backend's path relative to the domain's home:
+    /// `/local/domain/<dd>/error/backend/vbd/<fe>/<dev>/error`.
+    pub fn error_path(&self) -> String {
+        format!("{}/error", self.error_dir())
+    }
+
+    fn error_dir(&self) -> String {
+        match self.be.find("/backend/") {
+            Some(i) => format!("{}/error{}", &self.be[..i], &self.be[i..]),
+            None => format!("{}/error", self.be),
+        }
+    }
+
+    /// Writes `<errno> <message>` (the format of `xenbus_va_dev_error`) to `error_path`.
+    fn write_error<X: XenStore>(&self, xs: &mut X, errno: i32, msg: &str) {
+        let _ = xs.write(&self.error_path(), &format!("{errno} {msg}"));
+    }
+
     pub fn remove<X: XenStore>(&mut self, xs: &mut X, token: &str) -> Result<(), String> {
         for p in self.watches() {
             let _ = xs.unwatch(&p, token);
         }
+        // The device's error node goes with it (nobody else removes it in a driver domain).
+        let _ = xs.rm(&self.error_dir());
         xs.rm(&self.be).map_err(xs_err)?;
         self.removed = true;
         Ok(())

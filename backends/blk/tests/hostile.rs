@@ -207,10 +207,12 @@ fn req_prod_overflow_disconnects_that_frontend_only() {
     assert_eq!(r.requests, 0, "nothing was consumed from a broken ring");
     assert!(bad_dev.connection().is_none());
     assert_eq!(bad_dev.state(), XenbusState::Closing);
-    assert!(h
-        .xs
-        .get(&format!("{}/error", bad.be))
-        .is_some_and(|e| e.contains("ring protocol violation: req_prod") && e.contains("more than a ring ahead")));
+    // Xen's convention: /local/domain/<dd>/error/backend/vbd/<fe>/<dev>/error, "<errno> <why>".
+    let err_path = format!("/local/domain/{BACKEND}/error/backend/vbd/{}/51712/error", bad.dom);
+    assert_eq!(bad_dev.error_path(), err_path);
+    let err = h.xs.get(&err_path).expect("no error node at Xen's error path");
+    assert!(err.starts_with("5 ring protocol violation: req_prod") && err.contains("more than a ring ahead"), "{err}");
+    assert!(h.xs.get(&format!("{}/error", bad.be)).is_none(), "an error node inside the backend directory");
     assert_eq!(bad.release_rings(&mut h.g), 0, "the broken frontend's ring is unmapped");
     // The neighbour keeps working.
     good.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
@@ -363,7 +365,11 @@ fn hostile_frontend_keys_are_refused_cleanly() {
         h.update(&mut dev);
         assert_eq!(dev.state(), XenbusState::Closing, "{key}={val} was accepted");
         assert!(dev.connection().is_none());
-        assert!(h.xs.get(&format!("{}/error", fe.be)).is_some(), "{key}={val}: no error node");
+        let err = h.xs.get(&dev.error_path()).unwrap_or_else(|| panic!("{key}={val}: no error node"));
+        assert!(err.starts_with("22 "), "{key}={val}: {err}");
+        // Removing the device removes its error node too.
+        dev.remove(&mut h.xs, "t").unwrap();
+        assert!(h.xs.get(&dev.error_path()).is_none(), "{key}={val}: the error node outlived the device");
         assert_eq!(h.g.counters().mapped_now, 0, "{key}={val}: a mapping leaked");
     }
 }
