@@ -7,9 +7,13 @@
 //! console also writes Xen's HVM debug port 0xe9, which Xen prints on its own console as
 //! `(dN) ...` at `guest_loglvl`. Panics and exception dumps go to both, always.
 //!
-//! Every line is prefixed with seconds since boot from the pv clock and its level.
+//! Every line is prefixed with seconds since boot from the pv clock and its level, and is
+//! cut at `MAX_LINE` bytes. Log lines never wait for xenconsoled: a line that does not fit
+//! in the ring is dropped and counted (`dropped_lines`), and the next line that fits says
+//! how many were lost, so a flood (or a throttled xenconsoled) cannot stall the service
+//! loop. Panics, exception dumps and `flush` still wait, bounded.
 use core::fmt::{self, Write as _};
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use xen_sys_mini::io::console::{XenconsInterface, XENCONS_OUT_SIZE};
 use xen_sys_mini::EvtchnPort;
@@ -29,6 +33,13 @@ pub enum Level {
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static CONSOLE_IO_WORKS: AtomicBool = AtomicBool::new(true);
 static RING: spin::Mutex<Option<PvConsole>> = spin::Mutex::new(None);
+/// Log lines dropped because the ring was full.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Log lines dropped and not yet reported on the console.
+static UNREPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// The longest line written, in bytes (longer ones end in `[...]`).
+pub const MAX_LINE: usize = 512;
 
 /// Offsets in `struct xencons_interface` (`io/console.h`).
 const OUT_OFF: usize = core::mem::offset_of!(XenconsInterface, out);
@@ -42,6 +53,29 @@ struct PvConsole {
 }
 
 impl PvConsole {
+    /// Appends `data` to the out ring only if all of it fits now; never waits.
+    fn try_write(&self, data: &[u8]) -> bool {
+        let (Ok(cons), Ok(prod)) = (self.page.atomic_u32(OUT_CONS), self.page.atomic_u32(OUT_PROD)) else {
+            return false;
+        };
+        let c = cons.load(Ordering::Acquire);
+        let p = prod.load(Ordering::Relaxed);
+        let used = p.wrapping_sub(c) as usize;
+        if used > XENCONS_OUT_SIZE || XENCONS_OUT_SIZE - used < data.len() {
+            // Full, or xenconsoled wrote nonsense: kick it, drop the line.
+            evtchn::notify(self.port);
+            return false;
+        }
+        for (i, b) in data.iter().enumerate() {
+            let idx = (p as usize + i) % XENCONS_OUT_SIZE;
+            let _ = self.page.write_bytes(OUT_OFF + idx, core::slice::from_ref(b));
+        }
+        // The bytes must be visible before the new producer index (io/console.h).
+        prod.store(p.wrapping_add(data.len() as u32), Ordering::Release);
+        evtchn::notify(self.port);
+        true
+    }
+
     /// Appends bytes to the out ring, waiting (bounded) for xenconsoled to make room.
     fn write(&self, mut data: &[u8]) {
         let (Ok(cons), Ok(prod)) = (self.page.atomic_u32(OUT_CONS), self.page.atomic_u32(OUT_PROD)) else {
@@ -121,6 +155,32 @@ fn write_bytes(bytes: &[u8]) {
     }
 }
 
+/// A log line: written whole if the ring has room now, else dropped and counted.
+fn write_line(bytes: &[u8]) {
+    let ring = RING.lock();
+    let Some(c) = ring.as_ref() else {
+        early_write(bytes);
+        return;
+    };
+    let lost = UNREPORTED.load(Ordering::Relaxed);
+    if lost > 0 {
+        let mut note: heapless::String<64> = heapless::String::new();
+        let _ = writeln!(note, "[console: {lost} line(s) dropped, ring full]");
+        if c.try_write(note.as_bytes()) {
+            UNREPORTED.fetch_sub(lost, Ordering::Relaxed);
+        }
+    }
+    if !c.try_write(bytes) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        UNREPORTED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Log lines dropped since boot because xenconsoled had not made room.
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
 /// Switches output to the PV console ring at `pfn`, signalled on `port`.
 pub fn init_pv(pfn: u64, port: EvtchnPort) {
     // SAFETY: HVM_PARAM_CONSOLE_PFN names a page Xen set up for the console, below 4 GiB and
@@ -146,21 +206,35 @@ pub fn flush() {
     }
 }
 
-/// Collects one log line and writes it in a single ring update.
+/// Collects one log line (cut at `MAX_LINE`) for a single ring update.
 struct LineBuf {
-    buf: heapless::String<512>,
+    buf: heapless::String<MAX_LINE>,
+    cut: bool,
 }
 
 impl fmt::Write for LineBuf {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for ch in s.chars() {
             if self.buf.push(ch).is_err() {
-                write_bytes(self.buf.as_bytes());
-                self.buf.clear();
-                let _ = self.buf.push(ch);
+                self.cut = true;
+                break;
             }
         }
         Ok(())
+    }
+}
+
+impl LineBuf {
+    /// The line, ending in a newline (and `[...]` if it was cut).
+    fn finish(&mut self) -> &[u8] {
+        if self.cut {
+            const TAIL: &str = " [...]\n";
+            while self.buf.len() > MAX_LINE - TAIL.len() {
+                self.buf.pop();
+            }
+            let _ = self.buf.push_str(TAIL);
+        }
+        self.buf.as_bytes()
     }
 }
 
@@ -176,9 +250,9 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
         Level::Info => "",
         Level::Debug => "debug ",
     };
-    let mut l = LineBuf { buf: heapless::String::new() };
+    let mut l = LineBuf { buf: heapless::String::new(), cut: false };
     let _ = writeln!(l, "[{:5}.{:06}] {tag}{args}", ns / 1_000_000_000, (ns / 1000) % 1_000_000);
-    write_bytes(l.buf.as_bytes());
+    write_line(l.finish());
 }
 
 /// For panics and exception dumps: the debug port always, and the ring if it is not locked
@@ -196,9 +270,15 @@ pub fn emergency(args: fmt::Arguments<'_>) {
     let _ = Early.write_fmt(args);
     if let Some(r) = RING.try_lock() {
         if let Some(c) = r.as_ref() {
-            let mut l = LineBuf { buf: heapless::String::new() };
-            let _ = l.write_fmt(args);
-            c.write(l.buf.as_bytes());
+            // Whole, waiting (bounded) for room: this may be the last thing the domain says.
+            struct Waiting<'a>(&'a PvConsole);
+            impl fmt::Write for Waiting<'_> {
+                fn write_str(&mut self, s: &str) -> fmt::Result {
+                    self.0.write(s.as_bytes());
+                    Ok(())
+                }
+            }
+            let _ = Waiting(c).write_fmt(args);
         }
     }
 }

@@ -45,6 +45,7 @@ pub enum ConfigError {
     BadValue(String),
     TooManyQueues(u32),
     RingOrderTooBig(u32),
+    /// The frontend's value, quoted and cut (`text::quote`).
     UnknownProtocol(String),
     Store(String),
 }
@@ -56,7 +57,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::BadValue(k) => write!(f, "frontend key {k} is not a number in range"),
             ConfigError::TooManyQueues(n) => write!(f, "frontend asked for {n} queues, outside what we offered"),
             ConfigError::RingOrderTooBig(o) => write!(f, "frontend ring-page-order {o} is above what we offered"),
-            ConfigError::UnknownProtocol(p) => write!(f, "unknown frontend protocol {p:?}"),
+            ConfigError::UnknownProtocol(p) => write!(f, "unknown frontend protocol {p}"),
             ConfigError::Store(e) => write!(f, "xenstore: {e}"),
         }
     }
@@ -118,7 +119,7 @@ pub fn read_frontend<X: XenStore>(xs: &mut X, fe: &str, adv: &Advertised) -> Res
     }
     let protocol = read(xs, &format!("{fe}/protocol"))?;
     let abi = Abi::from_protocol(protocol.as_deref())
-        .map_err(|_| ConfigError::UnknownProtocol(protocol.unwrap_or_default()))?;
+        .map_err(|_| ConfigError::UnknownProtocol(crate::text::quote(&protocol.unwrap_or_default())))?;
     let persistent = adv.persistent && read_u32(xs, &format!("{fe}/feature-persistent"))?.unwrap_or(0) == 1;
     let mut queues = Vec::new();
     if nq == 1 {

@@ -15,6 +15,7 @@
 //!   table, refused targets, detach, boot-module reuse, statistics.
 //! - [`target`]: parsing `target=` (the backend's `params`).
 //! - [`store`]: RAM (frames or a boot module) and null stores.
+//! - [`text`]: frontend strings escaped and cut before they reach a message.
 //! - `testing` (feature `test-utils`): fake hypervisor and a Linux-like mock frontend.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -38,4 +39,5 @@ pub mod store;
 pub mod target;
 #[cfg(feature = "test-utils")]
 pub mod testing;
+pub mod text;
 pub mod xenbus;

@@ -22,6 +22,7 @@ use crate::hv::{DomId, EventChannel, EvtchnPort, Frames, Grants, Page, Region, S
 use crate::store::nbd::{Connector, NbdStore, Transport};
 use crate::store::{BlockStore, Completion, DiskInfo, FrameDisk, NullStore, RamStore, RegionDisk, StoreError, StoreIo};
 use crate::target::{self, Target, TargetKind};
+use crate::text::quote;
 
 /// How often the counters are published.
 pub const STATS_PERIOD_NS: u64 = 1_000_000_000;
@@ -29,6 +30,8 @@ pub const STATS_PERIOD_NS: u64 = 1_000_000_000;
 pub const REMOVE_GRACE_NS: u64 = 200_000_000;
 /// Memory a RAM disk must leave free (rings, mappings' page tables, the heap's neighbours).
 pub const RAM_RESERVE: u64 = 2 << 20;
+/// Watch events one turn of the loop handles at most (the rest wait for the next turn).
+pub const MAX_EVENTS_PER_TURN: usize = 64;
 /// The watch token of the vbd directory (device watches use their backend path).
 const VBD_TOKEN: &str = "vbd";
 
@@ -143,6 +146,7 @@ pub struct Service<G: Grants, F: Frames, R: Region, C: Connector> {
     notes: Vec<Note>,
     /// Watch events with tokens that are not ours (the caller's own watches).
     foreign: Vec<crate::hv::WatchEvent>,
+    debug: bool,
 }
 
 impl<G: Grants, F: Frames, R: Region, C: Connector> core::fmt::Debug for Service<G, F, R, C> {
@@ -166,6 +170,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             last_stats_ns: 0,
             notes: Vec::new(),
             foreign: Vec::new(),
+            debug: false,
         }
     }
 
@@ -235,10 +240,26 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         removal.min(self.last_stats_ns.saturating_add(STATS_PERIOD_NS))
     }
 
-    /// Handles every queued watch event: a vbd appearing or vanishing rescans; a device's
-    /// event re-runs its state machine (level-triggered: it re-reads what it needs).
-    pub fn handle_xenstore<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, now: u64) {
-        loop {
+    /// Handles queued watch events, `MAX_EVENTS_PER_TURN` at most: a vbd appearing or
+    /// vanishing rescans (once per turn); a device's events re-run its state machine once
+    /// per turn however many arrived (it is level-triggered: it re-reads what it needs).
+    /// Returns whether events may be left (turn again before sleeping): a frontend writing
+    /// its keys in a loop gets one update per turn, and every ring still gets its turn.
+    pub fn handle_xenstore<X: XenStore, E: EventChannel>(
+        &mut self,
+        xs: &mut X,
+        g: &mut G,
+        ev: &mut E,
+        now: u64,
+    ) -> bool {
+        let mut rescan = false;
+        let mut dirty: Vec<String> = Vec::new();
+        let mut more = false;
+        for n in 0..=MAX_EVENTS_PER_TURN {
+            if n == MAX_EVENTS_PER_TURN {
+                more = true;
+                break;
+            }
             let event = match xs.next_event() {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
@@ -247,23 +268,35 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
                     break;
                 }
             };
-            self.notes.push(Note::Debug(format!("watch {} ({})", event.path, event.token)));
+            if self.debug {
+                self.notes.push(Note::Debug(format!("watch {} ({})", quote(&event.path), quote(&event.token))));
+            }
             if event.token == VBD_TOKEN {
                 // Only the shape of the tree matters here (a vbd appearing or going), not
                 // the keys below a device: those reach the device's own watch.
                 let depth = event.path.strip_prefix(&self.base).map(|r| r.split('/').filter(|s| !s.is_empty()).count());
-                if matches!(depth, Some(0..=2)) {
-                    self.rescan(xs, g, ev, now);
-                }
+                rescan |= matches!(depth, Some(0..=2));
             } else if let Some(e) = self.devices.get(&event.token) {
-                if e.dev.relevant(&event.path) {
-                    let be = event.token;
-                    self.update(xs, g, ev, &be, now);
+                if e.dev.relevant(&event.path) && !dirty.contains(&event.token) {
+                    dirty.push(event.token);
                 }
             } else {
                 self.foreign.push(event);
             }
         }
+        if rescan {
+            self.rescan(xs, g, ev, now);
+        }
+        for be in dirty {
+            self.update(xs, g, ev, &be, now);
+        }
+        more
+    }
+
+    /// Debug-level notes of every watch event handled (off by default: formatting one per
+    /// event costs an allocation on the loop's hot path).
+    pub fn set_debug(&mut self, on: bool) {
+        self.debug = on;
     }
 
     fn rescan<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, now: u64) {

@@ -430,3 +430,23 @@ fn whole_disk_discards_are_zeroed_piecewise_and_do_not_stall_a_neighbour() {
     assert_eq!(&disk[4096..8192], &data[..], "the write queued after the discards was lost");
     assert!(disk[..4096].iter().chain(&disk[8192..]).all(|&x| x == 0), "a discarded byte is not zero");
 }
+
+/// A frontend's `protocol` of 4000 bytes with terminal escape sequences: refused, and what
+/// reaches the error node (and the console line built from the same text) is short and
+/// carries no control characters. Before: the whole value, raw, on every connect attempt.
+#[test]
+fn frontend_text_is_cut_and_escaped_before_it_is_reported() {
+    let mut h = Harness::new();
+    let (mut dev, mut fe) = h.attach(2, 51712, MIB, false, DeviceConfig::default(), FrontendOpts::default());
+    fe.connect(&mut h.xs, &mut h.g, &mut h.ev);
+    let hostile = format!("\u{1b}[2J\u{1b}]0;owned\u{7}{}", "x".repeat(4000));
+    h.xs.set(&format!("{}/protocol", fe.fe), &hostile);
+    h.update(&mut dev);
+    assert_eq!(dev.state(), XenbusState::Closing);
+    let err = h.xs.get(&dev.error_path()).expect("no error node").to_string();
+    assert!(err.len() < 200, "{} bytes: {err}", err.len());
+    assert!(!err.chars().any(char::is_control), "{err:?}");
+    assert!(err.contains("unknown frontend protocol \"\\u{1b}[2J") && err.contains("(4014 bytes)"), "{err}");
+    let why = dev.last_error.clone().unwrap_or_default();
+    assert!(why.len() < 200 && !why.chars().any(char::is_control), "{why:?}");
+}

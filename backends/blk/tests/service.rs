@@ -365,3 +365,45 @@ fn an_unknown_export_or_a_dead_server_ends_the_attach_with_its_reason() {
         assert!(!b.xs.exists(&fe.be));
     }
 }
+
+/// A frontend rewriting its own keys in a loop (state flips, and a new key under `state`
+/// each time so nothing is a duplicate) between two turns of the loop. Before: every queued
+/// event was handled before any I/O, each one a full state-machine update (≥ 3 xenstore
+/// round trips), and the client's queue had no bound. Now: the queue stays bounded, a turn
+/// handles at most `MAX_EVENTS_PER_TURN` events and updates each device once, and a
+/// neighbour's I/O is answered in that same turn.
+#[test]
+fn a_watch_event_flood_costs_one_update_per_turn_and_never_starves_io() {
+    let mut b = Bed::new(vec![]);
+    let mut noisy = b.attach(5, 51712, "ram:1M", "w");
+    b.connect(&mut noisy);
+    let mut good = b.attach(6, 51712, "ram:1M", "w");
+    b.connect(&mut good);
+    let data = pattern(3, 4096);
+    assert_eq!(b.write_read(&mut good, 0, &data), data);
+
+    for i in 0..20_000 {
+        let s = if i % 2 == 0 { XenbusState::Initialised } else { XenbusState::Connected };
+        b.xs.set(&format!("{}/state", noisy.fe), &(s as u32).to_string());
+        b.xs.set(&format!("{}/state/k{i}", noisy.fe), "x");
+    }
+    assert!(b.xs.events.len() <= xen_hv::EVENT_QUEUE_CAP + 4, "{} events queued", b.xs.events.len());
+
+    good.rw(&b.xs, &mut b.g, false, 0, 4096, None, 0);
+    good.push();
+    let r0 = b.xs.requests;
+    let queued = b.xs.events.len();
+    let left = b.svc.handle_xenstore(&mut b.xs, &mut b.g, &mut b.ev, b.now);
+    assert_eq!(left, queued >= blkback::service::MAX_EVENTS_PER_TURN, "{queued} were queued");
+    let spent = b.xs.requests - r0;
+    // One update of one device: a handful of reads (state keys, online), not one per event.
+    assert!(spent <= 12, "{spent} xenstore requests for one turn's events");
+    b.svc.process(&mut b.xs, &mut b.g, &mut b.ev, b.now);
+    let done = good.complete(&mut b.g);
+    assert_eq!(done.len(), 1, "the neighbour's read waited behind the flood");
+    assert_eq!(done[0].data, data);
+    // What is left is handled in later turns, and the service settles.
+    b.settle();
+    assert!(b.xs.events.is_empty());
+    assert_eq!(b.write_read(&mut good, 8, &data), data);
+}

@@ -91,6 +91,7 @@ fn run(rt: Runtime) -> ! {
     let net = network::Network::bring_up(&mut xenstore, domid, &cfg, arch::rdtsc());
     let mut svc: Service<Gnttab, FrameAllocator, BootModule, network::Connector> =
         Service::new(domid, cfg.blk, FrameAllocator, modules, net.connector());
+    svc.set_debug(cfg.debug);
     if let Err(e) = svc.start(&mut xenstore) {
         kernel::error!("cannot watch {}: {e}", svc.base());
     }
@@ -118,10 +119,10 @@ fn run(rt: Runtime) -> ! {
             evtchn::clear(p);
         }
         let now = time::system_time_ns();
-        svc.handle_xenstore(&mut xenstore, &mut g, &mut ev, now);
+        let events_left = svc.handle_xenstore(&mut xenstore, &mut g, &mut ev, now);
         let foreign = svc.take_foreign_events();
         net.poll(&foreign, &mut xenstore, &mut g, &mut ev, now);
-        let more = svc.process(&mut xenstore, &mut g, &mut ev, now);
+        let more = svc.process(&mut xenstore, &mut g, &mut ev, now) | events_left;
         net.flush(&mut ev, now);
         // One clock read per iteration (each one traps to Xen when the TSC is emulated).
         svc.timers(&mut xenstore, now, || domain_counters(loops, polls));
@@ -155,6 +156,7 @@ fn domain_counters(loops: u64, polls: u64) -> Vec<(&'static str, u64)> {
         ("heap_used_kib", (mem::heap::usage().0 >> 10) as u64),
         ("loops", loops),
         ("polls", polls),
+        ("console_dropped", console::dropped_lines()),
         ("hc_sched", hypercall::count(SCHED_OP)),
         ("hc_evtchn", hypercall::count(EVENT_CHANNEL_OP)),
         ("hc_gnttab", hypercall::count(GRANT_TABLE_OP)),

@@ -14,6 +14,9 @@ extern crate alloc;
 #[cfg(feature = "fake")]
 pub mod fake;
 
+mod events;
+pub use events::{EventQueue, EVENT_QUEUE_CAP};
+
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;

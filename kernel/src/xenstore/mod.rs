@@ -5,13 +5,13 @@
 //! hostile input: ring indices more than a ring apart, a payload longer than
 //! `XENSTORE_PAYLOAD_MAX`, an unknown type, a reply to a request id we did not send, a
 //! malformed watch event, or no answer before the deadline are errors, never panics.
-//! Watch events that arrive while waiting for a reply are queued.
-use alloc::collections::VecDeque;
+//! Watch events that arrive while waiting for a reply are queued, bounded and merged
+//! (`xen_hv::EventQueue`: a frontend flooding its keys cannot grow the queue without end).
 use alloc::string::{String, ToString};
 
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
-use xen_hv::StoreErr;
+use xen_hv::{EventQueue, StoreErr};
 
 use core::mem::offset_of;
 
@@ -48,7 +48,7 @@ pub struct XenStore {
     page: SharedMem,
     port: EvtchnPort,
     next_id: u32,
-    events: VecDeque<WatchEvent>,
+    events: EventQueue,
     /// Requests sent, for statistics.
     pub requests: u64,
 }
@@ -59,7 +59,7 @@ impl XenStore {
     pub unsafe fn new(pfn: u64, port: EvtchnPort) -> Self {
         // SAFETY: guaranteed by the caller; the window covers struct xenstore_domain_interface.
         let page = unsafe { SharedMem::new(pfn << 12, 4096) };
-        Self { page, port, next_id: 1, events: VecDeque::new(), requests: 0 }
+        Self { page, port, next_id: 1, events: EventQueue::default(), requests: 0 }
     }
 
     /// The event channel of the ring.
@@ -145,7 +145,7 @@ impl XenStore {
     }
 
     fn queue_watch_event(&mut self, payload: &[u8]) -> XsResult<()> {
-        self.events.push_back(wire::decode_watch_event(payload)?);
+        self.events.push(wire::decode_watch_event(payload)?);
         Ok(())
     }
 
@@ -167,7 +167,7 @@ impl XenStore {
         loop {
             let (h, payload) = self.read_msg(deadline)?;
             match wire::classify(&h, payload, type_, id)? {
-                Incoming::Event(e) => self.events.push_back(e),
+                Incoming::Event(e) => self.events.push(e),
                 Incoming::Reply(p) => return Ok(p),
             }
         }
@@ -263,7 +263,7 @@ impl XenStore {
     /// The next watch event, waiting until `deadline_ns` (Xen system time) at most.
     pub fn next_event(&mut self, deadline_ns: u64) -> XsResult<Option<WatchEvent>> {
         loop {
-            if let Some(e) = self.events.pop_front() {
+            if let Some(e) = self.events.pop() {
                 return Ok(Some(e));
             }
             // Anything on the response ring now can only be a watch event.

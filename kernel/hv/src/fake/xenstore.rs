@@ -19,8 +19,9 @@ pub struct FakeXenStore {
     pub transactions: u64,
     /// Watches set: (path, token).
     pub watches: Vec<(String, String)>,
-    /// Events not yet taken by `next_event`.
-    pub events: alloc::collections::VecDeque<WatchEvent>,
+    /// Events not yet taken by `next_event` (bounded and merged as the kernel's client
+    /// does).
+    pub events: crate::EventQueue,
     /// Requests served (every trait call counts one round trip).
     pub requests: u64,
 }
@@ -50,7 +51,7 @@ impl FakeXenStore {
         let below: Vec<(String, String)> =
             self.watches.iter().filter(|(w, _)| w != path && under(w, path)).cloned().collect();
         for (w, t) in below {
-            self.events.push_back(WatchEvent { path: w, token: t });
+            self.events.push(WatchEvent { path: w, token: t });
         }
     }
     /// Fires the watches over `path` as a change there would (a directory created).
@@ -60,7 +61,7 @@ impl FakeXenStore {
     fn fire(&mut self, path: &str) {
         for (w, t) in &self.watches {
             if under(path, w) {
-                self.events.push_back(WatchEvent { path: path.to_string(), token: t.clone() });
+                self.events.push(WatchEvent { path: path.to_string(), token: t.clone() });
             }
         }
     }
@@ -104,7 +105,7 @@ impl XenStore for FakeXenStore {
     fn watch(&mut self, path: &str, token: &str) -> Result<(), StoreErr> {
         self.requests += 1;
         self.watches.push((path.to_string(), token.to_string()));
-        self.events.push_back(WatchEvent { path: path.to_string(), token: token.to_string() });
+        self.events.push(WatchEvent { path: path.to_string(), token: token.to_string() });
         Ok(())
     }
     fn unwatch(&mut self, path: &str, token: &str) -> Result<(), StoreErr> {
@@ -117,6 +118,6 @@ impl XenStore for FakeXenStore {
         Ok(())
     }
     fn next_event(&mut self) -> Result<Option<WatchEvent>, StoreErr> {
-        Ok(self.events.pop_front())
+        Ok(self.events.pop())
     }
 }
