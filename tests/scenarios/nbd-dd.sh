@@ -102,7 +102,7 @@ umount /mnt/x
 e2fsck -fn /dev/xvdb >/dev/null 2>&1 || fail "e2fsck after re-create"
 
 step "nbdkit killed mid-I/O and restarted: I/O resumes, nothing lost"
-stat() { xenstore-read "/local/domain/$DD/backend/vbd/0/51728/statistics/$1" 2>/dev/null || echo 0; }
+stat() { xenstore-read "/local/domain/$DD/data/blkback/vbd/0/51728/$1" 2>/dev/null || echo 0; }
 blkload --verify --dev /dev/xvdb --span-mib 16 --ops 150 --seed 12 >/tmp/v1.out 2>&1 &
 V=$!
 sleep 3

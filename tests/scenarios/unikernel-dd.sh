@@ -6,7 +6,7 @@ LOG=/var/log/xen/console/guest-$UK.log
 
 be() { echo "/local/domain/$DD/backend/vbd/$1/$2"; }
 # stat FE DEVID NAME: a counter the backend publishes (every second) for that vbd.
-stat() { xenstore-read "$(be "$1" "$2")/statistics/$3" 2>/dev/null || echo 0; }
+stat() { xenstore-read "/local/domain/$DD/data/blkback/vbd/$1/$2/$3" 2>/dev/null || echo 0; }
 global() { xenstore-read "/local/domain/$DD/data/blkback/$1" 2>/dev/null || echo -1; }
 stats_settle() { sleep 1.3; }
 # attach0 VDEV DEVID ACCESS TARGET: attach to dom0 and wait until Linux really has it.

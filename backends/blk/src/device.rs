@@ -389,21 +389,32 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         self.published = XenbusState::Closed;
     }
 
-    /// Writes the counters under `<be>/statistics/`.
+    /// Where the counters go: `/local/domain/<dd>/data/blkback/vbd/<fe>/<dev>/`, outside
+    /// the `backend/` tree the service watches (written there, every second's counters came
+    /// back as watch events: 14 per device per second).
+    pub fn stats_dir(&self) -> String {
+        let split = self.be.find("/backend/vbd/").map(|i| self.be.split_at(i));
+        match split.and_then(|(home, rest)| Some((home, rest.strip_prefix("/backend/vbd/")?))) {
+            Some((home, dev)) => format!("{home}/data/blkback/vbd/{dev}"),
+            None => format!("{}/statistics", self.be),
+        }
+    }
+
+    /// Writes the counters under `stats_dir`.
     pub fn publish_stats<X: XenStore>(&self, xs: &mut X) -> Result<(), String> {
         let Some(c) = &self.conn else { return Ok(()) };
+        let dir = self.stats_dir();
         let store = self.store().map(BlockStore::counters).unwrap_or_default();
         let pairs: Vec<(String, String)> = c
             .stats
             .pairs()
             .into_iter()
             .chain(store.into_iter().map(|(k, v)| (k, v.to_string())))
-            .map(|(k, v)| (format!("{}/statistics/{k}", self.be), v))
+            .map(|(k, v)| (format!("{dir}/{k}"), v))
             .collect();
         xs.write_all(&pairs).map_err(xs_err)
     }
 
-    /// Deletes our backend directory (the toolstack waits for it on detach).
     /// Where an error about this device goes, by Xen's convention (Linux
     /// `xenbus_dev_error`, also FreeBSD's and NetBSD's backends): under the driver domain's
     /// own `error/` directory, at the backend's path relative to the domain's home:
@@ -424,12 +435,20 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         let _ = xs.write(&self.error_path(), &format!("{errno} {msg}"));
     }
 
+    /// Removes what the device wrote outside its directory: its error node and counters
+    /// (nobody else removes them in a driver domain).
+    pub fn remove_own_nodes<X: XenStore>(&self, xs: &mut X) {
+        let _ = xs.rm(&self.error_dir());
+        let _ = xs.rm(&self.stats_dir());
+    }
+
+    /// Deletes our backend directory (the toolstack waits for it on detach), and the
+    /// device's error node and counters.
     pub fn remove<X: XenStore>(&mut self, xs: &mut X, token: &str) -> Result<(), String> {
         for p in self.watches() {
             let _ = xs.unwatch(&p, token);
         }
-        // The device's error node goes with it (nobody else removes it in a driver domain).
-        let _ = xs.rm(&self.error_dir());
+        self.remove_own_nodes(xs);
         xs.rm(&self.be).map_err(xs_err)?;
         self.removed = true;
         Ok(())

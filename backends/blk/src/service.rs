@@ -321,6 +321,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
                 for p in e.dev.watches() {
                     let _ = xs.unwatch(&p, &be);
                 }
+                e.dev.remove_own_nodes(xs);
                 self.retire(*e.dev);
             }
             self.info(format!("{be}: gone"));

@@ -420,7 +420,9 @@ fn statistics_are_published() {
     fe.simple(BLKIF_OP_FLUSH_DISKCACHE, 0, 0, false);
     ok(&h.run(&mut dev, &mut fe));
     dev.publish_stats(&mut h.xs).unwrap();
-    let s = |k: &str| h.xs.get(&format!("{}/statistics/{k}", fe.be)).map(str::to_string);
+    let s = |k: &str| {
+        h.xs.get(&format!("/local/domain/{BACKEND}/data/blkback/vbd/{}/{}/{k}", fe.dom, fe.devid)).map(str::to_string)
+    };
     assert_eq!(s("rd_req").as_deref(), Some("1"));
     assert_eq!(s("wr_req").as_deref(), Some("1"));
     assert_eq!(s("f_req").as_deref(), Some("1"));

@@ -128,7 +128,8 @@ fn attach_connect_serve_detach() {
     assert_eq!(b.write_read(&mut fe, 100, &data), data);
     // Statistics are published on the period, per device and domain-wide.
     b.advance(STATS_PERIOD_NS);
-    assert_eq!(b.xs.get(&format!("{be}/statistics/wr_req")), Some("1"));
+    let stats = format!("/local/domain/{BACKEND}/data/blkback/vbd/5/51712");
+    assert_eq!(b.xs.get(&format!("{stats}/wr_req")), Some("1"));
     assert_eq!(b.xs.get(&format!("/local/domain/{BACKEND}/data/blkback/mapped")), Some("0"));
     // Detach: the frontend sees Closing and closes; we go Closed, then remove the directory
     // after the grace (libxl reads Closed first).
@@ -140,6 +141,7 @@ fn attach_connect_serve_detach() {
     assert!(b.xs.exists(&be), "directory removed before the grace");
     b.advance(REMOVE_GRACE_NS);
     assert!(!b.xs.exists(&be), "directory not removed");
+    assert!(!b.xs.exists(&stats), "the device's counters outlived it");
     assert_eq!(b.svc.devices().count(), 0);
     // Everything of the frontend is released: rings unmapped, channels closed, frames back.
     assert_eq!(b.g.counters().mapped_now, 0);
@@ -296,12 +298,16 @@ fn our_own_statistics_do_not_wake_the_state_machine() {
     let mut fe = b.attach(5, 51712, "ram:1M", "w");
     b.connect(&mut fe);
     let _ = b.notes();
+    b.settle();
+    assert!(b.xs.events.is_empty());
     let before = b.xs.requests;
-    b.advance(STATS_PERIOD_NS);
+    b.now += STATS_PERIOD_NS;
+    b.svc.timers(&mut b.xs, b.now, || vec![("mapped", 0)]);
     let after_publish = b.xs.requests;
-    // Publishing is one transaction per device plus one domain-wide; the watch events it
-    // causes are ours and are dropped without a read.
+    // Publishing is one transaction per device plus one domain-wide, and causes no watch
+    // event at all (we do not watch our own directory).
     assert_eq!(after_publish - before, 2, "statistics cost {} round trips", after_publish - before);
+    assert!(b.xs.events.is_empty(), "our own statistics came back as {} watch events", b.xs.events.len());
     b.settle();
     assert_eq!(b.xs.requests, after_publish, "the device re-read xenstore after our own writes");
 }
