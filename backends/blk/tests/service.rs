@@ -413,3 +413,26 @@ fn a_watch_event_flood_costs_one_update_per_turn_and_never_starves_io() {
     assert!(b.xs.events.is_empty());
     assert_eq!(b.write_read(&mut good, 8, &data), data);
 }
+
+/// A refused device whose directory the toolstack removes (no detach handshake) leaves no
+/// watch behind (xenstored's watch quota is 128 per domain), and neither does a served one.
+#[test]
+fn devices_whose_directory_is_removed_leave_no_watch() {
+    let mut b = Bed::new(vec![]);
+    let watches0 = b.xs.watches.len();
+    let (_, bad) = MockFrontend::toolstack_attach(&mut b.xs, 5, 51712, "ram", "w");
+    let (_, keys) = MockFrontend::toolstack_attach(&mut b.xs, 6, 51712, "ram:1M", "w");
+    b.xs.set(&format!("{keys}/frontend"), "/local/domain/0/device/vbd/51712");
+    let mut good = b.attach(7, 51712, "ram:1M", "w");
+    b.connect(&mut good);
+    b.settle();
+    assert_eq!(b.svc.devices().count(), 3);
+    for be in [&bad, &keys, &good.be] {
+        b.xs.remove_tree(be);
+    }
+    b.settle();
+    assert_eq!(b.svc.devices().count(), 0);
+    assert_eq!(b.xs.watches.len(), watches0, "watches left: {:?}", b.xs.watches);
+    assert_eq!(b.g.counters().mapped_now, 0);
+    assert_eq!(b.frames.live(), 0);
+}

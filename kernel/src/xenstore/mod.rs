@@ -34,6 +34,8 @@ const RSP_CONS: usize = offset_of!(XenstoreDomainInterface, rsp_cons);
 const RSP_PROD: usize = offset_of!(XenstoreDomainInterface, rsp_prod);
 /// How long a request may wait for xenstored.
 const TIMEOUT_NS: u64 = 20_000_000_000;
+/// Abandoned request ids remembered (their replies are dropped when they come).
+const MAX_ABANDONED: usize = 8;
 
 pub use wire::XsError;
 pub use xen_hv::WatchEvent;
@@ -49,6 +51,10 @@ pub struct XenStore {
     port: EvtchnPort,
     next_id: u32,
     events: EventQueue,
+    /// Requests whose reply did not come before the deadline, newest last (at most
+    /// `MAX_ABANDONED`): their late replies are dropped instead of being taken for the
+    /// answer to a later request, which would keep the client out of step.
+    abandoned: Vec<u32>,
     /// Requests sent, for statistics.
     pub requests: u64,
 }
@@ -59,7 +65,7 @@ impl XenStore {
     pub unsafe fn new(pfn: u64, port: EvtchnPort) -> Self {
         // SAFETY: guaranteed by the caller; the window covers struct xenstore_domain_interface.
         let page = unsafe { SharedMem::new(pfn << 12, 4096) };
-        Self { page, port, next_id: 1, events: EventQueue::default(), requests: 0 }
+        Self { page, port, next_id: 1, events: EventQueue::default(), abandoned: Vec::new(), requests: 0 }
     }
 
     /// The event channel of the ring.
@@ -165,9 +171,16 @@ impl XenStore {
             self.ring_write(p, deadline)?;
         }
         loop {
-            let (h, payload) = self.read_msg(deadline)?;
-            match wire::classify(&h, payload, type_, id)? {
+            let (h, payload) = match self.read_msg(deadline) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.abandon(id);
+                    return Err(e);
+                }
+            };
+            match wire::classify(&h, payload, type_, id, &self.abandoned)? {
                 Incoming::Event(e) => self.events.push(e),
+                Incoming::Stale(old) => self.abandoned.retain(|&x| x != old),
                 Incoming::Reply(p) => return Ok(p),
             }
         }
@@ -260,6 +273,13 @@ impl XenStore {
         Err(XsError::Errno(xen_sys_mini::errno::EAGAIN, "EAGAIN"))
     }
 
+    fn abandon(&mut self, id: u32) {
+        if self.abandoned.len() >= MAX_ABANDONED {
+            self.abandoned.remove(0);
+        }
+        self.abandoned.push(id);
+    }
+
     /// The next watch event, waiting until `deadline_ns` (Xen system time) at most.
     pub fn next_event(&mut self, deadline_ns: u64) -> XsResult<Option<WatchEvent>> {
         loop {
@@ -272,6 +292,11 @@ impl XenStore {
             if prod != cons {
                 let (h, payload) = self.read_msg(time::system_time_ns() + TIMEOUT_NS)?;
                 if h.type_ != xs::WATCH_EVENT {
+                    if self.abandoned.contains(&h.req_id) {
+                        // The late reply to a request we gave up on.
+                        self.abandoned.retain(|&x| x != h.req_id);
+                        continue;
+                    }
                     return Err(XsError::Protocol("unsolicited reply"));
                 }
                 self.queue_watch_event(&payload)?;

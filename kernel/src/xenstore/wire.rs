@@ -90,14 +90,26 @@ pub enum Incoming {
     Event(WatchEvent),
     /// The answer to our request: its payload.
     Reply(Vec<u8>),
+    /// The late answer to a request we gave up waiting for (`abandoned`): dropped.
+    Stale(u32),
 }
 
-/// Classifies a message against our outstanding request (`type_`, `req_id`).
-pub fn classify(hdr: &XsdSockmsg, payload: Vec<u8>, type_: u32, req_id: u32) -> Result<Incoming, XsError> {
+/// Classifies a message against our outstanding request (`type_`, `req_id`) and the
+/// requests we gave up on (`abandoned`, whose replies may still come).
+pub fn classify(
+    hdr: &XsdSockmsg,
+    payload: Vec<u8>,
+    type_: u32,
+    req_id: u32,
+    abandoned: &[u32],
+) -> Result<Incoming, XsError> {
     if hdr.type_ == xs::WATCH_EVENT {
         return decode_watch_event(&payload).map(Incoming::Event);
     }
     if hdr.req_id != req_id {
+        if abandoned.contains(&hdr.req_id) {
+            return Ok(Incoming::Stale(hdr.req_id));
+        }
         return Err(XsError::Protocol("reply to a request id we did not send"));
     }
     if hdr.type_ == xs::ERROR {
@@ -147,28 +159,41 @@ mod tests {
 
     #[test]
     fn replies_are_matched_to_our_request() {
-        let ok = classify(&hdr(xs::READ, 5, 3), b"abc".to_vec(), xs::READ, 5);
+        let ok = classify(&hdr(xs::READ, 5, 3), b"abc".to_vec(), xs::READ, 5, &[]);
         assert_eq!(ok, Ok(Incoming::Reply(b"abc".to_vec())));
         assert_eq!(
-            classify(&hdr(xs::READ, 6, 0), vec![], xs::READ, 5),
+            classify(&hdr(xs::READ, 6, 0), vec![], xs::READ, 5, &[]),
             Err(XsError::Protocol("reply to a request id we did not send"))
         );
         assert_eq!(
-            classify(&hdr(xs::WRITE, 5, 0), vec![], xs::READ, 5),
+            classify(&hdr(xs::WRITE, 5, 0), vec![], xs::READ, 5, &[]),
             Err(XsError::Protocol("reply of another type than the request"))
         );
-        let e = classify(&hdr(xs::ERROR, 5, 7), b"ENOENT\0".to_vec(), xs::READ, 5).unwrap_err();
+        let e = classify(&hdr(xs::ERROR, 5, 7), b"ENOENT\0".to_vec(), xs::READ, 5, &[]).unwrap_err();
         assert!(e.is_enoent());
         assert_eq!(alloc::string::ToString::to_string(&e), "xenstored says ENOENT");
-        let e = classify(&hdr(xs::ERROR, 5, 7), b"EAGAIN\0".to_vec(), xs::READ, 5).unwrap_err();
+        let e = classify(&hdr(xs::ERROR, 5, 7), b"EAGAIN\0".to_vec(), xs::READ, 5, &[]).unwrap_err();
         assert!(e.is_eagain());
         // An error name we do not know is EIO, not a panic or a success.
-        assert_eq!(classify(&hdr(xs::ERROR, 5, 4), b"EWAT".to_vec(), xs::READ, 5), Err(XsError::Errno(5, "EIO")));
+        assert_eq!(classify(&hdr(xs::ERROR, 5, 4), b"EWAT".to_vec(), xs::READ, 5, &[]), Err(XsError::Errno(5, "EIO")));
+    }
+
+    #[test]
+    fn a_late_reply_to_an_abandoned_request_is_dropped_not_an_error() {
+        assert_eq!(classify(&hdr(xs::READ, 4, 3), b"old".to_vec(), xs::READ, 5, &[4]), Ok(Incoming::Stale(4)));
+        assert_eq!(
+            classify(&hdr(xs::READ, 3, 0), vec![], xs::READ, 5, &[4]),
+            Err(XsError::Protocol("reply to a request id we did not send"))
+        );
+        assert_eq!(
+            classify(&hdr(xs::READ, 5, 3), b"new".to_vec(), xs::READ, 5, &[4]),
+            Ok(Incoming::Reply(b"new".to_vec()))
+        );
     }
 
     #[test]
     fn watch_events_are_checked() {
-        let ev = classify(&hdr(xs::WATCH_EVENT, 0, 0), b"/a/b\0tok\0".to_vec(), xs::READ, 5);
+        let ev = classify(&hdr(xs::WATCH_EVENT, 0, 0), b"/a/b\0tok\0".to_vec(), xs::READ, 5, &[]);
         assert_eq!(ev, Ok(Incoming::Event(WatchEvent { path: "/a/b".into(), token: "tok".into() })));
         for bad in [&b""[..], b"/a/b", b"/a/b\0tok", b"\0tok\0", b"/a/\xff\0tok\0", b"/a\0t\xfe\0"] {
             assert!(decode_watch_event(bad).is_err(), "{bad:?}");
