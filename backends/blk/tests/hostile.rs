@@ -450,3 +450,80 @@ fn frontend_text_is_cut_and_escaped_before_it_is_reported() {
     let why = dev.last_error.clone().unwrap_or_default();
     assert!(why.len() < 200 && !why.chars().any(char::is_control), "{why:?}");
 }
+
+/// One frontend's turn is bounded by work, not by requests: with 16 MiB indirect requests
+/// queued (legal with `indirect=4096`), one `process()` moves one of them (before: up to 8
+/// passes of 32 MiB), and a neighbour's 4 KiB read is answered right after.
+#[test]
+fn a_turn_is_bounded_by_work_so_big_requests_do_not_starve_a_neighbour() {
+    use blkback::engine::TURN_SEGMENTS;
+    let mut h = Harness::new();
+    let mut c = DeviceConfig::default();
+    c.adv.max_indirect_segments = 4096;
+    let opts = FrontendOpts { max_segments: 4096, ring_page_order: 1, ..Default::default() };
+    let (mut a, mut fe_a) = h.attach(2, 51712, 20 * MIB, false, c, opts);
+    assert!(h.connect(&mut a, &mut fe_a));
+    let (mut b, mut fe_b) = h.attach(3, 51712, MIB, false, DeviceConfig::default(), FrontendOpts::default());
+    assert!(h.connect(&mut b, &mut fe_b));
+    let big = pattern(1, 16 * MIB);
+    for _ in 0..4 {
+        fe_a.rw(&h.xs, &mut h.g, true, 0, big.len(), Some(&big), 0);
+    }
+    fe_a.push();
+    fe_b.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    fe_b.push();
+
+    let r = a.process(&mut h.xs, &mut h.g, &mut h.ev);
+    let moved = a.connection().unwrap().stats.wr_sect * 512;
+    assert!(moved <= (TURN_SEGMENTS as u64 * 4096).max(16 * MIB as u64), "one turn moved {moved} bytes");
+    assert!(r.more, "work is left: the frontend must get another turn");
+    b.process(&mut h.xs, &mut h.g, &mut h.ev);
+    let done = fe_b.complete(&mut h.g);
+    assert_eq!((done.len(), done.first().map(|d| d.status)), (1, Some(BLKIF_RSP_OKAY)));
+    // The rest is served in later turns.
+    let mut got = fe_a.complete(&mut h.g).len();
+    for _ in 0..10 {
+        a.process(&mut h.xs, &mut h.g, &mut h.ev);
+        got += fe_a.complete(&mut h.g).len();
+    }
+    assert_eq!(got, 4);
+}
+
+/// Garbage on queue 0 (indirect requests claiming 65535 segments) must not hold back the
+/// same frontend's queue 1: refused requests cost what they are (1), not what they claim,
+/// and passes start from a rotating queue (before: queue 1 waited 65 turns).
+#[test]
+fn garbage_on_one_queue_does_not_starve_another() {
+    let mut h = Harness::new();
+    let opts = FrontendOpts { queues: 2, ..Default::default() };
+    let (mut dev, mut fe) = h.attach(2, 51712, MIB, false, DeviceConfig::default(), opts);
+    assert!(h.connect(&mut dev, &mut fe));
+    let n = fe.free_slots(0) - 1;
+    let garbage: Vec<u64> = (0..u64::from(n)).map(|i| 1 << 40 | i).collect();
+    for &id in &garbage {
+        let raw = RawRequest {
+            operation: BLKIF_OP_INDIRECT,
+            id,
+            body: RawBody::Indirect {
+                indirect_op: BLKIF_OP_READ,
+                nr_segments: 65535,
+                sector: 0,
+                handle: 0,
+                grefs: [0; 8],
+            },
+        };
+        fe.raw(0, &encode_request(Abi::Native, &raw), id, BLKIF_OP_READ);
+    }
+    // The mock frontend spreads its requests over the queues: the first goes to queue 0
+    // (behind the garbage), the second to queue 1.
+    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    let on_q1 = fe.rw(&h.xs, &mut h.g, false, 8, 4096, None, 0);
+    fe.push();
+    dev.process(&mut h.xs, &mut h.g, &mut h.ev);
+    let done = fe.complete(&mut h.g);
+    let read = done.iter().find(|d| d.id == on_q1).expect("queue 1's read waited behind queue 0's garbage");
+    assert_eq!(read.status, BLKIF_RSP_OKAY);
+    let bad: Vec<_> = done.iter().filter(|d| garbage.contains(&d.id)).collect();
+    assert_eq!(bad.len() as u32, n, "not every bad request was answered");
+    assert!(bad.iter().all(|d| d.status == BLKIF_RSP_ERROR));
+}

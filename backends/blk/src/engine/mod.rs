@@ -19,7 +19,7 @@ use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
-use crate::abi::{decode_request, Abi, RawBody};
+use crate::abi::{decode_request, Abi};
 use crate::hv::{DomId, EventChannel, EvtchnPort, GrantRef, Grants, MapReq, Page};
 use crate::request::{self, Limits};
 use crate::ring::{BackRing, RingError};
@@ -112,6 +112,8 @@ pub struct Connection<M> {
     limits: Limits,
     max_inflight: usize,
     max_segments: usize,
+    /// The queue the next pass looks at first (rotates, so no queue is always last).
+    first_queue: usize,
     in_flight: BTreeMap<u64, InFlight>,
     next_tag: u64,
     pub stats: Stats,
@@ -128,6 +130,13 @@ pub struct PassReport {
 
 /// Rounds of passes `process` runs before yielding to other frontends.
 const MAX_ROUNDS: usize = 8;
+
+/// Work one `process` call (a frontend's turn) takes at most, in 4 KiB units (segments, or
+/// a discard's range): 8 MiB. Past it the frontend yields with `more` set and the other
+/// frontends have their turn, so a neighbour waits for at most this much of anyone's work
+/// (before: up to 8 passes of `max_segments_per_pass`, 383 MiB measured with
+/// `indirect=4096`). At least one request is taken per pass whatever its size.
+pub const TURN_SEGMENTS: usize = 2048;
 
 impl<M: Page> Connection<M> {
     /// Maps every ring page (one batch), attaches the rings, binds the event channels.
@@ -196,6 +205,7 @@ impl<M: Page> Connection<M> {
             max_segments: p.max_segments_per_pass.max(1),
             in_flight: BTreeMap::new(),
             next_tag: 0,
+            first_queue: 0,
             stats,
         })
     }
@@ -227,8 +237,9 @@ impl<M: Page> Connection<M> {
         S: BlockStore<Rc<M>>,
     {
         let mut report = PassReport::default();
+        let mut turn = TURN_SEGMENTS;
         for _ in 0..MAX_ROUNDS {
-            let (reqs, rsps) = self.pass(g, store)?;
+            let (reqs, rsps) = self.pass(g, store, &mut turn)?;
             report.requests = report.requests.saturating_add(reqs);
             report.responses = report.responses.saturating_add(rsps);
             // Publish, notify, and look once more before going idle. A store with work of
@@ -244,7 +255,7 @@ impl<M: Page> Connection<M> {
                 }
             }
             report.more = more;
-            if !more {
+            if !more || turn == 0 {
                 break;
             }
         }
@@ -252,7 +263,7 @@ impl<M: Page> Connection<M> {
     }
 
     /// One pass over every queue. Returns (requests taken, responses written).
-    fn pass<G, S>(&mut self, g: &mut G, store: &mut S) -> Result<(u64, u64), RingError>
+    fn pass<G, S>(&mut self, g: &mut G, store: &mut S, turn: &mut usize) -> Result<(u64, u64), RingError>
     where
         G: Grants<Mapping = M>,
         S: BlockStore<Rc<M>>,
@@ -263,7 +274,7 @@ impl<M: Page> Connection<M> {
         let mut unmap: Vec<M> = Vec::new();
         // 1. Take and validate; nothing while the store still works on an earlier request
         // (a discard being zeroed): what follows it on the ring runs after it.
-        let (taken, n_taken) = if store.has_work() { (Vec::new(), 0) } else { self.take(&mut ans)? };
+        let (taken, n_taken) = if store.has_work() { (Vec::new(), 0) } else { self.take(&mut ans, turn)? };
         // 2. Indirect pages: one map batch for all of them.
         let resolved = self.resolve(g, taken, &mut ans, &mut unmap);
         // 3 + 4. Data.
@@ -301,11 +312,22 @@ impl<M: Page> Connection<M> {
     /// copies each out once and validates the copy; refusals are answered at once. A
     /// discard ends the take: a store may zero its range over several passes, and what
     /// comes after it must not overtake it.
-    fn take(&mut self, ans: &mut Answers) -> Result<(Vec<Taken>, u64), RingError> {
+    ///
+    /// The budget is the pass's (`max_segments_per_pass`) within what is left of the turn,
+    /// charged with what a request really costs once validated (a refused one costs 1, not
+    /// the segment count it claims); the queues are visited from a rotating first one.
+    fn take(&mut self, ans: &mut Answers, turn: &mut usize) -> Result<(Vec<Taken>, u64), RingError> {
         let mut taken: Vec<Taken> = Vec::new();
         let mut n = 0u64;
-        let mut seg_budget = self.max_segments;
-        'queues: for (qi, q) in self.queues.iter_mut().enumerate() {
+        let budget = self.max_segments.min(*turn).max(1);
+        let mut seg_budget = budget;
+        let nq = self.queues.len().max(1);
+        let first = self.first_queue % nq;
+        self.first_queue = first.wrapping_add(1) % nq;
+        let (tail, head) = self.queues.split_at_mut(first);
+        let order = head.iter_mut().enumerate().map(|(i, q)| (i.wrapping_add(first), q));
+        let order = order.chain(tail.iter_mut().enumerate());
+        'queues: for (qi, q) in order {
             let avail = q.ring.unconsumed()? as usize;
             let room = self.max_inflight.saturating_sub(q.inflight);
             if avail > room {
@@ -321,19 +343,21 @@ impl<M: Page> Connection<M> {
                 n = n.saturating_add(1);
                 q.inflight = q.inflight.saturating_add(1);
                 let raw = decode_request(self.abi, &slot);
-                // The pass's work budget in 4 KiB units: data segments, or a discard's range
-                // (a RAM store zeroes it; a whole-disk discard uses up a pass on its own).
-                let segs = match raw.body {
-                    RawBody::Rw { nr_segments, .. } => usize::from(nr_segments),
-                    RawBody::Indirect { nr_segments, .. } => usize::from(nr_segments),
-                    RawBody::Discard { nr_sectors, .. } => {
-                        usize::try_from(nr_sectors.div_ceil(8)).unwrap_or(usize::MAX)
-                    }
-                    _ => 0,
-                };
-                seg_budget = seg_budget.saturating_sub(segs.max(1));
                 match request::validate(&raw, &self.limits) {
                     Ok(req) => {
+                        // The work in 4 KiB units: data segments, or a discard's range (a
+                        // RAM store zeroes it; a whole-disk discard uses up a pass alone).
+                        let cost = match req.op {
+                            request::Op::Discard { .. } => {
+                                usize::try_from(req.nr_sectors.div_ceil(8)).unwrap_or(usize::MAX)
+                            }
+                            _ => match &req.segs {
+                                request::Segments::Direct(v) => v.len(),
+                                // Validated against the advertised maximum already.
+                                request::Segments::Indirect { count, .. } => usize::from(*count),
+                            },
+                        };
+                        seg_budget = seg_budget.saturating_sub(cost.max(1));
                         count_request(&mut self.stats, &req);
                         let discard = matches!(req.op, request::Op::Discard { .. });
                         taken.push(Taken { queue: qi, req });
@@ -341,10 +365,14 @@ impl<M: Page> Connection<M> {
                             break 'queues;
                         }
                     }
-                    Err(e) => ans.answer(&mut self.stats, qi, raw.id, request::rsp_op_of(&raw), Outcome::Refused(e)),
+                    Err(e) => {
+                        seg_budget = seg_budget.saturating_sub(1);
+                        ans.answer(&mut self.stats, qi, raw.id, request::rsp_op_of(&raw), Outcome::Refused(e));
+                    }
                 }
             }
         }
+        *turn = turn.saturating_sub(budget.saturating_sub(seg_budget));
         Ok((taken, n))
     }
 
