@@ -322,8 +322,8 @@ impl<M: Page> Connection<M> {
         let budget = self.max_segments.min(*turn).max(1);
         let mut seg_budget = budget;
         let nq = self.queues.len().max(1);
-        let first = self.first_queue % nq;
-        self.first_queue = first.wrapping_add(1) % nq;
+        let first = self.first_queue.checked_rem(nq).unwrap_or(0);
+        self.first_queue = first.wrapping_add(1).checked_rem(nq).unwrap_or(0);
         let (tail, head) = self.queues.split_at_mut(first);
         let order = head.iter_mut().enumerate().map(|(i, q)| (i.wrapping_add(first), q));
         let order = order.chain(tail.iter_mut().enumerate());
