@@ -67,6 +67,15 @@ pub const SCENARIOS: &[Scenario] = &[
         nonet: false,
     },
     Scenario {
+        name: "hostile",
+        about: "hostile frontends on real Xen: state flips with a 3000-byte protocol and whole-disk discards while a good frontend reads (p99 bounded, data verified, domain alive)",
+        timeout_s: 420,
+        expect: Expect::Success,
+        unikernel: true,
+        blkload: true,
+        nonet: false,
+    },
+    Scenario {
         name: "selfcheck-fail",
         about: "negative self-check: blkload --verify and the checksum check must both catch a corrupted disk",
         timeout_s: 180,

@@ -1,0 +1,109 @@
+# Scenario hostile: legal traffic from hostile frontends must not stall a good frontend or
+# end the driver domain. dom0 plays the attackers next to a good frontend (its own blkfront
+# on xvdb, measured with 4 KiB random reads at queue depth 1):
+# - a crafted vbd whose "frontend" (a directory in dom0 that no kernel driver owns, written
+#   by this script) flips its state Initialised <-> Initialising in a loop (each flip to
+#   Initialised is a connect attempt that fails for a missing ring-ref and a 3000-byte
+#   protocol value with terminal escapes);
+# - dom0's blkfront discarding the whole of a second 64 MiB disk in a loop (blkdiscard).
+# Pass: the good frontend's p99 during the attack stays under a bound, its data verifies,
+# the driver domain is alive, its console shows the hostile value escaped and cut.
+UK=uk-dd
+LOG=/var/log/xen/console/guest-$UK.log
+be() { echo "/local/domain/$DD/backend/vbd/$1/$2"; }
+p99() { sed -n 's/.*"lat_p99_us":\([0-9]*\).*/\1/p' "$1"; }
+
+step "create the driver domain, attach a good disk and a discard target to dom0"
+follow_console $UK
+sed "s/@CMDLINE@//" /etc/xen/testbed/uk-dd.cfg > /tmp/uk-dd.cfg
+xl create /tmp/uk-dd.cfg || fail "xl create $UK"
+wait_for 60 grep -q "blkback: serving" "$LOG" || fail "the driver domain never started serving"
+DD=$(xl domid $UK)
+load_mod xen-blkfront || fail "xen-blkfront"
+for d in "xvdb 51728" "xvdc 51744"; do
+    set -- $d
+    xl block-attach 0 "format=raw, vdev=$1, access=rw, backend=$UK, target=ram:64M" || fail "attach $1"
+    wait_for 30 xs_is "/local/domain/0/device/vbd/$2/state" 4 || fail "$1 not Connected"
+    wait_for 10 test -b "/dev/$1" || fail "/dev/$1 missing"
+done
+dd if=/dev/urandom of=/dev/xvdb bs=1048576 count=16 oflag=direct 2>/dev/null || fail "fill xvdb"
+
+step "the good frontend alone: 4 KiB random reads, queue depth 1"
+blkload --dev /dev/xvdb --rw randread --bs 4096 --qd 1 --seconds 8 --span-mib 16 --label alone >/tmp/alone.out ||
+    fail "blkload alone"
+before=$(p99 /tmp/alone.out)
+metric hostile.p99_alone_us "$before"
+
+step "a crafted vbd whose frontend flips its state with a 3000-byte protocol"
+FE=/local/domain/0/device/evil/51999
+BE=$(be 0 51999)
+long="$(printf '\033[2J\033]0;owned\007')$(head -c 3000 /dev/zero | tr '\0' x)"
+xenstore-write "$FE/backend" "$BE" "$FE/backend-id" "$DD" "$FE/state" 1 "$FE/protocol" "$long" ||
+    fail "frontend keys"
+xenstore-chmod -r "$FE" "n0" "r$DD" || fail "frontend permissions"
+xenstore-write "$BE/frontend" "$FE" "$BE/frontend-id" 0 "$BE/params" "ram:1M" "$BE/mode" w \
+    "$BE/online" 1 "$BE/state" 1 || fail "backend keys"
+xenstore-chmod -r "$BE" "n$DD" "r0" || fail "backend permissions"
+wait_for 30 xs_is "$BE/state" 2 || fail "the crafted vbd never reached InitWait (state $(xenstore-read $BE/state))"
+
+step "attack: state flips and whole-disk discards while the good frontend reads"
+(
+    i=0
+    while [ ! -e /tmp/stop ]; do
+        # Two writes (two round trips): the driver domain sees Initialised in between
+        # (in one request it would read the final value only: it is level-triggered).
+        xenstore-write "$FE/state" 3 >/dev/null 2>&1
+        xenstore-write "$FE/state" 1 >/dev/null 2>&1
+        i=$((i + 2))
+    done
+    echo "$i" > /tmp/flips
+) &
+FLIP=$!
+(
+    n=0
+    while [ ! -e /tmp/stop ]; do
+        blkdiscard /dev/xvdc || { echo "DISCARD-FAILED" > /tmp/discards; exit 1; }
+        n=$((n + 1))
+    done
+    echo "$n" > /tmp/discards
+) &
+DISC=$!
+sleep 2
+blkload --dev /dev/xvdb --rw randread --bs 4096 --qd 1 --seconds 8 --span-mib 16 --label attacked >/tmp/attacked.out ||
+    fail "blkload under attack"
+touch /tmp/stop
+wait $FLIP; wait $DISC
+during=$(p99 /tmp/attacked.out)
+metric hostile.p99_attacked_us "$during"
+flips=$(cat /tmp/flips) discards=$(cat /tmp/discards)
+info "p99 alone ${before} us, under attack ${during} us; $flips state writes, $discards whole-disk discards of 64 MiB"
+[ "$discards" != DISCARD-FAILED ] || fail "blkdiscard failed"
+[ "$discards" -ge 3 ] || fail "only $discards discards ran: the attack did not happen"
+[ "$flips" -ge 20 ] || fail "only $flips state writes: the attack did not happen"
+refusals=$(grep -c 'unknown frontend protocol' "$LOG")
+info "$refusals connect attempts refused"
+[ "$refusals" -ge 5 ] || fail "only $refusals connect attempts: the state flips did not reach the driver domain"
+# Bound: 10x the unattacked p99 or 100 ms, whichever is larger. The scenario's own CPU
+# load (dom0 runs the attack loops and the reads on one CPU) is part of what is measured.
+bound=$(( before * 10 > 100000 ? before * 10 : 100000 ))
+[ "$during" -le "$bound" ] || fail "the good frontend's p99 went from $before us to $during us (bound $bound us)"
+
+step "the driver domain is alive and the good disk verifies"
+xl list $UK >/dev/null || fail "the driver domain is gone"
+blkload --verify --dev /dev/xvdb --span-mib 8 --ops 30 --seed 21 || fail "the good disk does not verify"
+info "console: $(grep -c 'unknown frontend protocol' "$LOG") refusals logged, $(xenstore-read /local/domain/$DD/data/blkback/console_dropped) lines dropped"
+grep -q 'unknown frontend protocol "\\u{1b}\[2J\\u{1b}\]0;owned\\u{7}x*"\.\.\. (30[0-9][0-9] bytes)' "$LOG" ||
+    fail "the hostile protocol value is not escaped and cut on the console: $(grep -m1 'unknown frontend protocol' "$LOG" | cut -c1-200)"
+if grep -q "$(printf '\033')" "$LOG"; then fail "an escape character reached the console"; fi
+err=$(xenstore-read "/local/domain/$DD/error/backend/vbd/0/51999/error")
+info "error node: $err"
+case "$err" in "22 unknown frontend protocol"*) ;; *) fail "error node: $err" ;; esac
+
+step "clean up: the crafted vbd goes with its directory"
+xenstore-rm "$BE"
+wait_for 10 sh -c "! xenstore-read /local/domain/$DD/error/backend/vbd/0/51999/error" || fail "the error node outlived the device"
+xenstore-rm "$FE"
+xl block-detach 0 xvdc || fail "detach xvdc"
+xl block-detach 0 xvdb || fail "detach xvdb"
+xl destroy $UK
+pass
