@@ -358,6 +358,18 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         }
     }
 
+    /// The persistent-grant pool the next connection gets (its share of the domain's
+    /// budget; 0 maps every grant per request even when persistent grants are negotiated,
+    /// as Linux blkback does once its pool is full).
+    pub fn set_persistent_cap(&mut self, n: usize) {
+        self.cfg.persistent_cap = n;
+    }
+
+    /// The pool the current connection holds a reservation for (0 when not connected).
+    pub fn persistent_reserved(&self) -> usize {
+        self.conn.as_ref().map_or(0, Connection::persistent_cap)
+    }
+
     /// Runs the data path. A ring protocol violation disconnects this frontend (state
     /// Closing, an `error` node), nothing else.
     pub fn process<X: XenStore, G: Grants<Mapping = M>, E: EventChannel>(

@@ -11,6 +11,11 @@ use crate::hv::GrantRef;
 /// Linux blkback's `max_persistent_grants` default.
 pub const DEFAULT_CAP: usize = 1056;
 
+/// Heap one pool entry can cost, for budgets: its share of a B-tree node (key, entry:
+/// an `Rc` pointer and an age), the `Rc` allocation (two counts and the mapping handle),
+/// rounded up generously.
+pub const ENTRY_BYTES: usize = 160;
+
 #[derive(Debug)]
 struct Entry<M> {
     map: Rc<M>,
@@ -32,6 +37,11 @@ impl<M> PersistentPool<M> {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// How many entries it may hold.
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
     pub fn is_empty(&self) -> bool {

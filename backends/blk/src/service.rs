@@ -43,11 +43,21 @@ pub struct Defaults {
     pub max_indirect_segments: u16,
     /// How long I/O of an NBD disk waits for a lost server before it fails.
     pub nbd_window_ns: u64,
+    /// Persistent-grant entries all connections together may keep (each pool entry is heap
+    /// and a mapped page): a connection gets `persistent::DEFAULT_CAP` of what is left, or
+    /// less, or none; the driver domain sizes it from its heap.
+    pub persistent_budget: usize,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { path: DataPath::Map, persistent: true, max_indirect_segments: 256, nbd_window_ns: 60_000_000_000 }
+        Self {
+            path: DataPath::Map,
+            persistent: true,
+            max_indirect_segments: 256,
+            nbd_window_ns: 60_000_000_000,
+            persistent_budget: 16 * crate::persistent::DEFAULT_CAP,
+        }
     }
 }
 
@@ -416,7 +426,15 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
     }
 
     fn update<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, be: &str, now: u64) {
+        // What a connection made now may keep: the domain's budget less the other
+        // connections' reservations (a frontend cannot grow the heap past it by connecting).
+        let reserved: usize =
+            self.devices.iter().filter(|(k, _)| k.as_str() != be).map(|(_, e)| e.dev.persistent_reserved()).sum();
+        let share = self.defaults.persistent_budget.saturating_sub(reserved).min(crate::persistent::DEFAULT_CAP);
         let Some(e) = self.devices.get_mut(be) else { return };
+        if e.dev.connection().is_none() {
+            e.dev.set_persistent_cap(share);
+        }
         let before = e.dev.state();
         let r = e.dev.update(xs, g, ev);
         let after = e.dev.state();

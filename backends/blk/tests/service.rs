@@ -436,3 +436,47 @@ fn devices_whose_directory_is_removed_leave_no_watch() {
     assert_eq!(b.g.counters().mapped_now, 0);
     assert_eq!(b.frames.live(), 0);
 }
+
+/// Persistent-grant pools come out of one domain-wide budget (the driver domain sizes it
+/// from its heap): each connection reserves its pool when it connects, later ones get what
+/// is left or none (and still work, mapping per request), and a reservation returns when
+/// its frontend goes. Before: every connection kept up to 1056 mappings whatever the heap,
+/// and about the 25th full pool exhausted a 4 MiB heap and aborted the domain.
+#[test]
+fn persistent_pools_share_one_budget() {
+    use blkback::persistent::DEFAULT_CAP;
+    let frames = FakeFrames::new(4096);
+    let defaults = Defaults { persistent_budget: DEFAULT_CAP + DEFAULT_CAP / 2, ..Defaults::default() };
+    let mut svc = Service::new(BACKEND, defaults, frames.clone(), vec![], PipeConnector::default());
+    let mut xs = FakeXenStore::default();
+    svc.start(&mut xs).unwrap();
+    let mut b = Bed { xs, g: FakeGrants::new(), ev: FakeEvtchn::default(), frames, svc, now: 1_000_000_000 };
+    b.settle();
+    let cap = |b: &Bed, fe: &MockFrontend| {
+        b.svc.device(&fe.be).and_then(|d| d.connection()).map(|c| c.persistent_cap()).expect("not connected")
+    };
+    let mut fes = Vec::new();
+    for dom in 5..8 {
+        let mut fe = b.attach(dom, 51712, "ram:1M", "w");
+        b.connect(&mut fe);
+        fes.push(fe);
+    }
+    assert_eq!(cap(&b, &fes[0]), DEFAULT_CAP);
+    assert_eq!(cap(&b, &fes[1]), DEFAULT_CAP / 2);
+    assert_eq!(cap(&b, &fes[2]), 0, "a pool beyond the budget");
+    // The one without a pool still does I/O (persistent grants negotiated, mapped per request).
+    let data = pattern(5, 3 * 4096);
+    let mut third = fes.pop().unwrap();
+    assert_eq!(b.write_read(&mut third, 0, &data), data);
+    // The first goes: its reservation comes back for the next connection.
+    let first = fes.remove(0);
+    b.toolstack_detach(&first.be);
+    let mut first = first;
+    first.set_state(&mut b.xs, XenbusState::Closed);
+    b.settle();
+    b.advance(REMOVE_GRACE_NS);
+    assert!(b.svc.device(&first.be).is_none());
+    let mut fourth = b.attach(9, 51712, "ram:1M", "w");
+    b.connect(&mut fourth);
+    assert_eq!(cap(&b, &fourth), DEFAULT_CAP);
+}

@@ -164,7 +164,8 @@ mod tests {
                 path: DataPath::Map,
                 persistent: true,
                 max_indirect_segments: 256,
-                nbd_window_ns: 60_000_000_000
+                nbd_window_ns: 60_000_000_000,
+                persistent_budget: 16 * blkback::persistent::DEFAULT_CAP,
             }
         );
     }

@@ -89,18 +89,24 @@ fn run(rt: Runtime) -> ! {
         Mode::CrashPanic => panic!("crashtest: deliberate panic"),
     }
     let net = network::Network::bring_up(&mut xenstore, domid, &cfg, arch::rdtsc());
+    // Half the heap for persistent-grant pools, all frontends together (the rest is for
+    // passes, xenstore, the network stack): past it, connections get smaller pools or none.
+    let (used, free) = mem::heap::usage();
+    let mut defaults = cfg.blk;
+    defaults.persistent_budget = (used + free) / 2 / blkback::persistent::ENTRY_BYTES;
     let mut svc: Service<Gnttab, FrameAllocator, BootModule, network::Connector> =
-        Service::new(domid, cfg.blk, FrameAllocator, modules, net.connector());
+        Service::new(domid, defaults, FrameAllocator, modules, net.connector());
     svc.set_debug(cfg.debug);
     if let Err(e) = svc.start(&mut xenstore) {
         kernel::error!("cannot watch {}: {e}", svc.base());
     }
     let d = svc.defaults();
     kernel::info!(
-        "blkback: serving vbds under {} ({:?} path, persistent grants {}, up to {} indirect segments)",
+        "blkback: serving vbds under {} ({:?} path, persistent grants {} (at most {} kept, all frontends), up to {} indirect segments)",
         svc.base(),
         d.path,
         if d.persistent { "on" } else { "off" },
+        d.persistent_budget,
         d.max_indirect_segments
     );
     let (mut g, mut ev) = (Gnttab, evtchn::Evtchn);

@@ -223,6 +223,11 @@ impl<M: Page> Connection<M> {
         self.path.pool_len()
     }
 
+    /// How many grants this connection may keep mapped (0 without persistent grants).
+    pub fn persistent_cap(&self) -> usize {
+        self.path.pool_cap()
+    }
+
     /// Requests handed to the store and not completed.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()

@@ -45,6 +45,13 @@ impl<M> Path<M> {
         matches!(self, Path::Persistent(_))
     }
 
+    pub fn pool_cap(&self) -> usize {
+        match self {
+            Path::Persistent(p) => p.cap(),
+            _ => 0,
+        }
+    }
+
     pub fn pool_len(&self) -> usize {
         match self {
             Path::Persistent(p) => p.len(),
