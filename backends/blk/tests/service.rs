@@ -471,7 +471,6 @@ fn persistent_pools_share_one_budget() {
     // The first goes: its reservation comes back for the next connection.
     let first = fes.remove(0);
     b.toolstack_detach(&first.be);
-    let mut first = first;
     first.set_state(&mut b.xs, XenbusState::Closed);
     b.settle();
     b.advance(REMOVE_GRACE_NS);
