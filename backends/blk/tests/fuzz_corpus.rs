@@ -2,7 +2,7 @@
 //! input the fuzzer kept (and every seed) must keep passing. Also a few generated inputs
 //! that exercise each command.
 // Casts here are on the tests' own small values.
-#![allow(clippy::cast_possible_truncation)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 mod fuzz_model;
 
 use blkback::testing::pattern;
@@ -50,4 +50,38 @@ fn random_inputs_hold_the_invariants() {
         let len = 64 + (seed as usize * 37) % 3000;
         let _ = fuzz_ring(&pattern(seed, len));
     }
+}
+
+/// The commands added for hostile frontends: a garbage indirect request over eight
+/// descriptor pages claiming up to 4096 segments, a whole-disk discard (zeroed over many
+/// passes, reads after it see zeroes), and a close/reconnect between writes and reads (the
+/// data stays, nothing leaks), each held to the per-`process()` work bounds.
+#[test]
+fn large_discards_reconnects_and_eight_page_garbage_hold_the_invariants() {
+    // cfg: persistent (2) and 4096 indirect segments advertised (0x40).
+    let mut d = vec![0x42u8];
+    // Writes, a run, a close and reconnect, then reads of the same places.
+    for i in 0..6u8 {
+        d.extend([i % 4, 0, 2 + i, 0, i.wrapping_mul(40), 0, i, 0]);
+    }
+    d.extend([15, 0, 13, 0]);
+    for i in 0..6u8 {
+        d.extend([4 + i % 4, 0, 2 + i, 0, i.wrapping_mul(40), 0]);
+    }
+    d.extend([15, 0]);
+    // A whole-disk discard (n = 0xFF), then reads: zeroes.
+    d.extend([11, 0, 0, 0, 0xFF, 0, 1, 15, 0]);
+    for i in 0..6u8 {
+        d.extend([4 + i % 4, 0, 2 + i, 0, i.wrapping_mul(40), 0]);
+    }
+    d.extend([15, 0]);
+    // Last (it ends the model's checking): a garbage indirect request, cmd 10: queue, eight
+    // pages of garbage, nseg (u16, 4095), id (u64), op, sector (u16).
+    d.extend([10, 0]);
+    d.extend((0..8 * 4096).map(|i| (i * 7 + 3) as u8));
+    d.extend([0xFF, 0x0F, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
+    d.extend([15, 0]);
+    let r = fuzz_ring(&d);
+    assert!(r.verified_reads >= 12, "{r:?}");
+    assert_eq!(r.responses, 20, "6 writes, 6 reads, a discard, 6 reads, the garbage: {r:?}");
 }

@@ -1,7 +1,10 @@
 //! The fuzz target's model (`fuzz/fuzz_targets/ring.rs` includes this file; so does the
 //! corpus replay in `tests/fuzz_corpus.rs`): arbitrary bytes drive a mock frontend through
 //! the whole engine: valid I/O checked against a model disk, raw slots, corrupted requests,
-//! garbage indirect pages, bogus `req_prod`, then teardown with no mapping left.
+//! garbage indirect requests over all eight descriptor pages (up to 4096 segments), small
+//! and whole-disk discards, the frontend closing and reconnecting with I/O in flight, bogus
+//! `req_prod`, then teardown with no mapping left. Every `process()` call is held to work
+//! bounds: bytes moved, bytes zeroed, grant hypercalls.
 // The model's arithmetic and casts are on the fuzzer's own small values.
 #![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation, dead_code)]
 
@@ -10,10 +13,13 @@ use std::rc::Rc;
 
 use blkback::abi::{encode_request, Abi, RawBody, RawRequest, MAX_SLOT};
 use blkback::device::DeviceConfig;
-use blkback::store::RamStore;
+use blkback::engine::TURN_SEGMENTS;
+use blkback::store::{RamStore, ZERO_PER_PASS};
 use blkback::testing::*;
 use xen_sys_mini::io::blkif::*;
 use xen_sys_mini::io::xenbus::XenbusState;
+
+type FuzzDevice = blkback::device::Device<FakeMapping, RamStore<FrameBacking, Rc<FakeMapping>>>;
 
 /// Reads the fuzzer's bytes as parameters; runs out gracefully.
 struct Bytes<'a> {
@@ -65,9 +71,11 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
     let copy = cfg_byte & 4 != 0;
     let order = u32::from((cfg_byte >> 3) & 3);
     let queues = 1 + u32::from((cfg_byte >> 5) & 1);
+    // Advertise 4096 indirect segments (8 descriptor pages) for garbage requests to use.
+    let big = cfg_byte & 0x40 != 0;
     let mut h = Harness::new();
     let mut cfg = DeviceConfig::default();
-    cfg.adv.max_indirect_segments = 64;
+    cfg.adv.max_indirect_segments = if big { 4096 } else { 64 };
     cfg.max_inflight = 16;
     cfg.persistent_cap = 32;
     if copy {
@@ -106,7 +114,7 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
         if fe.free_slots(q) == 0 || (writes_outstanding && ((4..=7).contains(&cmd) || cmd == 11)) || overlap {
             writes_outstanding = false;
             in_flight_writes.clear();
-            let done = h.run(&mut dev, &mut fe);
+            let done = run_checked(&mut h, &mut dev, &mut fe);
             rep.responses += done.len() as u32;
             check_reads(&done, &mut reads, &model, clean, &mut rep);
         }
@@ -173,12 +181,15 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                 clean = false;
             }
             10 => {
-                // An indirect request whose descriptor page is garbage.
-                let page = MemPage::new();
-                let garbage: Vec<u8> = (0..PAGE).map(|_| b.u8()).collect();
-                page.set(0, &garbage);
-                let gref = h.g.grant(fe.dom, &page, BACKEND, true);
-                let nseg = b.u16() % 80;
+                // An indirect request whose descriptor pages (eight of them) are garbage.
+                let mut grefs = [0u32; 8];
+                for g in grefs.iter_mut() {
+                    let page = MemPage::new();
+                    let garbage: Vec<u8> = (0..PAGE).map(|_| b.u8()).collect();
+                    page.set(0, &garbage);
+                    *g = h.g.grant(fe.dom, &page, BACKEND, true);
+                }
+                let nseg = b.u16() % if big { 4097 } else { 80 };
                 let r = RawRequest {
                     operation: BLKIF_OP_INDIRECT,
                     id: b.u64(),
@@ -187,7 +198,7 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                         nr_segments: nseg,
                         sector: u64::from(b.u16()),
                         handle: 0,
-                        grefs: [gref; 8],
+                        grefs,
                     },
                 };
                 if let RawBody::Indirect { indirect_op: BLKIF_OP_READ, .. } = r.body {
@@ -198,9 +209,14 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                 clean = false;
             }
             11 => {
-                let sector = u64::from(b.u16()) % (DISK as u64 / 512);
-                let n = u64::from(b.u8());
+                let mut sector = u64::from(b.u16()) % (DISK as u64 / 512);
+                let mut n = u64::from(b.u8());
                 let secure = b.u8() & 1 == 1;
+                if n == 0xFF {
+                    // The whole disk (zeroed over several passes).
+                    sector = 0;
+                    n = (DISK / 512) as u64;
+                }
                 let op = if b.u8() & 1 == 1 { BLKIF_OP_DISCARD } else { BLKIF_OP_FLUSH_DISKCACHE };
                 fe.simple(op, sector, n, secure);
                 if op == BLKIF_OP_DISCARD && sector + n <= (DISK / 512) as u64 {
@@ -222,19 +238,41 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
                     let _ = r.force_req_prod(v);
                 }
                 clean = false;
-                let _ = h.run(&mut dev, &mut fe);
+                let _ = run_checked(&mut h, &mut dev, &mut fe);
                 break;
+            }
+            13 => {
+                // The frontend closes with I/O in flight and comes back (module reload):
+                // nothing of the first connection may stay mapped or bound.
+                if fe.outstanding() > 0 {
+                    // What was in flight may or may not have reached the disk.
+                    clean = false;
+                }
+                fe.set_state(&mut h.xs, XenbusState::Closing);
+                h.update(&mut dev);
+                fe.set_state(&mut h.xs, XenbusState::Closed);
+                h.update(&mut dev);
+                assert!(dev.connection().is_none(), "still connected after the frontend closed");
+                assert_eq!(h.g.counters().mapped_now, 0, "mappings left after a close mid-I/O");
+                assert_eq!(h.ev.bound_count(), 0, "event channels left after a close mid-I/O");
+                fe.release_rings(&mut h.g);
+                reads.clear();
+                writes_outstanding = false;
+                in_flight_writes.clear();
+                fe.set_state(&mut h.xs, XenbusState::Initialising);
+                h.update(&mut dev);
+                assert!(h.connect(&mut dev, &mut fe), "reconnect after a close mid-I/O");
             }
             _ => {
                 writes_outstanding = false;
                 in_flight_writes.clear();
-                let done = h.run(&mut dev, &mut fe);
+                let done = run_checked(&mut h, &mut dev, &mut fe);
                 rep.responses += done.len() as u32;
                 check_reads(&done, &mut reads, &model, clean, &mut rep);
             }
         }
     }
-    let done = h.run(&mut dev, &mut fe);
+    let done = run_checked(&mut h, &mut dev, &mut fe);
     rep.responses += done.len() as u32;
     check_reads(&done, &mut reads, &model, clean, &mut rep);
     // A frontend that forged `req_prod` made the backend answer slots it never filled:
@@ -250,6 +288,34 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
     assert_eq!(c.ro_violations, 0, "a write through a read-only mapping");
     assert_eq!(h.ev.bound_count(), 0, "event channels left bound");
     rep
+}
+
+/// `Harness::run` with every `process()` call held to its bounds: at most a turn's work
+/// (`TURN_SEGMENTS`, plus the one request a pass always takes) moved, at most eight passes
+/// of zeroing, and a bounded number of grant hypercalls (a proxy for time: each is a world
+/// switch on Xen).
+fn run_checked(h: &mut Harness, dev: &mut FuzzDevice, fe: &mut MockFrontend) -> Vec<Done> {
+    fe.push();
+    let mut out = Vec::new();
+    for _ in 0..64 {
+        let sect0 = dev.connection().map_or(0, |c| c.stats.rd_sect + c.stats.wr_sect);
+        let zero0 = dev.store().map_or(0, RamStore::zeroed);
+        let g0 = h.g.counters();
+        let r = dev.process(&mut h.xs, &mut h.g, &mut h.ev);
+        let moved = (dev.connection().map_or(sect0, |c| c.stats.rd_sect + c.stats.wr_sect) - sect0) * 512;
+        assert!(moved <= ((TURN_SEGMENTS + 4096) * PAGE) as u64, "one process() moved {moved} bytes");
+        let zeroed = dev.store().map_or(zero0, RamStore::zeroed) - zero0;
+        assert!(zeroed <= 8 * ZERO_PER_PASS, "one process() zeroed {zeroed} bytes");
+        let g1 = h.g.counters();
+        let calls = (g1.map_calls + g1.unmap_calls + g1.copy_calls) - (g0.map_calls + g0.unmap_calls + g0.copy_calls);
+        let done = fe.complete(&mut h.g);
+        assert!(calls <= 32 + 2 * (done.len() as u64 + r.requests), "{calls} grant calls in one process()");
+        out.extend(done);
+        if !r.more && (fe.outstanding() == 0 || r.requests == 0) {
+            break;
+        }
+    }
+    out
 }
 
 /// The model follows writes in submission order; a read checks against the model as of
