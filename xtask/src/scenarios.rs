@@ -76,6 +76,15 @@ pub const SCENARIOS: &[Scenario] = &[
         nonet: false,
     },
     Scenario {
+        name: "detach-race",
+        about: "detach a dom0 disk while writing, re-attach the same vdev at once, six times: every new frontend connects",
+        timeout_s: 420,
+        expect: Expect::Success,
+        unikernel: true,
+        blkload: true,
+        nonet: false,
+    },
+    Scenario {
         name: "selfcheck-fail",
         about: "negative self-check: blkload --verify and the checksum check must both catch a corrupted disk",
         timeout_s: 180,

@@ -47,6 +47,9 @@ pub struct UpdateOutcome {
     pub remove_dir: bool,
     /// The set of event channel ports changed (re-read `ports`).
     pub ports_changed: bool,
+    /// The frontend wrote Closed while connected and was notified (a kick): keep serving
+    /// for a while from now (`xenbus::Snapshot::idle`).
+    pub kicked: bool,
 }
 
 /// What stands behind a device: a store, or the reason there is none (a refused
@@ -74,6 +77,10 @@ pub struct Device<M, S> {
     /// Why the last connect or pass failed, for logs and tests.
     pub last_error: Option<String>,
     pub removed: bool,
+    /// See `set_idle`.
+    idle: bool,
+    /// The closed frontend was notified once (see `update`).
+    kicked: bool,
 }
 
 fn xs_err(e: crate::hv::StoreErr) -> String {
@@ -124,6 +131,8 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             read_only,
             last_error: None,
             removed: false,
+            idle: true,
+            kicked: false,
         }
     }
 
@@ -222,6 +231,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         let online = xs.read(&format!("{}/online", self.be)).map_err(xs_err)?.and_then(|v| parse_u32(&v)) == Some(1);
         let backend_in_store = state(xs.read(&format!("{}/state", self.be)).map_err(xs_err)?);
         Ok(Snapshot {
+            idle: self.idle,
             frontend,
             online,
             backend_in_store,
@@ -242,7 +252,24 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         if self.removed {
             return Ok(out);
         }
-        let snap = self.snapshot(xs)?;
+        let mut snap = self.snapshot(xs)?;
+        // Linux blkfront (5.19+) writes Closed after stopping its queues, possibly with
+        // requests still queued (a bio split in several requests, part dispatched): they go
+        // on the ring only when an interrupt restarts the queues. Notify it once (its
+        // `blkif_interrupt` then kicks the queues), and keep serving until idle.
+        if snap.frontend == Some(XenbusState::Closed) && !self.kicked {
+            if let Some(c) = &self.conn {
+                for p in c.ports() {
+                    ev.notify(p);
+                }
+                self.kicked = true;
+                out.kicked = true;
+                snap.idle = false;
+            }
+        }
+        if snap.frontend != Some(XenbusState::Closed) {
+            self.kicked = false;
+        }
         let (next, actions) = xenbus::step(self.published, &snap);
         for a in actions {
             match a {
@@ -356,6 +383,13 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         if let (Some(c), Backing::Store(store)) = (self.conn.take(), &mut self.backing) {
             c.disconnect(g, ev, store);
         }
+    }
+
+    /// Whether the connection has been idle long enough to be dropped once the frontend
+    /// closed (`xenbus::Snapshot::idle`); the service sets it from its clock. Without a
+    /// service (tests of one device) it stays true.
+    pub fn set_idle(&mut self, idle: bool) {
+        self.idle = idle;
     }
 
     /// The persistent-grant pool the next connection gets (its share of the domain's

@@ -32,6 +32,10 @@ pub const REMOVE_GRACE_NS: u64 = 200_000_000;
 pub const RAM_RESERVE: u64 = 2 << 20;
 /// Watch events one turn of the loop handles at most (the rest wait for the next turn).
 pub const MAX_EVENTS_PER_TURN: usize = 64;
+/// How long a connection whose frontend wrote Closed must have been idle before it is
+/// dropped (`xenbus::Snapshot::idle`): Linux blkfront dispatches what it still had queued
+/// within milliseconds of our last responses.
+pub const LINGER_IDLE_NS: u64 = 300_000_000;
 /// The watch token of the vbd directory (device watches use their backend path).
 const VBD_TOKEN: &str = "vbd";
 
@@ -128,6 +132,10 @@ struct Entry<D> {
     /// Whether the store was seen ready (a network store becomes ready later: the device is
     /// updated once then, to connect a frontend that is already waiting).
     ready_seen: bool,
+    /// When its connection last took or answered a request.
+    last_io: u64,
+    /// When to look again at a device kept connected until idle (`LINGER_IDLE_NS`).
+    recheck_at: Option<u64>,
 }
 
 /// A log line the service wants shown (the caller decides where lines go).
@@ -246,7 +254,12 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
 
     /// The earliest time a timer (a directory removal, the statistics) is due.
     pub fn next_deadline(&self) -> u64 {
-        let removal = self.devices.values().filter_map(|e| e.remove_at).min().unwrap_or(u64::MAX);
+        let removal = self
+            .devices
+            .values()
+            .filter_map(|e| e.remove_at.into_iter().chain(e.recheck_at).min())
+            .min()
+            .unwrap_or(u64::MAX);
         removal.min(self.last_stats_ns.saturating_add(STATS_PERIOD_NS))
     }
 
@@ -421,7 +434,10 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             self.error(format!("{be}: watch: {e}"));
         }
         let ready_seen = dev.store().is_none_or(BlockStore::ready);
-        self.devices.insert(be.clone(), Entry { dev: Box::new(dev), remove_at: None, ready_seen });
+        self.devices.insert(
+            be.clone(),
+            Entry { dev: Box::new(dev), remove_at: None, ready_seen, last_io: 0, recheck_at: None },
+        );
         self.update(xs, g, ev, &be, now);
     }
 
@@ -435,12 +451,24 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         if e.dev.connection().is_none() {
             e.dev.set_persistent_cap(share);
         }
+        let idle = now.saturating_sub(e.last_io) >= LINGER_IDLE_NS;
+        e.dev.set_idle(idle);
         let before = e.dev.state();
         let r = e.dev.update(xs, g, ev);
         let after = e.dev.state();
+        // Kept connected while not idle (a closed frontend still using its ring): look
+        // again when it will have been idle long enough.
+        if !idle && after == xen_sys_mini::io::xenbus::XenbusState::Closing && e.dev.connection().is_some() {
+            e.recheck_at = Some(e.last_io.saturating_add(LINGER_IDLE_NS));
+        }
         let why = e.dev.last_error.clone().or_else(|| e.dev.refused().or(e.dev.store_failure()).map(String::from));
         let store_failed = e.dev.connection().is_none() && e.dev.store_failure().is_some();
         if let Ok(o) = &r {
+            if o.kicked {
+                // The closed frontend was notified: what it had queued comes now.
+                e.last_io = now;
+                e.recheck_at = Some(now.saturating_add(LINGER_IDLE_NS));
+            }
             if o.remove_dir && e.remove_at.is_none() {
                 e.remove_at = Some(now.saturating_add(REMOVE_GRACE_NS));
             }
@@ -486,6 +514,12 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             let before = e.dev.state();
             let r = e.dev.process(xs, g, ev);
             more |= r.more;
+            if r.requests > 0 || r.responses > 0 {
+                e.last_io = now;
+                if e.recheck_at.is_some() {
+                    e.recheck_at = Some(now.saturating_add(LINGER_IDLE_NS));
+                }
+            }
             if e.dev.state() != before {
                 let why = e.dev.last_error.as_deref().unwrap_or("");
                 notes.push(Note::Warn(format!("{be}: {before:?} -> {:?} ({why})", e.dev.state())));
@@ -498,7 +532,27 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
     /// Timers due at `now`: directories to remove after their grace, and the statistics
     /// every `STATS_PERIOD_NS` (per device, plus the domain-wide `extra` counters under
     /// `data/blkback/`).
-    pub fn timers<X: XenStore>(&mut self, xs: &mut X, now: u64, extra: impl FnOnce() -> Vec<(&'static str, u64)>) {
+    pub fn timers<X: XenStore, E: EventChannel>(
+        &mut self,
+        xs: &mut X,
+        g: &mut G,
+        ev: &mut E,
+        now: u64,
+        extra: impl FnOnce() -> Vec<(&'static str, u64)>,
+    ) {
+        // Devices kept connected until idle: look again once they are.
+        let recheck: Vec<String> = self
+            .devices
+            .iter_mut()
+            .filter(|(_, e)| e.recheck_at.is_some_and(|t| t <= now))
+            .map(|(k, e)| {
+                e.recheck_at = None;
+                k.clone()
+            })
+            .collect();
+        for be in recheck {
+            self.update(xs, g, ev, &be, now);
+        }
         let due: Vec<String> = self
             .devices
             .iter()

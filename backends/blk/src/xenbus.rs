@@ -29,6 +29,12 @@ pub struct Snapshot {
     pub refused: bool,
     /// The store knows its disk (a network store has negotiated): only then connect.
     pub store_ready: bool,
+    /// The connection has been idle for a while (no request taken or answered). A frontend
+    /// that wrote Closed may still put requests on the ring: Linux blkfront (5.19+) closes
+    /// with requests still queued and dispatches them when our responses restart its queue.
+    /// We keep serving until idle, then disconnect (an unanswered request would hold its
+    /// bio, and dom0's xenwatch thread in `del_gendisk`, forever).
+    pub idle: bool,
 }
 
 /// What to do, in order.
@@ -77,6 +83,13 @@ pub fn step(published: XenbusState, s: &Snapshot) -> (XenbusState, Vec<Action>) 
     let detaching = !s.online || (s.backend_in_store == Some(X::Closing) && published != X::Closing);
     let fe_done = matches!(s.frontend, None | Some(X::Closed) | Some(X::Unknown));
     if detaching || (!s.online && published == X::Closed) {
+        if s.connected && !s.idle && s.frontend == Some(X::Closed) {
+            // Closed, but maybe not done with the ring: serve until idle.
+            if published != X::Closing {
+                a.push(Action::SetState(X::Closing));
+            }
+            return (X::Closing, a);
+        }
         if fe_done || (!s.connected && matches!(s.frontend, Some(X::Initialising) | Some(X::InitWait))) {
             if s.connected {
                 a.push(Action::Disconnect);
@@ -143,6 +156,13 @@ pub fn step(published: XenbusState, s: &Snapshot) -> (XenbusState, Vec<Action>) 
             (X::Closing, a)
         }
         Some(X::Closed) => {
+            if s.connected && !s.idle {
+                // Serve what it may still queue, then disconnect (see `Snapshot::idle`).
+                if published != X::Closing {
+                    a.push(Action::SetState(X::Closing));
+                }
+                return (X::Closing, a);
+            }
             if s.connected {
                 a.push(Action::Disconnect);
             }
@@ -161,7 +181,40 @@ mod tests {
     use XenbusState as X;
 
     fn snap(fe: Option<X>, online: bool, be: X, connected: bool) -> Snapshot {
-        Snapshot { frontend: fe, online, backend_in_store: Some(be), connected, refused: false, store_ready: true }
+        Snapshot {
+            frontend: fe,
+            online,
+            backend_in_store: Some(be),
+            connected,
+            refused: false,
+            store_ready: true,
+            idle: true,
+        }
+    }
+
+    #[test]
+    fn a_closed_frontend_with_recent_io_is_served_until_idle() {
+        let busy = |fe, online, be| Snapshot { idle: false, ..snap(Some(fe), online, be, true) };
+        // libxl detaches, blkfront writes Closed at once, but I/O was just answered: stay
+        // Closing, connected.
+        let (s, a) = step(X::Connected, &busy(X::Closed, false, X::Closing));
+        assert_eq!((s, a.as_slice()), (X::Closing, &[Action::SetState(X::Closing)][..]));
+        assert_eq!(step(X::Closing, &busy(X::Closed, false, X::Closing)), (X::Closing, alloc::vec![]));
+        // Idle: now disconnect, Closed, remove the directory.
+        let (s, a) = step(X::Closing, &snap(Some(X::Closed), false, X::Closing, true));
+        assert_eq!(
+            (s, a.as_slice()),
+            (X::Closed, &[Action::Disconnect, Action::SetState(X::Closed), Action::RemoveDir][..])
+        );
+        // The same without a detach (the frontend closed by itself).
+        let (s, a) = step(X::Connected, &busy(X::Closed, true, X::Connected));
+        assert_eq!((s, a.as_slice()), (X::Closing, &[Action::SetState(X::Closing)][..]));
+        let (s, a) = step(X::Closing, &snap(Some(X::Closed), true, X::Closing, true));
+        assert_eq!((s, a.as_slice()), (X::Closed, &[Action::Disconnect, Action::SetState(X::Closed)][..]));
+        // A frontend whose domain is gone is dropped at once, busy or not.
+        let gone = Snapshot { frontend: None, idle: false, ..snap(None, false, X::Closing, true) };
+        let (_, a) = step(X::Closing, &gone);
+        assert_eq!(a.first(), Some(&Action::Disconnect));
     }
 
     #[test]

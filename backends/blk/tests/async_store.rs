@@ -10,7 +10,7 @@ use std::rc::Rc;
 use blkback::device::DeviceConfig;
 use blkback::store::{BlockStore, Completion, DiskInfo, RamStore, StoreError, StoreIo};
 use blkback::testing::*;
-use xen_sys_mini::io::blkif::BLKIF_RSP_OKAY;
+use xen_sys_mini::io::blkif::{BLKIF_RSP_ERROR, BLKIF_RSP_OKAY};
 use xen_sys_mini::io::xenbus::XenbusState;
 
 type Buf = Rc<FakeMapping>;
@@ -89,7 +89,7 @@ fn the_frontend_waits_in_initwait_until_the_store_is_ready() {
 }
 
 #[test]
-fn held_io_is_cancelled_when_the_frontend_goes() {
+fn held_io_is_cancelled_and_answered_when_the_frontend_goes() {
     let mut h = Harness::new();
     let (store, (ready, release, cancelled)) = slow(1 << 20);
     ready.set(true);
@@ -110,10 +110,48 @@ fn held_io_is_cancelled_when_the_frontend_goes() {
     assert!(dev.connection().is_none());
     let c = h.g.counters();
     assert_eq!((c.mapped_now, c.leaked), (0, 0), "a mapping outlived the connection");
-    // The store learns the outcome later: nobody is answered.
+    // Every request was answered (with an error) before the ring went: Linux blkfront
+    // keeps handling responses after it wrote Closed, and an unanswered request would
+    // hold its bio (and dom0's xenwatch thread) forever.
+    let got = fe.complete(&mut h.g);
+    assert_eq!(got.len(), 4, "requests left unanswered at disconnect");
+    assert!(got.iter().all(|d| d.status == BLKIF_RSP_ERROR), "{:?}", got.iter().map(|d| d.status).collect::<Vec<_>>());
+    // The store learns the outcome later: nobody is answered again.
     release.set(true);
     let r = dev.process(&mut h.xs, &mut h.g, &mut h.ev);
     assert_eq!(r.responses, 0);
     assert!(fe.complete(&mut h.g).is_empty());
     assert_eq!(h.g.counters().mapped_now, 0);
+}
+
+/// Requests on the ring when the frontend writes Closed (Linux blkfront since 5.19 does so
+/// without waiting for them) are served before the ring is unmapped, and answered: none is
+/// left holding its bio. Before: they were dropped with the ring.
+#[test]
+fn requests_on_the_ring_at_close_are_served_and_answered() {
+    let mut h = Harness::new();
+    let (mut dev, mut fe) = h.attach(5, 51712, 1 << 20, false, DeviceConfig::default(), FrontendOpts::default());
+    assert!(h.connect(&mut dev, &mut fe));
+    let ids: Vec<u64> =
+        (0..6u64).map(|i| fe.rw(&h.xs, &mut h.g, true, i * 16, 8192, Some(&pattern(i, 8192)), 0)).collect();
+    fe.push();
+    // Closed before the backend looked at the ring. First sight: the frontend is notified
+    // (to flush what it still has queued) and the connection kept.
+    fe.set_state(&mut h.xs, XenbusState::Closed);
+    let total = |ev: &FakeEvtchn| ev.notified.values().sum::<u64>();
+    let before = total(&h.ev);
+    let o = h.update(&mut dev);
+    assert!(o.kicked && dev.connection().is_some());
+    assert_eq!(total(&h.ev), before + 1, "the closed frontend was not notified");
+    // Next look (idle by then, as a device alone always is): dropped, the ring drained first.
+    h.update(&mut dev);
+    assert!(dev.connection().is_none());
+    assert_eq!(h.g.counters().mapped_now, 0);
+    let got = fe.complete(&mut h.g);
+    assert_eq!(got.iter().map(|d| d.id).collect::<Vec<_>>(), ids, "requests left unanswered");
+    assert!(got.iter().all(|d| d.status == BLKIF_RSP_OKAY));
+    let disk = dev.store().unwrap().backing();
+    for i in 0..6usize {
+        assert_eq!(&disk[i * 8192..(i + 1) * 8192], &pattern(i as u64, 8192)[..], "write {i} not on the disk");
+    }
 }

@@ -229,7 +229,10 @@ proptest! {
             }
         }
         fe.set_state(&mut h.xs, xen_sys_mini::io::xenbus::XenbusState::Closed);
+        // Notified and kept until idle, then dropped on the next look.
         h.update(&mut dev);
+        h.update(&mut dev);
+        prop_assert!(dev.connection().is_none());
         prop_assert_eq!(h.g.counters().mapped_now, 0);
         prop_assert_eq!(h.g.counters().leaked, 0);
         prop_assert_eq!(h.g.counters().ro_violations, 0);

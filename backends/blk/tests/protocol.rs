@@ -388,6 +388,10 @@ fn close_reconnect_detach_and_directory_removal() {
     let o = h.update(&mut dev);
     assert!(!o.remove_dir);
     fe.set_state(&mut h.xs, XenbusState::Closed);
+    // Closed while connected: notified once and served until idle (a device alone is
+    // idle at its next look), then Closed and the directory.
+    let o = h.update(&mut dev);
+    assert!(o.kicked && !o.remove_dir);
     let o = h.update(&mut dev);
     assert!(o.remove_dir);
     assert_eq!(h.xs.get(&format!("{}/state", fe.be)), Some("6"));

@@ -6,7 +6,7 @@
 #![allow(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
 
 use blkback::engine::DataPath;
-use blkback::service::{Defaults, Note, Service, REMOVE_GRACE_NS, STATS_PERIOD_NS};
+use blkback::service::{Defaults, Note, Service, LINGER_IDLE_NS, REMOVE_GRACE_NS, STATS_PERIOD_NS};
 use blkback::testing::*;
 use xen_sys_mini::io::blkif::BLKIF_RSP_OKAY;
 use xen_sys_mini::io::xenbus::XenbusState;
@@ -44,7 +44,7 @@ impl Bed {
     fn turn(&mut self) -> bool {
         self.svc.handle_xenstore(&mut self.xs, &mut self.g, &mut self.ev, self.now);
         let more = self.svc.process(&mut self.xs, &mut self.g, &mut self.ev, self.now);
-        self.svc.timers(&mut self.xs, self.now, || vec![("mapped", 0)]);
+        self.svc.timers(&mut self.xs, &mut self.g, &mut self.ev, self.now, || vec![("mapped", 0)]);
         more
     }
 
@@ -137,6 +137,9 @@ fn attach_connect_serve_detach() {
     assert_eq!(b.state(&be), Some("5"));
     fe.set_state(&mut b.xs, XenbusState::Closed);
     b.settle();
+    // Served until idle (the closed frontend was notified once), then Closed.
+    assert_eq!(b.state(&be), Some("5"));
+    b.advance(LINGER_IDLE_NS);
     assert_eq!(b.state(&be), Some("6"));
     assert!(b.xs.exists(&be), "directory removed before the grace");
     b.advance(REMOVE_GRACE_NS);
@@ -237,10 +240,14 @@ fn a_boot_module_is_served_in_place_and_reused_after_detach() {
     assert!(err.contains("boot module 0 is already served"), "{err}");
     b.toolstack_detach(&other.be);
     b.advance(REMOVE_GRACE_NS);
-    // Detach the first: the module goes back to the pool, with the write in it.
+    // Detach the first: the module goes back to the pool, with the write in it. It just
+    // did I/O, so it is served until idle (`LINGER_IDLE_NS`), then closed and removed.
     b.toolstack_detach(&be);
     fe.set_state(&mut b.xs, XenbusState::Closed);
     b.settle();
+    assert_eq!(b.state(&be), Some("5"), "dropped while the frontend may still use its ring");
+    b.advance(LINGER_IDLE_NS);
+    assert_eq!(b.state(&be), Some("6"));
     b.advance(REMOVE_GRACE_NS);
     let st = b.state(&be).map(String::from);
     assert!(!b.xs.exists(&be), "{st:?} {:?}", b.notes());
@@ -302,7 +309,7 @@ fn our_own_statistics_do_not_wake_the_state_machine() {
     assert!(b.xs.events.is_empty());
     let before = b.xs.requests;
     b.now += STATS_PERIOD_NS;
-    b.svc.timers(&mut b.xs, b.now, || vec![("mapped", 0)]);
+    b.svc.timers(&mut b.xs, &mut b.g, &mut b.ev, b.now, || vec![("mapped", 0)]);
     let after_publish = b.xs.requests;
     // Publishing is one transaction per device plus one domain-wide, and causes no watch
     // event at all (we do not watch our own directory).
@@ -473,9 +480,42 @@ fn persistent_pools_share_one_budget() {
     b.toolstack_detach(&first.be);
     first.set_state(&mut b.xs, XenbusState::Closed);
     b.settle();
+    b.advance(LINGER_IDLE_NS);
     b.advance(REMOVE_GRACE_NS);
     assert!(b.svc.device(&first.be).is_none());
     let mut fourth = b.attach(9, 51712, "ram:1M", "w");
     b.connect(&mut fourth);
     assert_eq!(cap(&b, &fourth), DEFAULT_CAP);
+}
+
+/// `xl block-detach` while a writer runs: Linux blkfront writes Closed at once but may
+/// still put requests on the ring (what it had queued, dispatched when our responses
+/// restart its queue). They are served; the connection is dropped only once idle, so no
+/// request is left holding its bio (which blocked dom0's xenwatch in `del_gendisk` and
+/// left the next `xl block-attach` of the same vdev in Initialising).
+#[test]
+fn a_frontend_that_closed_is_served_until_idle_then_dropped() {
+    let mut b = Bed::new(vec![]);
+    let mut fe = b.attach(5, 51712, "ram:1M", "w");
+    let be = fe.be.clone();
+    b.connect(&mut fe);
+    let data = pattern(4, 8192);
+    assert_eq!(b.write_read(&mut fe, 0, &data), data);
+    b.toolstack_detach(&be);
+    fe.set_state(&mut b.xs, XenbusState::Closed);
+    b.settle();
+    assert!(b.svc.device(&be).is_some_and(|d| d.connection().is_some()), "dropped right after I/O");
+    let late = fe.rw(&b.xs, &mut b.g, true, 64, 8192, Some(&data), 0);
+    fe.push();
+    b.now += LINGER_IDLE_NS / 2;
+    b.settle();
+    let done = fe.complete(&mut b.g);
+    assert_eq!(done.iter().map(|d| (d.id, d.status)).collect::<Vec<_>>(), vec![(late, BLKIF_RSP_OKAY)]);
+    assert_eq!(b.state(&be), Some("5"));
+    // Idle now: dropped, Closed, then the directory goes after the grace.
+    b.advance(LINGER_IDLE_NS);
+    assert_eq!(b.state(&be), Some("6"));
+    assert_eq!(b.g.counters().mapped_now, 0);
+    b.advance(REMOVE_GRACE_NS);
+    assert!(!b.xs.exists(&be));
 }

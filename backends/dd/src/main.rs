@@ -131,7 +131,7 @@ fn run(rt: Runtime) -> ! {
         let more = svc.process(&mut xenstore, &mut g, &mut ev, now) | events_left;
         net.flush(&mut ev, now);
         // One clock read per iteration (each one traps to Xen when the TSC is emulated).
-        svc.timers(&mut xenstore, now, || domain_counters(loops, polls));
+        svc.timers(&mut xenstore, &mut g, &mut ev, now, || domain_counters(loops, polls));
         for n in svc.take_notes() {
             match n {
                 Note::Debug(s) => kernel::debug!("{s}"),

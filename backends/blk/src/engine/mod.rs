@@ -131,6 +131,10 @@ pub struct PassReport {
 /// Rounds of passes `process` runs before yielding to other frontends.
 const MAX_ROUNDS: usize = 8;
 
+/// Turns of normal processing a disconnect spends serving what is on the ring (at most
+/// `TURN_SEGMENTS` of work each); the rest is answered with errors.
+const DRAIN_TURNS: usize = 4;
+
 /// Work one `process` call (a frontend's turn) takes at most, in 4 KiB units (segments, or
 /// a discard's range): 8 MiB. Past it the frontend yields with `more` set and the other
 /// frontends have their turn, so a neighbour waits for at most this much of anyone's work
@@ -396,31 +400,73 @@ impl<M: Page> Connection<M> {
         ans.answer(&mut self.stats, p.queue, p.id, p.rsp_op, outcome);
     }
 
-    /// Tears the connection down: waits for nothing (the store has completed everything a
-    /// pass submitted, or hands it back here), unmaps rings and persistent grants in one
-    /// batch, closes the event channels. Returns how many pages were unmapped.
+    /// Tears the connection down without leaving the frontend waiting: every request it
+    /// put on the ring gets a response before the rings are unmapped. Linux blkfront
+    /// (since 5.19) writes Closed with requests still in flight and keeps its interrupt
+    /// handler; a request never answered holds its bio forever, and then `del_gendisk`
+    /// in `blkfront_remove` blocks dom0's xenwatch thread, so no later device of that
+    /// domain is ever probed (seen: `xl block-detach` during a write, then `xl
+    /// block-attach` of the same vdev, stuck in Initialising; the kernel's hung-task dump
+    /// showed xenwatch in `del_gendisk` and the writer in `submit_bio_wait`).
+    ///
+    /// So: up to `DRAIN_TURNS` turns of normal processing (what the ring holds is served),
+    /// then what the store still holds comes back and is answered with `BLKIF_RSP_ERROR`,
+    /// as is anything left on the ring; responses are pushed and the frontend notified;
+    /// then rings and persistent grants are unmapped in one batch and the event channels
+    /// closed. Returns how many pages were unmapped.
     pub fn disconnect<G, E, S>(mut self, g: &mut G, ev: &mut E, store: &mut S) -> usize
     where
         G: Grants<Mapping = M>,
         E: EventChannel,
         S: BlockStore<Rc<M>>,
     {
+        let mut broken = false;
+        for _ in 0..DRAIN_TURNS {
+            match self.process(g, ev, store) {
+                Ok(r) if r.more => {}
+                Ok(_) => break,
+                // A broken ring: nothing more is read from it.
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
         let mut unmap: Vec<M> = Vec::new();
         let mut done: Vec<Completion<Rc<M>>> = Vec::new();
-        // Nobody reads these answers: the rings go away with the connection.
         let mut ans = Answers::new(self.queues.len());
         store.complete(&mut done);
         for (io, res) in done {
             self.finish(io, res, &mut ans, &mut unmap);
         }
         // What the store still holds comes back unfinished: its buffers are released here,
-        // so no mapping outlives the connection and no late answer reaches a gone ring.
+        // so no mapping outlives the connection, and the request is answered with an error.
         let mut held: Vec<StoreIo<Rc<M>>> = Vec::new();
         store.cancel(&mut held);
         for io in held {
-            self.in_flight.remove(&io.tag);
+            if let Some(p) = self.in_flight.remove(&io.tag) {
+                ans.answer(&mut self.stats, p.queue, p.id, p.rsp_op, Outcome::Failed);
+            }
             for s in io.segs {
                 release(s.buf, &mut unmap);
+            }
+        }
+        // Requests still on the ring (past the drain's bound): answered, not served.
+        if !broken {
+            for (qi, q) in self.queues.iter_mut().enumerate() {
+                for _ in 0..q.ring.unconsumed().unwrap_or(0) {
+                    let Ok(Some(slot)) = q.ring.take() else { break };
+                    let raw = decode_request(self.abi, &slot);
+                    ans.answer(&mut self.stats, qi, raw.id, request::rsp_op_of(&raw), Outcome::Failed);
+                }
+            }
+        }
+        for (q, answers) in self.queues.iter_mut().zip(ans.per_queue) {
+            for a in answers {
+                let _ = q.ring.push_response(a.id, a.op, a.status);
+            }
+            if q.ring.push_responses_and_check_notify().unwrap_or(false) {
+                ev.notify(q.port);
             }
         }
         unmap.extend(self.path.drain());

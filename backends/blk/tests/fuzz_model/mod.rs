@@ -280,6 +280,9 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
     assert!(forged || fe.bogus.is_empty(), "responses that match no outstanding request: {:?}", fe.bogus);
     // Teardown: the frontend closes; nothing of it may stay mapped or bound.
     fe.set_state(&mut h.xs, XenbusState::Closed);
+    // First look: the closed frontend is notified and served until idle; next look: dropped.
+    h.update(&mut dev);
+    let _ = run_checked(&mut h, &mut dev, &mut fe);
     h.update(&mut dev);
     assert!(dev.connection().is_none());
     let c = h.g.counters();
