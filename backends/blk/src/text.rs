@@ -9,13 +9,26 @@ use core::fmt::Write as _;
 /// Characters of frontend text a message keeps.
 pub const MAX_QUOTED: usize = 64;
 
-/// `s` quoted and escaped as Rust's `{:?}` does, cut after `MAX_QUOTED` characters with the
+/// `s` quoted and escaped (like Rust's `{:?}` for ASCII), cut after `MAX_QUOTED` characters with the
 /// original length noted: `"abc..." (4000 bytes)`.
 pub fn quote(s: &str) -> String {
     let mut out = String::from("\"");
     let mut chars = s.chars();
     for c in chars.by_ref().take(MAX_QUOTED) {
-        let _ = write!(out, "{}", c.escape_debug());
+        // Printable ASCII as it is; everything else as `\u{..}` (ASCII only: no Unicode
+        // tables in the image, and nothing a terminal could take for a control sequence).
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\0' => out.push_str("\\0"),
+            _ => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+        }
     }
     out.push('"');
     if chars.next().is_some() {
