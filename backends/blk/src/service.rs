@@ -36,6 +36,9 @@ pub const MAX_EVENTS_PER_TURN: usize = 64;
 /// dropped (`xenbus::Snapshot::idle`): Linux blkfront dispatches what it still had queued
 /// within milliseconds of our last responses.
 pub const LINGER_IDLE_NS: u64 = 300_000_000;
+/// The longest a closed frontend is served (one that never goes idle, a hostile one, is
+/// dropped after this and its remaining requests answered with errors).
+pub const LINGER_MAX_NS: u64 = 5_000_000_000;
 /// The watch token of the vbd directory (device watches use their backend path).
 const VBD_TOKEN: &str = "vbd";
 
@@ -136,6 +139,8 @@ struct Entry<D> {
     last_io: u64,
     /// When to look again at a device kept connected until idle (`LINGER_IDLE_NS`).
     recheck_at: Option<u64>,
+    /// Since when a closed frontend is being served (`LINGER_MAX_NS`).
+    linger_since: Option<u64>,
 }
 
 /// A log line the service wants shown (the caller decides where lines go).
@@ -436,7 +441,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         let ready_seen = dev.store().is_none_or(BlockStore::ready);
         self.devices.insert(
             be.clone(),
-            Entry { dev: Box::new(dev), remove_at: None, ready_seen, last_io: 0, recheck_at: None },
+            Entry { dev: Box::new(dev), remove_at: None, ready_seen, last_io: 0, recheck_at: None, linger_since: None },
         );
         self.update(xs, g, ev, &be, now);
     }
@@ -451,7 +456,8 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         if e.dev.connection().is_none() {
             e.dev.set_persistent_cap(share);
         }
-        let idle = now.saturating_sub(e.last_io) >= LINGER_IDLE_NS;
+        let idle = now.saturating_sub(e.last_io) >= LINGER_IDLE_NS
+            || e.linger_since.is_some_and(|t| now.saturating_sub(t) >= LINGER_MAX_NS);
         e.dev.set_idle(idle);
         let before = e.dev.state();
         let r = e.dev.update(xs, g, ev);
@@ -459,7 +465,11 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         // Kept connected while not idle (a closed frontend still using its ring): look
         // again when it will have been idle long enough.
         if !idle && after == xen_sys_mini::io::xenbus::XenbusState::Closing && e.dev.connection().is_some() {
-            e.recheck_at = Some(e.last_io.saturating_add(LINGER_IDLE_NS));
+            let give_up = e.linger_since.map_or(u64::MAX, |t| t.saturating_add(LINGER_MAX_NS));
+            e.recheck_at = Some(e.last_io.saturating_add(LINGER_IDLE_NS).min(give_up));
+        }
+        if e.dev.connection().is_none() {
+            e.linger_since = None;
         }
         let why = e.dev.last_error.clone().or_else(|| e.dev.refused().or(e.dev.store_failure()).map(String::from));
         let store_failed = e.dev.connection().is_none() && e.dev.store_failure().is_some();
@@ -467,6 +477,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             if o.kicked {
                 // The closed frontend was notified: what it had queued comes now.
                 e.last_io = now;
+                e.linger_since = Some(now);
                 e.recheck_at = Some(now.saturating_add(LINGER_IDLE_NS));
             }
             if o.remove_dir && e.remove_at.is_none() {
@@ -517,7 +528,8 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             if r.requests > 0 || r.responses > 0 {
                 e.last_io = now;
                 if e.recheck_at.is_some() {
-                    e.recheck_at = Some(now.saturating_add(LINGER_IDLE_NS));
+                    let give_up = e.linger_since.map_or(u64::MAX, |t| t.saturating_add(LINGER_MAX_NS));
+                    e.recheck_at = Some(now.saturating_add(LINGER_IDLE_NS).min(give_up));
                 }
             }
             if e.dev.state() != before {

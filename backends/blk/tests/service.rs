@@ -519,3 +519,34 @@ fn a_frontend_that_closed_is_served_until_idle_then_dropped() {
     b.advance(REMOVE_GRACE_NS);
     assert!(!b.xs.exists(&be));
 }
+
+/// A closed frontend that never goes idle (it keeps putting requests on its ring) is not
+/// served for ever: after `LINGER_MAX_NS` it is dropped, what it left answered with
+/// errors, and the detach completes.
+#[test]
+fn a_closed_frontend_that_never_goes_idle_is_dropped_after_the_linger_limit() {
+    use blkback::service::LINGER_MAX_NS;
+    let mut b = Bed::new(vec![]);
+    let mut fe = b.attach(5, 51712, "ram:1M", "w");
+    let be = fe.be.clone();
+    b.connect(&mut fe);
+    b.toolstack_detach(&be);
+    fe.set_state(&mut b.xs, XenbusState::Closed);
+    b.settle();
+    let step = LINGER_IDLE_NS / 2;
+    let mut served = 0;
+    let mut t = 0;
+    while t < LINGER_MAX_NS + LINGER_IDLE_NS && b.svc.device(&be).is_some_and(|d| d.connection().is_some()) {
+        fe.rw(&b.xs, &mut b.g, false, 0, 4096, None, 0);
+        fe.push();
+        b.now += step;
+        t += step;
+        b.settle();
+        served += fe.complete(&mut b.g).len();
+    }
+    assert!(b.svc.device(&be).is_none_or(|d| d.connection().is_none()), "still served after {t} ns");
+    assert!((LINGER_MAX_NS..LINGER_MAX_NS + LINGER_IDLE_NS).contains(&t), "dropped after {t} ns");
+    assert!(served >= 10, "only {served} requests served while lingering");
+    assert_eq!(b.g.counters().mapped_now, 0);
+    assert_eq!(b.state(&be), Some("6"));
+}
