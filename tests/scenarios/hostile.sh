@@ -88,6 +88,35 @@ info "$refusals connect attempts refused"
 bound=$(( before * 10 > 100000 ? before * 10 : 100000 ))
 [ "$during" -le "$bound" ] || fail "the good frontend's p99 went from $before us to $during us (bound $bound us)"
 
+step "event storm: a connected hostile frontend notifies 100,000 times with no work"
+# hostile-fe plays a frontend from dom0's user space (/dev/xen/gntalloc for its ring page,
+# /dev/xen/evtchn for its channel), connects to a crafted vbd, then only notifies.
+FE2=/local/domain/0/device/evil/52000
+BE2=$(be 0 52000)
+xenstore-write "$FE2/backend" "$BE2" "$FE2/backend-id" "$DD" "$FE2/state" 1 || fail "frontend 2 keys"
+xenstore-chmod -r "$FE2" "n0" "r$DD" || fail "frontend 2 permissions"
+xenstore-write "$BE2/frontend" "$FE2" "$BE2/frontend-id" 0 "$BE2/params" "ram:1M" "$BE2/mode" w \
+    "$BE2/online" 1 "$BE2/state" 1 || fail "backend 2 keys"
+xenstore-chmod -r "$BE2" "n$DD" "r0" || fail "backend 2 permissions"
+wait_for 30 xs_is "$BE2/state" 2 || fail "the second crafted vbd never reached InitWait"
+hostile-fe storm --dd "$DD" --fe "$FE2" --be "$BE2" --count 100000 >/tmp/storm.out 2>/tmp/storm.err &
+STORM=$!
+wait_for 30 xs_is "$BE2/state" 4 || fail "the hostile frontend did not connect: $(cat /tmp/storm.err)"
+blkload --dev /dev/xvdb --rw randread --bs 4096 --qd 1 --seconds 6 --span-mib 16 --label storm >/tmp/storm-load.out ||
+    fail "blkload during the storm"
+wait $STORM || fail "hostile-fe: $(cat /tmp/storm.err)"
+storm_p99=$(p99 /tmp/storm-load.out)
+blkload --dev /dev/xvdb --rw randread --bs 4096 --qd 1 --seconds 3 --span-mib 16 --label after >/tmp/after.out ||
+    fail "blkload after the storm"
+after_p99=$(p99 /tmp/after.out)
+metric hostile.p99_storm_us "$storm_p99"
+metric hostile.p99_after_storm_us "$after_p99"
+info "storm: $(sed -n 's/^METRIC hostile.storm //p' /tmp/storm.out); good frontend p99 during ${storm_p99} us, after ${after_p99} us"
+grep -q '"notifications":100000' /tmp/storm.out || fail "the storm did not run: $(cat /tmp/storm.out /tmp/storm.err)"
+[ "$storm_p99" -le "$bound" ] || fail "p99 during the storm: $storm_p99 us (bound $bound us)"
+[ "$after_p99" -le "$bound" ] || fail "p99 after the storm: $after_p99 us (bound $bound us)"
+xenstore-rm "$BE2"; xenstore-rm "$FE2"
+
 step "the driver domain is alive and the good disk verifies"
 xl list $UK >/dev/null || fail "the driver domain is gone"
 blkload --verify --dev /dev/xvdb --span-mib 8 --ops 30 --seed 21 || fail "the good disk does not verify"

@@ -44,9 +44,10 @@ const WORKLOADS: &[(&str, u32, u32)] = &[
 /// 256 MiB.
 const SPAN_MIB: u32 = 128;
 
-/// Builds the load tool (release) that runs in dom0.
+/// Builds the tools (release) that run in dom0: the load tool, and the hostile frontend
+/// of the `hostile` scenario next to it (`target/release/hostile-fe`).
 pub fn build_blkload() -> Result<std::path::PathBuf> {
-    sh::timed("build blkload (release)", || {
+    sh::timed("build blkload and hostile-fe (release)", || {
         sh::output(sh::cmd("cargo").current_dir(sh::root()).args([
             "build",
             "--release",
@@ -55,6 +56,8 @@ pub fn build_blkload() -> Result<std::path::PathBuf> {
             "xtask",
             "--bin",
             "blkload",
+            "--bin",
+            "hostile-fe",
         ]))
         .map(|_| ())
     })?;

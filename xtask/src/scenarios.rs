@@ -120,7 +120,9 @@ pub fn run(
     }
     if sc.blkload {
         let blkload = crate::bench::build_blkload()?;
+        let hostile = blkload.with_file_name("hostile-fe");
         extra.push(("usr/bin/blkload".into(), crate::cpio::Entry::File { src: blkload, mode: 0o755 }));
+        extra.push(("usr/bin/hostile-fe".into(), crate::cpio::Entry::File { src: hostile, mode: 0o755 }));
     }
     let script = sh::root().join(format!("tests/scenarios/{}.sh", sc.name));
     let run = Run { name: sc.name, script, extra, timeout: Duration::from_secs(sc.timeout_s), verbose };
