@@ -74,7 +74,8 @@ fn parse() -> Result<Args, String> {
 fn run() -> Result<(), String> {
     let a = parse()?;
     // The ring page, granted writable to the driver domain.
-    let gnt = OpenOptions::new().read(true).write(true).open("/dev/xen/gntalloc").map_err(|e| format!("gntalloc: {e}"))?;
+    let gnt =
+        OpenOptions::new().read(true).write(true).open("/dev/xen/gntalloc").map_err(|e| format!("gntalloc: {e}"))?;
     let mut req = AllocGref { domid: a.dd, flags: GNTALLOC_FLAG_WRITABLE, count: 1, ..AllocGref::default() };
     // SAFETY: IOCTL_GNTALLOC_ALLOC_GREF reads and writes one `ioctl_gntalloc_alloc_gref`
     // with room for `count` = 1 grant reference, which `req` is (repr(C), same layout).
@@ -86,7 +87,14 @@ fn run() -> Result<(), String> {
     // SAFETY: maps the page gntalloc just allocated at `index` (its documented mmap
     // offset), shared, read-write; the result is checked before use.
     let page = unsafe {
-        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, gnt.as_raw_fd(), offset)
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            gnt.as_raw_fd(),
+            offset,
+        )
     };
     if page == libc::MAP_FAILED {
         return Err(format!("mmap of the granted page: {}", std::io::Error::last_os_error()));
@@ -97,7 +105,8 @@ fn run() -> Result<(), String> {
     // SAFETY: `page` is a live 4096-byte mapping we own; 16 bytes are written at its start.
     unsafe { std::ptr::copy_nonoverlapping(header.as_ptr().cast::<u8>(), page.cast::<u8>(), 16) };
     // The event channel, unbound, for the driver domain to bind.
-    let evt: File = OpenOptions::new().read(true).write(true).open("/dev/xen/evtchn").map_err(|e| format!("evtchn: {e}"))?;
+    let evt: File =
+        OpenOptions::new().read(true).write(true).open("/dev/xen/evtchn").map_err(|e| format!("evtchn: {e}"))?;
     let mut remote: u32 = u32::from(a.dd);
     // SAFETY: IOCTL_EVTCHN_BIND_UNBOUND_PORT reads one `ioctl_evtchn_bind_unbound_port`
     // (an unsigned int) and returns the port or -1.
