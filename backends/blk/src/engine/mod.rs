@@ -136,11 +136,13 @@ const MAX_ROUNDS: usize = 8;
 const DRAIN_TURNS: usize = 4;
 
 /// Work one `process` call (a frontend's turn) takes at most, in 4 KiB units (segments, or
-/// a discard's range): 8 MiB. Past it the frontend yields with `more` set and the other
-/// frontends have their turn, so a neighbour waits for at most this much of anyone's work
-/// (before: up to 8 passes of `max_segments_per_pass`, 383 MiB measured with
-/// `indirect=4096`). At least one request is taken per pass whatever its size.
-pub const TURN_SEGMENTS: usize = 2048;
+/// a discard's range): 32 MiB, one full pass. Past it the frontend yields with `more` set
+/// and the other frontends have their turn, so a neighbour waits for at most this much of
+/// anyone's work (before: up to 8 passes of `max_segments_per_pass`, 383 MiB measured
+/// with `indirect=4096`). At least one request is taken per pass whatever its size.
+/// 8 MiB was tried: 1 MiB writes at QD32 fell from 214 to 126 MiB/s (more, smaller passes,
+/// each paying the persistent pool's eviction; a lever of the performance issue).
+pub const TURN_SEGMENTS: usize = 8192;
 
 impl<M: Page> Connection<M> {
     /// Maps every ring page (one batch), attaches the rings, binds the event channels.
