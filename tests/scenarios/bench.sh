@@ -87,11 +87,7 @@ NBD_UP=
 nbd_server() {
     [ -n "$NBD_UP" ] && return 0
     step "dom0: netback, a bridge, nbdkit for the NBD backends"
-    load_mod xen-netback || fail "xen-netback"
-    load_mod bridge || fail "bridge"
-    brctl addbr xenbr0 || fail "brctl addbr"
-    ip addr add 192.0.2.1/24 dev xenbr0 || fail "ip addr"
-    ip link set xenbr0 up || fail "ip link up"
+    storage_bridge
     # Sparse: the fill step writes every block the workloads touch.
     truncate -s "$((SPAN_MIB + 32))M" /tmp/nbd-bench.img || fail "disk image"
     nbdkit --exit-with-parent -f -i 192.0.2.1 -p 10809 file file=/tmp/nbd-bench.img >/tmp/nbdkit.out 2>&1 &

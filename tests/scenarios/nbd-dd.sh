@@ -10,11 +10,7 @@ LOG=/var/log/xen/console/guest-$UK.log
 IMG=/tmp/disk0.img
 
 step "dom0: netback, a bridge, nbdkit"
-load_mod xen-netback || fail "xen-netback"
-load_mod bridge || fail "bridge"
-brctl addbr xenbr0 || fail "brctl addbr"
-ip addr add 192.0.2.1/24 dev xenbr0 || fail "ip addr"
-ip link set xenbr0 up || fail "ip link up"
+storage_bridge
 dd if=/dev/zero of=$IMG bs=1048576 count=64 2>/dev/null || fail "disk image"
 start_nbdkit() {
     nbdkit --exit-with-parent -f -i 192.0.2.1 -p 10809 --filter=log file file=$IMG logfile=/tmp/nbdkit.log >>/tmp/nbdkit.out 2>&1 &

@@ -75,3 +75,13 @@ verify_disk() {
 testbed_faults() {
     cat /var/log/xen/console/*.log 2>/dev/null | grep -c -E 'segfault|Segmentation fault|Triple fault'
 }
+
+# storage_bridge: dom0's side of the driver domains' vifs: netback, and the bridge xenbr0
+# at 192.0.2.1/24 (TEST-NET-1) that Xen's vif-bridge script adds each vif to.
+storage_bridge() {
+    load_mod xen-netback || fail "xen-netback"
+    load_mod bridge || fail "bridge"
+    brctl addbr xenbr0 || fail "brctl addbr"
+    ip addr add 192.0.2.1/24 dev xenbr0 || fail "ip addr"
+    ip link set xenbr0 up || fail "ip link up"
+}

@@ -90,50 +90,24 @@ fn cmd_test() -> Result<i32> {
         }
     };
     check("fmt", sh::run(sh::cmd(cargo).current_dir(sh::root()).args(["fmt", "--all", "--", "--check"])));
-    check(
-        "clippy",
-        sh::run(sh::cmd(cargo).current_dir(sh::root()).args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])),
-    );
-    // The unikernel itself: the runtime's entry, exception stubs, allocator and panic path
-    // only exist for the bare-metal target.
-    check(
-        "clippy (unikernel target)",
-        sh::run(sh::cmd(cargo).current_dir(sh::root()).args([
-            "clippy",
-            "-p",
-            "kernel",
-            "-p",
-            "xen-blkback-rs",
-            "--target",
-            kernel::TARGET,
-            "--release",
-            "--",
-            "-D",
-            "warnings",
-        ])),
-    );
-    check(
-        "clippy (unikernel target, without networking)",
-        sh::run(sh::cmd(cargo).current_dir(sh::root()).args([
-            "clippy",
-            "-p",
-            "xen-blkback-rs",
-            "--no-default-features",
-            "--target",
-            kernel::TARGET,
-            "--release",
-            "--",
-            "-D",
-            "warnings",
-        ])),
-    );
+    // Clippy on the host build, then on the unikernel itself (the runtime's entry, exception
+    // stubs, allocator and panic path only exist for the bare-metal target), with and
+    // without its network stack.
+    let clippy: [(&str, &[&str]); 3] = [
+        ("clippy", &["--workspace", "--all-targets"]),
+        (
+            "clippy (unikernel target)",
+            &["-p", "kernel", "-p", "xen-blkback-rs", "--target", kernel::TARGET, "--release"],
+        ),
+        (
+            "clippy (unikernel target, without networking)",
+            &["-p", "xen-blkback-rs", "--no-default-features", "--target", kernel::TARGET, "--release"],
+        ),
+    ];
+    for (name, args) in clippy {
+        let r = sh::run(sh::cmd(cargo).current_dir(sh::root()).arg("clippy").args(args).args(["--", "-D", "warnings"]));
+        check(name, r);
+    }
     check("host tests", sh::run(sh::cmd(cargo).current_dir(sh::root()).args(["test", "--workspace"])));
     match images::build() {
         Ok(images) => {

@@ -137,10 +137,17 @@ struct Entry<D> {
     ready_seen: bool,
     /// When its connection last took or answered a request.
     last_io: u64,
-    /// When to look again at a device kept connected until idle (`LINGER_IDLE_NS`).
-    recheck_at: Option<u64>,
-    /// Since when a closed frontend is being served (`LINGER_MAX_NS`).
+    /// Since when a closed frontend is being served (it was notified then).
     linger_since: Option<u64>,
+}
+
+impl<D> Entry<D> {
+    /// When serving a closed frontend ends: once it has been idle `LINGER_IDLE_NS`, or
+    /// `LINGER_MAX_NS` after it was notified, whichever comes first.
+    fn linger_end(&self) -> Option<u64> {
+        let since = self.linger_since?;
+        Some(self.last_io.saturating_add(LINGER_IDLE_NS).min(since.saturating_add(LINGER_MAX_NS)))
+    }
 }
 
 /// A log line the service wants shown (the caller decides where lines go).
@@ -262,7 +269,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         let removal = self
             .devices
             .values()
-            .filter_map(|e| e.remove_at.into_iter().chain(e.recheck_at).min())
+            .filter_map(|e| e.remove_at.into_iter().chain(e.linger_end()).min())
             .min()
             .unwrap_or(u64::MAX);
         removal.min(self.last_stats_ns.saturating_add(STATS_PERIOD_NS))
@@ -441,7 +448,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         let ready_seen = dev.store().is_none_or(BlockStore::ready);
         self.devices.insert(
             be.clone(),
-            Entry { dev: Box::new(dev), remove_at: None, ready_seen, last_io: 0, recheck_at: None, linger_since: None },
+            Entry { dev: Box::new(dev), remove_at: None, ready_seen, last_io: 0, linger_since: None },
         );
         self.update(xs, g, ev, &be, now);
     }
@@ -456,19 +463,14 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         if e.dev.connection().is_none() {
             e.dev.set_persistent_cap(share);
         }
-        let idle = now.saturating_sub(e.last_io) >= LINGER_IDLE_NS
-            || e.linger_since.is_some_and(|t| now.saturating_sub(t) >= LINGER_MAX_NS);
+        let idle = e.linger_end().is_none_or(|end| now >= end);
         e.dev.set_idle(idle);
         let before = e.dev.state();
         let r = e.dev.update(xs, g, ev);
         let after = e.dev.state();
-        // Kept connected while not idle (a closed frontend still using its ring): look
-        // again when it will have been idle long enough.
-        if !idle && after == xen_sys_mini::io::xenbus::XenbusState::Closing && e.dev.connection().is_some() {
-            let give_up = e.linger_since.map_or(u64::MAX, |t| t.saturating_add(LINGER_MAX_NS));
-            e.recheck_at = Some(e.last_io.saturating_add(LINGER_IDLE_NS).min(give_up));
-        }
-        if e.dev.connection().is_none() {
+        // Serving a closed frontend ends with its connection, or once it was idle anyway
+        // (the state machine had its say then).
+        if idle || e.dev.connection().is_none() {
             e.linger_since = None;
         }
         let why = e.dev.last_error.clone().or_else(|| e.dev.refused().or(e.dev.store_failure()).map(String::from));
@@ -478,7 +480,6 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
                 // The closed frontend was notified: what it had queued comes now.
                 e.last_io = now;
                 e.linger_since = Some(now);
-                e.recheck_at = Some(now.saturating_add(LINGER_IDLE_NS));
             }
             if o.remove_dir && e.remove_at.is_none() {
                 e.remove_at = Some(now.saturating_add(REMOVE_GRACE_NS));
@@ -527,10 +528,6 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             more |= r.more;
             if r.requests > 0 || r.responses > 0 {
                 e.last_io = now;
-                if e.recheck_at.is_some() {
-                    let give_up = e.linger_since.map_or(u64::MAX, |t| t.saturating_add(LINGER_MAX_NS));
-                    e.recheck_at = Some(now.saturating_add(LINGER_IDLE_NS).min(give_up));
-                }
             }
             if e.dev.state() != before {
                 let why = e.dev.last_error.as_deref().unwrap_or("");
@@ -552,15 +549,12 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         now: u64,
         extra: impl FnOnce() -> Vec<(&'static str, u64)>,
     ) {
-        // Devices kept connected until idle: look again once they are.
+        // Closed frontends served until idle: look again once serving them ends.
         let recheck: Vec<String> = self
             .devices
-            .iter_mut()
-            .filter(|(_, e)| e.recheck_at.is_some_and(|t| t <= now))
-            .map(|(k, e)| {
-                e.recheck_at = None;
-                k.clone()
-            })
+            .iter()
+            .filter(|(_, e)| e.linger_end().is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
             .collect();
         for be in recheck {
             self.update(xs, g, ev, &be, now);

@@ -31,6 +31,18 @@ pub struct Ipv4Config {
     pub gateway: Option<[u8; 4]>,
 }
 
+/// `192.0.2.2/24`, with ` via 192.0.2.1` when there is a gateway.
+impl core::fmt::Display for Ipv4Config {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let [a, b, c, d] = self.addr;
+        write!(f, "{a}.{b}.{c}.{d}/{}", self.prefix)?;
+        match self.gateway {
+            Some([a, b, c, d]) => write!(f, " via {a}.{b}.{c}.{d}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What the domain does after boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -188,6 +200,7 @@ mod tests {
         // The last word wins.
         assert_eq!(Config::parse("path=copy path=map").blk.path, DataPath::Map);
         let c = Config::parse("ip=192.0.2.2/24 gw=192.0.2.1");
+        assert_eq!(c.ip.map(|ip| alloc::format!("{ip}")).as_deref(), Some("192.0.2.2/24 via 192.0.2.1"));
         assert_eq!(c.ip, Some(Ipv4Config { addr: [192, 0, 2, 2], prefix: 24, gateway: Some([192, 0, 2, 1]) }));
         assert!(c.ignored.is_empty());
     }

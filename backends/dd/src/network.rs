@@ -47,7 +47,7 @@ impl Network {
             None => Addressing::Dhcp,
         };
         let how = match addressing {
-            Addressing::Static(ip) => format!("{}", Addr(Some(ip))),
+            Addressing::Static(ip) => format!("{ip}"),
             Addressing::Dhcp => "DHCPv4 (no ip= and no ip key)".into(),
         };
         kernel::info!("network: vif {fe} (backend {}), {how}", vif_cfg.be);
@@ -83,7 +83,10 @@ impl Network {
         }
         n.poll(ev, now);
         if let Some(a) = n.take_address_change() {
-            kernel::info!("network: address {}", Addr(a));
+            match a {
+                Some(ip) => kernel::info!("network: address {ip}"),
+                None => kernel::info!("network: address none (the lease ended)"),
+            }
         }
     }
 
@@ -97,20 +100,5 @@ impl Network {
     /// When the stack wants to be polled again (retransmissions, keep-alives, DHCP), in ns.
     pub fn deadline(&self, now: u64) -> u64 {
         self.0.as_ref().and_then(|n| n.borrow_mut().poll_at(now)).unwrap_or(u64::MAX)
-    }
-}
-
-/// An address for the console: `192.0.2.2/24 via 192.0.2.1`, or `none`.
-struct Addr(Option<Ipv4Config>);
-
-impl core::fmt::Display for Addr {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let Some(ip) = self.0 else { return f.write_str("none") };
-        let [a, b, c, d] = ip.addr;
-        write!(f, "{a}.{b}.{c}.{d}/{}", ip.prefix)?;
-        match ip.gateway {
-            Some([a, b, c, d]) => write!(f, " via {a}.{b}.{c}.{d}"),
-            None => Ok(()),
-        }
     }
 }

@@ -77,17 +77,34 @@ impl Device for Dom0<'_> {
     }
 }
 
-#[test]
-fn nbd_over_tcp_over_netfront() {
+/// The fake hypervisor with our vif connected to a mock Linux netback in "dom0".
+fn connected_vif(mac: &str) -> (FakeGrants, FakeEvtchn, MockNetback, Vif<FakeShared>) {
     let mut xs = FakeXenStore::default();
     let mut g = FakeGrants::new();
     let mut ev = FakeEvtchn::default();
     let mut frames = g.shared_frames();
-    let mut nb = MockNetback::attach(&mut xs, BACKEND, 0, "00:16:3e:00:00:05");
+    let mut nb = MockNetback::attach(&mut xs, BACKEND, 0, mac);
     let cfg = VifConfig::read(&mut xs, &nb.fe).unwrap();
     let mut vif: Vif<FakeShared> = Vif::new(cfg);
     vif.update(&mut xs, &mut g, &mut ev, &mut frames).unwrap();
     nb.update(&mut xs, &mut g, &mut ev);
+    (g, ev, nb, vif)
+}
+
+/// dom0's interface on the bridge: 192.0.2.1/24.
+fn dom0_iface(dev: &mut Dom0<'_>) -> Interface {
+    let mut cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress([2, 0, 0, 0, 0, 1])));
+    cfg.random_seed = 7;
+    let mut d0 = Interface::new(cfg, dev, Instant::ZERO);
+    d0.update_ip_addrs(|a| {
+        a.push(IpCidr::new(IpAddress::v4(192, 0, 2, 1), 24)).unwrap();
+    });
+    d0
+}
+
+#[test]
+fn nbd_over_tcp_over_netfront() {
+    let (mut g, mut ev, mut nb, vif) = connected_vif("00:16:3e:00:00:05");
     assert!(vif.connected() && nb.connected());
     let ip = Ipv4Config { addr: [192, 0, 2, 2], prefix: 24, gateway: None };
     let net = Rc::new(RefCell::new(NetStack::new(vif, Addressing::Static(ip), 42)));
@@ -95,13 +112,7 @@ fn nbd_over_tcp_over_netfront() {
 
     // dom0: an interface on the bridge with the NBD server behind port 10809.
     let mut inbox = VecDeque::new();
-    let mut d0cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress([2, 0, 0, 0, 0, 1])));
-    d0cfg.random_seed = 7;
-    let mut d0 =
-        Interface::new(d0cfg, &mut Dom0 { nb: &mut nb, g: &mut g, ev: &mut ev, inbox: &mut inbox }, Instant::ZERO);
-    d0.update_ip_addrs(|a| {
-        a.push(IpCidr::new(IpAddress::v4(192, 0, 2, 1), 24)).unwrap();
-    });
+    let mut d0 = dom0_iface(&mut Dom0 { nb: &mut nb, g: &mut g, ev: &mut ev, inbox: &mut inbox });
     let mut d0sockets = SocketSet::new(vec![]);
     let mut listener =
         tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 1 << 20]), tcp::SocketBuffer::new(vec![0; 1 << 20]));
@@ -223,26 +234,12 @@ fn dhcp_answer(req: &DhcpRepr<'_>, offer: Ipv4Address, lease_s: u32) -> Option<V
 
 #[test]
 fn dhcp_lease_addresses_the_stack_and_expires() {
-    let mut xs = FakeXenStore::default();
-    let mut g = FakeGrants::new();
-    let mut ev = FakeEvtchn::default();
-    let mut frames = g.shared_frames();
-    let mut nb = MockNetback::attach(&mut xs, BACKEND, 0, "00:16:3e:00:00:06");
-    let cfg = VifConfig::read(&mut xs, &nb.fe).unwrap();
-    let mut vif: Vif<FakeShared> = Vif::new(cfg);
-    vif.update(&mut xs, &mut g, &mut ev, &mut frames).unwrap();
-    nb.update(&mut xs, &mut g, &mut ev);
+    let (mut g, mut ev, mut nb, vif) = connected_vif("00:16:3e:00:00:06");
     let mut net = NetStack::new(vif, Addressing::Dhcp, 42);
 
     // dom0: the DHCP server on UDP port 67, and a TCP listener to connect to once leased.
     let mut inbox = VecDeque::new();
-    let mut d0cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress([2, 0, 0, 0, 0, 1])));
-    d0cfg.random_seed = 7;
-    let mut d0 =
-        Interface::new(d0cfg, &mut Dom0 { nb: &mut nb, g: &mut g, ev: &mut ev, inbox: &mut inbox }, Instant::ZERO);
-    d0.update_ip_addrs(|a| {
-        a.push(IpCidr::new(IpAddress::v4(192, 0, 2, 1), 24)).unwrap();
-    });
+    let mut d0 = dom0_iface(&mut Dom0 { nb: &mut nb, g: &mut g, ev: &mut ev, inbox: &mut inbox });
     let mut d0sockets = SocketSet::new(vec![]);
     let mut dhcpd = udp::Socket::new(
         udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
