@@ -53,46 +53,42 @@ struct PvConsole {
 }
 
 impl PvConsole {
-    /// The producer index and the free bytes of the out ring (none if xenconsoled wrote
-    /// indices more than a ring apart: treated as full).
-    fn room(&self) -> Option<(u32, usize)> {
-        let cons = self.page.atomic_u32(OUT_CONS).ok()?.load(Ordering::Acquire);
-        let prod = self.page.atomic_u32(OUT_PROD).ok()?.load(Ordering::Relaxed);
-        Some((prod, XENCONS_OUT_SIZE.saturating_sub(prod.wrapping_sub(cons) as usize)))
-    }
-
-    /// Copies `data` (which fits) at producer index `p` and publishes it.
-    fn put(&self, p: u32, data: &[u8]) {
+    /// Appends `data` to the out ring only if all of it fits now; never waits.
+    fn try_write(&self, data: &[u8]) -> bool {
+        let (Ok(cons), Ok(prod)) = (self.page.atomic_u32(OUT_CONS), self.page.atomic_u32(OUT_PROD)) else {
+            return false;
+        };
+        let c = cons.load(Ordering::Acquire);
+        let p = prod.load(Ordering::Relaxed);
+        let used = p.wrapping_sub(c) as usize;
+        if used > XENCONS_OUT_SIZE || XENCONS_OUT_SIZE - used < data.len() {
+            // Full, or xenconsoled wrote nonsense: kick it, drop the line.
+            evtchn::notify(self.port);
+            return false;
+        }
         for (i, b) in data.iter().enumerate() {
             let idx = (p as usize + i) % XENCONS_OUT_SIZE;
             let _ = self.page.write_bytes(OUT_OFF + idx, core::slice::from_ref(b));
         }
-        let Ok(prod) = self.page.atomic_u32(OUT_PROD) else { return };
         // The bytes must be visible before the new producer index (io/console.h).
         prod.store(p.wrapping_add(data.len() as u32), Ordering::Release);
-    }
-
-    /// Appends `data` to the out ring only if all of it fits now; never waits.
-    fn try_write(&self, data: &[u8]) -> bool {
-        let Some((p, free)) = self.room() else { return false };
-        if free < data.len() {
-            // Full: kick xenconsoled, drop the line.
-            evtchn::notify(self.port);
-            return false;
-        }
-        self.put(p, data);
         evtchn::notify(self.port);
         true
     }
 
     /// Appends bytes to the out ring, waiting (bounded) for xenconsoled to make room.
     fn write(&self, mut data: &[u8]) {
+        let (Ok(cons), Ok(prod)) = (self.page.atomic_u32(OUT_CONS), self.page.atomic_u32(OUT_PROD)) else {
+            return;
+        };
         let mut waited = 0;
         while !data.is_empty() {
-            let Some((p, free)) = self.room() else { return };
-            if free == 0 {
-                // Full: kick xenconsoled and wait a little; give up after ~2 s so a dead
-                // console cannot hang the driver domain.
+            let c = cons.load(Ordering::Acquire);
+            let p = prod.load(Ordering::Relaxed);
+            let used = p.wrapping_sub(c) as usize;
+            if used >= XENCONS_OUT_SIZE {
+                // Full (or xenconsoled wrote nonsense): kick it and wait a little; give up
+                // after ~2 s so a dead console cannot hang the driver domain.
                 evtchn::notify(self.port);
                 if waited > 200 {
                     return;
@@ -102,17 +98,24 @@ impl PvConsole {
                 evtchn::clear(self.port);
                 continue;
             }
-            let n = free.min(data.len());
-            self.put(p, &data[..n]);
+            let n = (XENCONS_OUT_SIZE - used).min(data.len());
+            for (i, b) in data[..n].iter().enumerate() {
+                let idx = (p as usize + i) % XENCONS_OUT_SIZE;
+                let _ = self.page.write_bytes(OUT_OFF + idx, core::slice::from_ref(b));
+            }
+            // The bytes must be visible before the new producer index (io/console.h).
+            prod.store(p.wrapping_add(n as u32), Ordering::Release);
             data = &data[n..];
         }
         evtchn::notify(self.port);
     }
 
     fn flush(&self) {
+        let (Ok(cons), Ok(prod)) = (self.page.atomic_u32(OUT_CONS), self.page.atomic_u32(OUT_PROD)) else {
+            return;
+        };
         for _ in 0..100 {
-            // Empty (or unusable): nothing to wait for.
-            if self.room().is_none_or(|(_, free)| free == XENCONS_OUT_SIZE) {
+            if cons.load(Ordering::Acquire) == prod.load(Ordering::Relaxed) {
                 return;
             }
             evtchn::notify(self.port);
