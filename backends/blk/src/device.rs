@@ -7,7 +7,7 @@ use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use xen_sys_mini::errno::{EINVAL, EIO};
+use xen_sys_mini::errno::{EINVAL, EIO, ENOMEM};
 use xen_sys_mini::io::blkif::VDISK_READONLY;
 use xen_sys_mini::io::xenbus::XenbusState;
 
@@ -39,6 +39,16 @@ impl Default for DeviceConfig {
         }
     }
 }
+
+/// Heap a connection needs to be made and to take one request of `max_segments`: its
+/// rings' bookkeeping (per queue) and one pass of one such request.
+pub fn connect_heap_bytes(queues: usize, max_segments: usize) -> usize {
+    queues.saturating_mul(CONNECT_HEAP_PER_QUEUE).saturating_add(crate::engine::pass_heap_bytes(1, max_segments))
+}
+
+/// A queue's share of a connection's fixed heap: its ring (the mapping handles of up to 16
+/// pages), its answers, and the connection's own structures, rounded up.
+pub const CONNECT_HEAP_PER_QUEUE: usize = 4096;
 
 /// What `update` asks of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,6 +91,8 @@ pub struct Device<M, S> {
     idle: bool,
     /// The closed frontend was notified once (see `update`).
     kicked: bool,
+    /// Heap this device may use now (`set_heap_room`).
+    heap_room: usize,
 }
 
 fn xs_err(e: crate::hv::StoreErr) -> String {
@@ -132,6 +144,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             last_error: None,
             removed: false,
             idle: true,
+            heap_room: usize::MAX,
             kicked: false,
         }
     }
@@ -283,10 +296,11 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
                 }
                 Action::Connect => {
                     out.ports_changed = true;
-                    if let Err(e) = self.connect(xs, g, ev) {
-                        // The frontend gave us something unusable: say why, close.
+                    if let Err((errno, e)) = self.connect(xs, g, ev) {
+                        // The frontend gave us something unusable, or the domain has no
+                        // room for another connection: say why, close.
                         self.last_error = Some(e.clone());
-                        self.write_error(xs, EINVAL, &e);
+                        self.write_error(xs, errno, &e);
                         xs.write(&format!("{}/state", self.be), &format!("{}", XenbusState::Closing as u32))
                             .map_err(xs_err)?;
                         self.published = XenbusState::Closing;
@@ -324,11 +338,25 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         xs: &mut X,
         g: &mut G,
         ev: &mut E,
-    ) -> Result<(), String> {
+    ) -> Result<(), (i32, String)> {
         let Backing::Store(store) = &mut self.backing else {
-            return Err(String::from("no store"));
+            return Err((EINVAL, String::from("no store")));
         };
-        let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv).map_err(|e| e.to_string())?;
+        let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv).map_err(|e| (EINVAL, e.to_string()))?;
+        // Admission: the connection's rings and one request of the advertised maximum must
+        // fit in the heap left now, or the frontend is refused (ENOMEM, as Linux blkback
+        // answers when it cannot allocate its rings) and every other guest goes on.
+        let need = connect_heap_bytes(fc.queues.len(), usize::from(self.cfg.adv.max_indirect_segments));
+        if self.heap_room < need {
+            return Err((
+                ENOMEM,
+                format!("no heap left for another connection (needs {need} bytes, {} free)", self.heap_room),
+            ));
+        }
+        // Linux keeps one pool per queue (`max_persistent_grants` each); ours is one per
+        // connection, as large, within the domain's budget (`persistent_cap`).
+        let persistent_cap =
+            self.cfg.persistent_cap.min(crate::persistent::DEFAULT_CAP.saturating_mul(fc.queues.len()));
         let info = store.info();
         // A network store knows whether its export is read-only only now.
         self.read_only |= info.read_only;
@@ -351,9 +379,9 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             limits,
             max_inflight: self.cfg.max_inflight,
             max_segments_per_pass: self.cfg.max_segments_per_pass,
-            persistent_cap: self.cfg.persistent_cap,
+            persistent_cap,
         };
-        let conn = Connection::connect(g, ev, &params).map_err(|e| e.to_string())?;
+        let conn = Connection::connect(g, ev, &params).map_err(|e| (EINVAL, e.to_string()))?;
         let b = |v: bool| String::from(if v { "1" } else { "0" });
         let kv = [
             ("sectors", info.sectors.to_string()),
@@ -372,7 +400,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         let pairs: Vec<(String, String)> = kv.into_iter().map(|(k, v)| (format!("{}/{k}", self.be), v)).collect();
         if let Err(e) = xs.write_all(&pairs) {
             conn.disconnect(g, ev, store);
-            return Err(xs_err(e));
+            return Err((EIO, xs_err(e)));
         }
         self.conn = Some(conn);
         self.last_error = None;
@@ -390,6 +418,13 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     /// service (tests of one device) it stays true.
     pub fn set_idle(&mut self, idle: bool) {
         self.idle = idle;
+    }
+
+    /// The heap this device may use from now on (the driver domain's free heap less its
+    /// reserve): a connection is refused below `connect_heap_bytes`, and a pass takes
+    /// requests only while their worst case fits.
+    pub fn set_heap_room(&mut self, bytes: usize) {
+        self.heap_room = bytes;
     }
 
     /// The persistent-grant pool the next connection gets (its share of the domain's
@@ -415,6 +450,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         let (Some(c), Backing::Store(store)) = (self.conn.as_mut(), &mut self.backing) else {
             return PassReport::default();
         };
+        c.set_heap_room(self.heap_room);
         match c.process(g, ev, store) {
             Ok(r) => r,
             Err(e) => {

@@ -39,6 +39,16 @@ pub const LINGER_IDLE_NS: u64 = 300_000_000;
 /// The longest a closed frontend is served (one that never goes idle, a hostile one, is
 /// dropped after this and its remaining requests answered with errors).
 pub const LINGER_MAX_NS: u64 = 5_000_000_000;
+/// Heap kept free for everything but the rings' passes (xenstore replies of up to 4 KiB,
+/// log lines, the network stack's buffers, a device's directory strings): passes and
+/// connections use the free heap above it.
+pub const HEAP_RESERVE: usize = 256 << 10;
+/// Heap a device needs besides its RAM disk's frame list (its state machine, paths,
+/// watches, counters), rounded up.
+pub const DEVICE_HEAP: usize = 8 << 10;
+/// How soon a frontend left waiting for heap (`heap_waits`) is looked at again when no
+/// event comes first.
+pub const HEAP_RETRY_NS: u64 = 1_000_000;
 /// The watch token of the vbd directory (device watches use their backend path).
 const VBD_TOKEN: &str = "vbd";
 
@@ -177,6 +187,10 @@ pub struct Service<G: Grants, F: Frames, R: Region, C: Connector> {
     /// Watch events with tokens that are not ours (the caller's own watches).
     foreign: Vec<crate::hv::WatchEvent>,
     debug: bool,
+    /// Free heap now (the driver domain's allocator); without one, unbounded (host).
+    heap_free: fn() -> usize,
+    /// A frontend waits for heap: look again at this time.
+    heap_retry: Option<u64>,
 }
 
 impl<G: Grants, F: Frames, R: Region, C: Connector> core::fmt::Debug for Service<G, F, R, C> {
@@ -201,7 +215,35 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             notes: Vec::new(),
             foreign: Vec::new(),
             debug: false,
+            heap_free: || usize::MAX,
+            heap_retry: None,
         }
+    }
+
+    /// How to read the free heap (the driver domain's allocator). Connections and passes
+    /// use what is above `HEAP_RESERVE`: a frontend is refused or throttled, never the
+    /// domain aborted.
+    pub fn set_heap_gauge(&mut self, free: fn() -> usize) {
+        self.heap_free = free;
+    }
+
+    fn heap_room(&self) -> usize {
+        (self.heap_free)().saturating_sub(HEAP_RESERVE)
+    }
+
+    /// Heap for something new (a device, a connection): the room less what the kept pools
+    /// may still grow by and one request of the largest kind, so every connection already
+    /// made can always take a request (a newcomer is refused before it could starve them).
+    fn spare_heap(&self) -> usize {
+        let unfilled: usize = self
+            .devices
+            .values()
+            .filter_map(|e| e.dev.connection())
+            .map(|c| c.persistent_cap().saturating_sub(c.persistent_len()))
+            .sum();
+        self.heap_room()
+            .saturating_sub(unfilled.saturating_mul(crate::persistent::ENTRY_BYTES))
+            .saturating_sub(crate::engine::pass_heap_bytes(1, usize::from(self.defaults.max_indirect_segments)))
     }
 
     /// Starts watching `backend/vbd` and says we are ready (`data/blkback/ready`).
@@ -272,7 +314,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             .filter_map(|e| e.remove_at.into_iter().chain(e.linger_end()).min())
             .min()
             .unwrap_or(u64::MAX);
-        removal.min(self.last_stats_ns.saturating_add(STATS_PERIOD_NS))
+        removal.min(self.last_stats_ns.saturating_add(STATS_PERIOD_NS)).min(self.heap_retry.unwrap_or(u64::MAX))
     }
 
     /// Handles queued watch events, `MAX_EVENTS_PER_TURN` at most: a vbd appearing or
@@ -385,6 +427,10 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
                     ));
                 }
                 let n = usize::try_from(bytes.div_ceil(4096)).map_err(|_| String::from("RAM disk too large"))?;
+                let list = n.saturating_mul(core::mem::size_of::<F::Frame>());
+                if list > self.spare_heap() {
+                    return Err(format!("no heap for the RAM disk's frame list ({list} bytes)"));
+                }
                 let mut frames = Vec::new();
                 frames.try_reserve_exact(n).map_err(|_| String::from("no heap for the RAM disk's frame list"))?;
                 for _ in 0..n {
@@ -409,6 +455,21 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
     }
 
     fn add<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, be: String, now: u64) {
+        // A device costs heap (its state, its RAM disk's frame list) that the frontends
+        // already connected may need: without spare heap the toolstack is told no (where
+        // libxl looks) and nothing is kept; the next rescan tries again.
+        if self.spare_heap() < DEVICE_HEAP {
+            let why = String::from("no heap left for another device");
+            // Said once per device, not at every rescan.
+            if xs.read(&format!("{be}/hotplug-error")).ok().flatten().as_deref() == Some(why.as_str()) {
+                return;
+            }
+            let pairs =
+                [(format!("{be}/hotplug-error"), why.clone()), (format!("{be}/hotplug-status"), "error".into())];
+            let _ = xs.write_all(&pairs);
+            self.error(format!("{be}: {why}"));
+            return;
+        }
         let mut cfg = DeviceConfig::default();
         cfg.adv.max_indirect_segments = self.defaults.max_indirect_segments;
         // The toolstack's keys first: a device that cannot be served takes no store (no RAM
@@ -458,11 +519,17 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         // connections' reservations (a frontend cannot grow the heap past it by connecting).
         let reserved: usize =
             self.devices.iter().filter(|(k, _)| k.as_str() != be).map(|(_, e)| e.dev.persistent_reserved()).sum();
-        let share = self.defaults.persistent_budget.saturating_sub(reserved).min(crate::persistent::DEFAULT_CAP);
+        // Up to Linux's per-queue pool for each queue the frontend may ask for (the device
+        // trims it to the queues it connects with).
+        let per_frontend = crate::persistent::DEFAULT_CAP
+            .saturating_mul(usize::try_from(DeviceConfig::default().adv.max_queues).unwrap_or(1));
+        let share = self.defaults.persistent_budget.saturating_sub(reserved).min(per_frontend);
+        let room = self.spare_heap();
         let Some(e) = self.devices.get_mut(be) else { return };
         if e.dev.connection().is_none() {
             e.dev.set_persistent_cap(share);
         }
+        e.dev.set_heap_room(room);
         let idle = e.linger_end().is_none_or(|end| now >= end);
         e.dev.set_idle(idle);
         let before = e.dev.state();
@@ -522,10 +589,16 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         }
         let mut more = false;
         let mut notes = Vec::new();
+        let mut heap_wait = false;
         for (be, e) in self.devices.iter_mut() {
             let before = e.dev.state();
+            // Read before each device: what the one before gave back is free again.
+            e.dev.set_heap_room((self.heap_free)().saturating_sub(HEAP_RESERVE));
             let r = e.dev.process(xs, g, ev);
-            more |= r.more;
+            // A frontend waiting for heap is not spun on: it is looked at again on the
+            // next event or after `HEAP_RETRY_NS`.
+            heap_wait |= r.heap_wait;
+            more |= r.more && !r.heap_wait;
             if r.requests > 0 || r.responses > 0 {
                 e.last_io = now;
             }
@@ -535,6 +608,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             }
         }
         self.notes.append(&mut notes);
+        self.heap_retry = heap_wait.then(|| now.saturating_add(HEAP_RETRY_NS));
         more
     }
 

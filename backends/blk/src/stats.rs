@@ -36,6 +36,11 @@ pub struct Stats {
     pub err_read_only: u64,
     pub err_grant: u64,
     pub err_io: u64,
+    /// Requests left on the ring for a later turn because the heap had no room for them.
+    pub heap_waits: u64,
+    /// Requests failed because an allocation for them failed (never expected: the heap
+    /// room is checked first; the domain goes on either way).
+    pub err_nomem: u64,
 }
 
 impl Stats {
@@ -56,9 +61,17 @@ impl Stats {
 
     /// All requests refused or failed.
     pub fn errors(&self) -> u64 {
-        [self.err_unsupported, self.err_segments, self.err_range, self.err_read_only, self.err_grant, self.err_io]
-            .iter()
-            .fold(0u64, |a, b| a.saturating_add(*b))
+        [
+            self.err_unsupported,
+            self.err_segments,
+            self.err_range,
+            self.err_read_only,
+            self.err_grant,
+            self.err_io,
+            self.err_nomem,
+        ]
+        .iter()
+        .fold(0u64, |a, b| a.saturating_add(*b))
     }
 
     /// Key/value pairs for `<backend>/statistics/`.
@@ -78,6 +91,7 @@ impl Stats {
             ("unmap_calls", v(self.unmap_calls)),
             ("copy_calls", v(self.copy_calls)),
             ("persistent_hits", v(self.persistent_hits)),
+            ("heap_waits", v(self.heap_waits)),
             ("errors", v(self.errors())),
         ]
     }

@@ -97,6 +97,9 @@ fn run(rt: Runtime) -> ! {
     let mut svc: Service<Gnttab, FrameAllocator, BootModule, network::Connector> =
         Service::new(domid, defaults, FrameAllocator, modules, net.connector());
     svc.set_debug(cfg.debug);
+    // Connections, devices and passes size themselves to the free heap: a frontend past
+    // it is refused or waits, the domain never runs out.
+    svc.set_heap_gauge(|| mem::heap::usage().1);
     if let Err(e) = svc.start(&mut xenstore) {
         kernel::error!("cannot watch {}: {e}", svc.base());
     }

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use xen_sys_mini::io::blkif::{BlkifRequestSegment, BLKIF_SEGS_PER_INDIRECT_FRAME};
 
 use super::lifecycle::{Answers, Outcome, Resolved, Taken};
-use super::{release, Connection};
+use super::{release, try_vec, Connection};
 use crate::abi::{decode_segment, SEGMENT_SIZE};
 use crate::hv::{Grants, MapReq, Page};
 use crate::request::{self, Invalid, Segment, Segments};
@@ -25,9 +25,25 @@ impl<M: Page> Connection<M> {
     ) -> Vec<Resolved> {
         // Persistent grants cover indirect pages too (Linux blkfront keeps them granted).
         let keep = self.path.keeps();
-        let mut reqs: Vec<MapReq> = Vec::new();
-        let mut owners: Vec<(usize, usize)> = Vec::new(); // (request, page)
-        let mut pages: Vec<Vec<Option<Rc<M>>>> = taken.iter().map(|_| Vec::new()).collect();
+        let n_pages: usize = taken
+            .iter()
+            .map(|t| if let Segments::Indirect { pages, .. } = &t.req.segs { pages.len() } else { 0 })
+            .sum();
+        // Room for the pass's bookkeeping, or every request of it fails (no abort).
+        let room = (try_vec(n_pages), try_vec(n_pages), try_vec(taken.len()), try_vec(taken.len()));
+        let (Some(mut reqs), Some(mut owners), Some(mut pages), Some(mut out)) = room else {
+            for t in taken {
+                ans.answer(&mut self.stats, t.queue, t.req.id, t.req.rsp_op, Outcome::NoMemory);
+            }
+            return Vec::new();
+        };
+        for t in &taken {
+            let n = if let Segments::Indirect { pages, .. } = &t.req.segs { pages.len() } else { 0 };
+            // At most eight: a failure here leaves the slot short, and the request fails.
+            let mut slot = Vec::new();
+            let _ = slot.try_reserve_exact(n);
+            pages.push(slot);
+        }
         for (ti, t) in taken.iter().enumerate() {
             if let Segments::Indirect { pages: refs, .. } = &t.req.segs {
                 self.stats.indirect_req = self.stats.indirect_req.saturating_add(1);
@@ -38,27 +54,49 @@ impl<M: Page> Connection<M> {
                         owners.push((ti, pi));
                     }
                     if let Some(slot) = pages.get_mut(ti) {
-                        slot.push(hit);
+                        if slot.len() < slot.capacity() {
+                            slot.push(hit);
+                        }
                     }
                 }
             }
         }
         self.map_into(g, &reqs, &owners, &mut pages);
-        let mut out = Vec::with_capacity(taken.len());
         for (mut t, maps) in taken.into_iter().zip(pages) {
             let segs = match &mut t.req.segs {
                 Segments::Direct(s) => Ok(core::mem::take(s)),
-                Segments::Indirect { count, .. } => read_descriptors(&maps, *count, t.req.sector, &self.limits),
+                Segments::Indirect { count, pages } if maps.len() == pages.len() => {
+                    read_descriptors(&maps, *count, t.req.sector, &self.limits)
+                }
+                Segments::Indirect { .. } => Err(Resolve::NoMemory),
             };
             for m in maps.into_iter().flatten() {
                 release(m, unmap);
             }
-            match segs {
-                Ok(segs) => out.push(Resolved { queue: t.queue, req: t.req, segs }),
-                Err(e) => ans.answer(&mut self.stats, t.queue, t.req.id, t.req.rsp_op, Outcome::Refused(e)),
-            }
+            let outcome = match segs {
+                // Reserved above: never grows.
+                Ok(segs) => {
+                    out.push(Resolved { queue: t.queue, req: t.req, segs });
+                    continue;
+                }
+                Err(Resolve::Invalid(e)) => Outcome::Refused(e),
+                Err(Resolve::NoMemory) => Outcome::NoMemory,
+            };
+            ans.answer(&mut self.stats, t.queue, t.req.id, t.req.rsp_op, outcome);
         }
         out
+    }
+}
+
+/// Why an indirect request's segments could not be read.
+enum Resolve {
+    Invalid(Invalid),
+    NoMemory,
+}
+
+impl From<Invalid> for Resolve {
+    fn from(e: Invalid) -> Self {
+        Resolve::Invalid(e)
     }
 }
 
@@ -68,20 +106,26 @@ fn read_descriptors<M: Page>(
     count: u16,
     sector: u64,
     limits: &request::Limits,
-) -> Result<Vec<Segment>, Invalid> {
+) -> Result<Vec<Segment>, Resolve> {
     if maps.iter().any(Option::is_none) {
-        return Err(Invalid::BadIndirectPage);
+        return Err(Invalid::BadIndirectPage.into());
     }
-    let mut raw: Vec<BlkifRequestSegment> = Vec::with_capacity(usize::from(count));
+    let mut raw: Vec<BlkifRequestSegment> = try_vec(usize::from(count)).ok_or(Resolve::NoMemory)?;
     let mut left = usize::from(count);
-    let mut buf = alloc::vec![0u8; BLKIF_SEGS_PER_INDIRECT_FRAME * SEGMENT_SIZE];
+    let mut buf: Vec<u8> = try_vec(BLKIF_SEGS_PER_INDIRECT_FRAME * SEGMENT_SIZE).ok_or(Resolve::NoMemory)?;
+    buf.resize(BLKIF_SEGS_PER_INDIRECT_FRAME * SEGMENT_SIZE, 0);
     for m in maps.iter().flatten() {
         let n = left.min(BLKIF_SEGS_PER_INDIRECT_FRAME);
         let bytes = buf.get_mut(..n.saturating_mul(SEGMENT_SIZE)).unwrap_or_default();
         // One copy of the descriptors; only the copy is validated and used.
         m.read(0, bytes).map_err(|_| Invalid::BadIndirectPage)?;
-        raw.extend(bytes.chunks_exact(SEGMENT_SIZE).map(decode_segment));
+        // Within the capacity reserved above (`count` at most).
+        for d in bytes.chunks_exact(SEGMENT_SIZE).map(decode_segment) {
+            if raw.len() < raw.capacity() {
+                raw.push(d);
+            }
+        }
         left = left.saturating_sub(n);
     }
-    request::validate_segments(&raw, sector, limits)
+    Ok(request::validate_segments(&raw, sector, limits)?)
 }

@@ -55,6 +55,9 @@ pub(super) enum Outcome {
     Refused(Invalid),
     /// The store failed it.
     Failed,
+    /// An allocation for it failed (the heap room is checked before a request is taken,
+    /// so this is the fallback, not the plan).
+    NoMemory,
 }
 
 /// One response, as it goes on the ring.
@@ -96,9 +99,16 @@ impl Answers {
                 stats.err_io = stats.err_io.saturating_add(1);
                 BLKIF_RSP_ERROR
             }
+            Outcome::NoMemory => {
+                stats.err_nomem = stats.err_nomem.saturating_add(1);
+                BLKIF_RSP_ERROR
+            }
         };
         if let Some(q) = self.per_queue.get_mut(queue) {
-            q.push(Answer { id, op: rsp_op, status });
+            // An answer that finds no heap is lost to the frontend: the domain goes on.
+            if q.try_reserve(1).is_ok() {
+                q.push(Answer { id, op: rsp_op, status });
+            }
         }
     }
 }

@@ -114,6 +114,8 @@ pub struct Connection<M> {
     max_segments: usize,
     /// The queue the next pass looks at first (rotates, so no queue is always last).
     first_queue: usize,
+    /// Heap the next `process` call may use for its passes (`set_heap_room`).
+    heap_room: usize,
     in_flight: BTreeMap<u64, InFlight>,
     next_tag: u64,
     pub stats: Stats,
@@ -126,6 +128,9 @@ pub struct PassReport {
     pub responses: u64,
     /// Requests are waiting: call `process` again before sleeping.
     pub more: bool,
+    /// The heap room ran out: requests were left on the ring for a later turn (when
+    /// other I/O has given memory back), not taken now.
+    pub heap_wait: bool,
 }
 
 /// Rounds of passes `process` runs before yielding to other frontends.
@@ -143,6 +148,27 @@ const DRAIN_TURNS: usize = 4;
 /// 8 MiB was tried: 1 MiB writes at QD32 fell from 214 to 126 MiB/s (more, smaller passes,
 /// each paying the persistent pool's eviction; a lever of the performance issue).
 pub const TURN_SEGMENTS: usize = 8192;
+
+/// Heap a pass may use per request it takes, beyond its segments: the request's copy, its
+/// answer, its in-flight entry, and a 4 KiB buffer for an indirect request's descriptors.
+/// Measured by `tests/heap.rs` (which checks the sum stays above what a pass really takes).
+pub const HEAP_PER_REQUEST: usize = 4608;
+/// Heap a pass may use per data segment: its descriptor, map request and owner, the slot
+/// of its mapping, the mapping's `Rc`, the store's view of it, or its copy op.
+pub const HEAP_PER_SEGMENT: usize = 128;
+
+/// The heap one pass may use for `requests` requests of `segments` segments in all.
+pub fn pass_heap_bytes(requests: usize, segments: usize) -> usize {
+    requests.saturating_mul(HEAP_PER_REQUEST).saturating_add(segments.saturating_mul(HEAP_PER_SEGMENT))
+}
+
+/// A vector with room for `n` elements, or `None` when the heap has no such room (the
+/// caller throttles or fails the requests concerned; the domain does not abort).
+pub(crate) fn try_vec<T>(n: usize) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    Some(v)
+}
 
 impl<M: Page> Connection<M> {
     /// Maps every ring page (one batch), attaches the rings, binds the event channels.
@@ -210,6 +236,7 @@ impl<M: Page> Connection<M> {
             max_inflight: p.max_inflight.max(1),
             max_segments: p.max_segments_per_pass.max(1),
             in_flight: BTreeMap::new(),
+            heap_room: usize::MAX,
             next_tag: 0,
             first_queue: 0,
             stats,
@@ -234,6 +261,13 @@ impl<M: Page> Connection<M> {
         self.path.pool_cap()
     }
 
+    /// The heap the next `process` call may use (the driver domain's free heap less what it
+    /// keeps for everything else). Requests are taken while their worst case fits; the rest
+    /// stay on the ring (`heap_waits`) until a later turn.
+    pub fn set_heap_room(&mut self, bytes: usize) {
+        self.heap_room = bytes;
+    }
+
     /// Requests handed to the store and not completed.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
@@ -249,8 +283,13 @@ impl<M: Page> Connection<M> {
     {
         let mut report = PassReport::default();
         let mut turn = TURN_SEGMENTS;
+        // What the passes of this call may allocate; charged as if nothing came back
+        // between passes (a store may hold what a pass handed it).
+        let mut heap = self.heap_room;
         for _ in 0..MAX_ROUNDS {
-            let (reqs, rsps) = self.pass(g, store, &mut turn)?;
+            let before = self.stats.heap_waits;
+            let (reqs, rsps) = self.pass(g, store, &mut turn, &mut heap)?;
+            report.heap_wait |= self.stats.heap_waits != before;
             report.requests = report.requests.saturating_add(reqs);
             report.responses = report.responses.saturating_add(rsps);
             // Publish, notify, and look once more before going idle. A store with work of
@@ -266,7 +305,7 @@ impl<M: Page> Connection<M> {
                 }
             }
             report.more = more;
-            if !more || turn == 0 {
+            if !more || turn == 0 || report.heap_wait {
                 break;
             }
         }
@@ -274,7 +313,13 @@ impl<M: Page> Connection<M> {
     }
 
     /// One pass over every queue. Returns (requests taken, responses written).
-    fn pass<G, S>(&mut self, g: &mut G, store: &mut S, turn: &mut usize) -> Result<(u64, u64), RingError>
+    fn pass<G, S>(
+        &mut self,
+        g: &mut G,
+        store: &mut S,
+        turn: &mut usize,
+        heap: &mut usize,
+    ) -> Result<(u64, u64), RingError>
     where
         G: Grants<Mapping = M>,
         S: BlockStore<Rc<M>>,
@@ -285,7 +330,7 @@ impl<M: Page> Connection<M> {
         let mut unmap: Vec<M> = Vec::new();
         // 1. Take and validate; nothing while the store still works on an earlier request
         // (a discard being zeroed): what follows it on the ring runs after it.
-        let (taken, n_taken) = if store.has_work() { (Vec::new(), 0) } else { self.take(&mut ans, turn)? };
+        let (taken, n_taken) = if store.has_work() { (Vec::new(), 0) } else { self.take(&mut ans, turn, heap)? };
         // 2. Indirect pages: one map batch for all of them.
         let resolved = self.resolve(g, taken, &mut ans, &mut unmap);
         // 3 + 4. Data.
@@ -327,8 +372,13 @@ impl<M: Page> Connection<M> {
     /// The budget is the pass's (`max_segments_per_pass`) within what is left of the turn,
     /// charged with what a request really costs once validated (a refused one costs 1, not
     /// the segment count it claims); the queues are visited from a rotating first one.
-    fn take(&mut self, ans: &mut Answers, turn: &mut usize) -> Result<(Vec<Taken>, u64), RingError> {
+    ///
+    /// Heap: a request is taken only while the worst case of a request (the advertised
+    /// segment maximum) fits in `heap`, which is then charged with what the request really
+    /// needs; the rest stays on the ring (`heap_waits`) for a later turn.
+    fn take(&mut self, ans: &mut Answers, turn: &mut usize, heap: &mut usize) -> Result<(Vec<Taken>, u64), RingError> {
         let mut taken: Vec<Taken> = Vec::new();
+        let worst = pass_heap_bytes(1, usize::from(self.limits.max_indirect_segments));
         let mut n = 0u64;
         let budget = self.max_segments.min(*turn).max(1);
         let mut seg_budget = budget;
@@ -350,6 +400,12 @@ impl<M: Page> Connection<M> {
                     self.stats.oo_req = self.stats.oo_req.saturating_add(1);
                     break;
                 }
+                if *heap < worst || taken.try_reserve(1).is_err() {
+                    // No heap for one more request: it waits on the ring (nothing is lost;
+                    // the frontend is throttled, not refused).
+                    self.stats.heap_waits = self.stats.heap_waits.saturating_add(1);
+                    break 'queues;
+                }
                 let Some(slot) = q.ring.take()? else { break };
                 n = n.saturating_add(1);
                 q.inflight = q.inflight.saturating_add(1);
@@ -369,6 +425,8 @@ impl<M: Page> Connection<M> {
                             },
                         };
                         seg_budget = seg_budget.saturating_sub(cost.max(1));
+                        let segments = if matches!(req.op, request::Op::Discard { .. }) { 0 } else { cost };
+                        *heap = heap.saturating_sub(pass_heap_bytes(1, segments));
                         count_request(&mut self.stats, &req);
                         let discard = matches!(req.op, request::Op::Discard { .. });
                         taken.push(Taken { queue: qi, req });
@@ -378,6 +436,7 @@ impl<M: Page> Connection<M> {
                     }
                     Err(e) => {
                         seg_budget = seg_budget.saturating_sub(1);
+                        *heap = heap.saturating_sub(pass_heap_bytes(1, 0));
                         ans.answer(&mut self.stats, qi, raw.id, request::rsp_op_of(&raw), Outcome::Refused(e));
                     }
                 }

@@ -11,7 +11,7 @@ use alloc::rc::Rc;
 use alloc::vec::Vec;
 
 use super::lifecycle::{Answers, InFlight, Outcome, Resolved};
-use super::{release, Connection, DataPath};
+use super::{release, try_vec, Connection, DataPath};
 use crate::hv::{CopyOp, CopyPtr, GrantRef, Grants, MapReq, Page};
 use crate::persistent::PersistentPool;
 use crate::request::{Invalid, Op};
@@ -137,9 +137,22 @@ impl<M: Page> Connection<M> {
         S: BlockStore<Rc<M>>,
     {
         let keep = self.path.keeps();
-        let mut bufs: Vec<Vec<Option<Rc<M>>>> = work.iter().map(|_| Vec::new()).collect();
-        let mut reqs: Vec<MapReq> = Vec::new();
-        let mut owners: Vec<(usize, usize)> = Vec::new();
+        let n_segs: usize = work.iter().map(|w| w.segs.len()).sum();
+        // Room for the pass's bookkeeping, or every request of it fails (no abort).
+        let (Some(mut bufs), Some(mut reqs), Some(mut owners)) =
+            (try_vec(work.len()), try_vec(n_segs), try_vec(n_segs))
+        else {
+            for w in work {
+                ans.answer(&mut self.stats, w.queue, w.req.id, w.req.rsp_op, Outcome::NoMemory);
+            }
+            return;
+        };
+        for w in &work {
+            // A slot list that finds no room stays short, and its request fails below.
+            let mut v: Vec<Option<Rc<M>>> = Vec::new();
+            let _ = v.try_reserve_exact(w.segs.len());
+            bufs.push(v);
+        }
         for (wi, w) in work.iter().enumerate() {
             // Data flows into the frontend's page on READ: only then map writable. A kept
             // mapping serves both directions, so it is mapped writable.
@@ -156,25 +169,33 @@ impl<M: Page> Connection<M> {
                     owners.push((wi, si));
                 }
                 if let Some(v) = bufs.get_mut(wi) {
-                    v.push(hit);
+                    if v.len() < v.capacity() {
+                        v.push(hit);
+                    }
                 }
             }
         }
         self.map_into(g, &reqs, &owners, &mut bufs);
         for (w, maps) in work.into_iter().zip(bufs) {
-            if maps.iter().any(Option::is_none) {
+            let short = maps.len() != w.segs.len();
+            let mut segs: Vec<IoSeg<Rc<M>>> = Vec::new();
+            if short || maps.iter().any(Option::is_none) || segs.try_reserve_exact(maps.len()).is_err() {
                 for m in maps.into_iter().flatten() {
                     release(m, unmap);
                 }
-                ans.answer(&mut self.stats, w.queue, w.req.id, w.req.rsp_op, Outcome::Refused(Invalid::BadGrant));
+                let outcome = if short || segs.capacity() < w.segs.len() {
+                    Outcome::NoMemory
+                } else {
+                    Outcome::Refused(Invalid::BadGrant)
+                };
+                ans.answer(&mut self.stats, w.queue, w.req.id, w.req.rsp_op, outcome);
                 continue;
             }
-            let segs: Vec<IoSeg<Rc<M>>> = w
-                .segs
-                .iter()
-                .zip(maps.into_iter().flatten())
-                .map(|(s, buf)| IoSeg { buf, offset: s.offset(), len: s.bytes() })
-                .collect();
+            segs.extend(w.segs.iter().zip(maps.into_iter().flatten()).map(|(s, buf)| IoSeg {
+                buf,
+                offset: s.offset(),
+                len: s.bytes(),
+            }));
             self.submit_store(store, &w, segs, ans, unmap);
         }
     }
@@ -187,24 +208,33 @@ impl<M: Page> Connection<M> {
         G: Grants<Mapping = M>,
         S: BlockStore<Rc<M>>,
     {
-        let mut ops: Vec<CopyOp> = Vec::new();
-        let mut owner: Vec<usize> = Vec::new();
-        let mut pieces: Vec<(u64, u16, u16)> = Vec::new();
-        let mut failed: Vec<Option<Invalid>> = alloc::vec![None; work.len()];
+        // A segment is at most two pieces of store frames (4 KiB within two frames).
+        let n_ops = work.iter().map(|w| w.segs.len()).sum::<usize>().saturating_mul(2);
+        let room = (try_vec(n_ops), try_vec(n_ops), try_vec(8), try_vec(work.len()));
+        let (Some(mut ops), Some(mut owner), Some(mut pieces), Some(mut failed)) = room else {
+            for w in work {
+                ans.answer(&mut self.stats, w.queue, w.req.id, w.req.rsp_op, Outcome::NoMemory);
+            }
+            return;
+        };
+        let ops: &mut Vec<CopyOp> = &mut ops;
+        let owner: &mut Vec<usize> = &mut owner;
+        let pieces: &mut Vec<(u64, u16, u16)> = &mut pieces;
+        failed.resize(work.len(), None::<Invalid>);
         let mut none: Vec<M> = Vec::new();
         for (wi, w) in work.iter().enumerate() {
             let op = w.req.op;
             let mut off = w.req.sector.saturating_mul(512);
             for s in &w.segs {
                 pieces.clear();
-                if !store.frames(off, u32::from(s.bytes()), &mut pieces) {
+                if !store.frames(off, u32::from(s.bytes()), pieces) {
                     if let Some(f) = failed.get_mut(wi) {
                         *f = Some(Invalid::BeyondCapacity);
                     }
                     break;
                 }
                 let mut in_page = s.offset();
-                for &(gfn, foff, len) in &pieces {
+                for &(gfn, foff, len) in pieces.iter() {
                     let grant = CopyPtr::Gref { dom: self.dom, gref: s.gref, offset: in_page };
                     let local = CopyPtr::Local { gfn, offset: foff };
                     let (src, dst) = if op == Op::Read { (local, grant) } else { (grant, local) };
@@ -218,13 +248,13 @@ impl<M: Page> Connection<M> {
             // requests before them (and a flush's own data) must land first, to keep ring
             // order. Without such requests a pass still makes one copy call per batch.
             if matches!(op, Op::Discard { .. } | Op::Flush | Op::Barrier) {
-                self.run_copies(g, &mut ops, &mut owner, &mut failed);
+                self.run_copies(g, ops, owner, &mut failed);
                 if failed.get(wi).is_some_and(Option::is_none) {
                     self.submit_store(store, w, Vec::new(), ans, &mut none);
                 }
             }
         }
-        self.run_copies(g, &mut ops, &mut owner, &mut failed);
+        self.run_copies(g, ops, owner, &mut failed);
         for (w, f) in work.iter().zip(failed) {
             let outcome = match (f, w.req.op) {
                 (Some(e), _) => Outcome::Refused(e),
