@@ -482,19 +482,23 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         }
     }
 
-    /// Writes the counters under `stats_dir`.
-    pub fn publish_stats<X: XenStore>(&self, xs: &mut X) -> Result<(), String> {
-        let Some(c) = &self.conn else { return Ok(()) };
+    /// The counters as (path under `stats_dir`, value); none while not connected.
+    pub fn stats_pairs(&self) -> Vec<(String, String)> {
+        let Some(c) = &self.conn else { return Vec::new() };
         let dir = self.stats_dir();
         let store = self.store().map(BlockStore::counters).unwrap_or_default();
-        let pairs: Vec<(String, String)> = c
-            .stats
+        c.stats
             .pairs()
             .into_iter()
             .chain(store.into_iter().map(|(k, v)| (k, v.to_string())))
             .map(|(k, v)| (format!("{dir}/{k}"), v))
-            .collect();
-        xs.write_all(&pairs).map_err(xs_err)
+            .collect()
+    }
+
+    /// Writes the counters under `stats_dir` in one transaction (the service trickles them
+    /// instead, see `Service::timers`).
+    pub fn publish_stats<X: XenStore>(&self, xs: &mut X) -> Result<(), String> {
+        xs.write_all(&self.stats_pairs()).map_err(xs_err)
     }
 
     /// Where an error about this device goes, by Xen's convention (Linux

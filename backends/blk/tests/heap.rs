@@ -237,10 +237,10 @@ impl Bed {
         armed(|| {
             let left = svc.handle_xenstore(xs, g, ev, now);
             let more = svc.process(xs, g, ev, now);
-            svc.timers(xs, g, ev, now, Vec::new);
+            let stats = svc.timers(xs, g, ev, now, Vec::new);
             // As the driver domain's loop does: the log lines go to the console.
             drop(svc.take_notes());
-            left | more
+            left | more | stats
         })
     }
 

@@ -116,8 +116,12 @@ fn run(rt: Runtime) -> ! {
     let mut ports = Vec::new();
     // Loop iterations and sleeps, published with the other counters.
     let (mut loops, mut polls) = (0u64, 0u64);
+    // The longest a turn of the loop waited for xenstored (watch handling, connects,
+    // statistics): what a ring can be held up by besides other rings' work.
+    let mut xs_turn_max_ns = 0u64;
     loop {
         loops = loops.wrapping_add(1);
+        let xs_waited = xenstore.waited_ns;
         ports.clear();
         ports.push(xenstore.port());
         svc.ports(&mut ports);
@@ -134,7 +138,10 @@ fn run(rt: Runtime) -> ! {
         let more = svc.process(&mut xenstore, &mut g, &mut ev, now) | events_left;
         net.flush(&mut ev, now);
         // One clock read per iteration (each one traps to Xen when the TSC is emulated).
-        svc.timers(&mut xenstore, &mut g, &mut ev, now, || domain_counters(loops, polls));
+        let xs =
+            XsCounters { requests: xenstore.requests, rtt_max_ns: xenstore.rtt_max_ns, turn_max_ns: xs_turn_max_ns };
+        let more = svc.timers(&mut xenstore, &mut g, &mut ev, now, || domain_counters(loops, polls, xs)) | more;
+        xs_turn_max_ns = xs_turn_max_ns.max(xenstore.waited_ns.saturating_sub(xs_waited));
         for n in svc.take_notes() {
             match n {
                 Note::Debug(s) => kernel::debug!("{s}"),
@@ -151,8 +158,9 @@ fn run(rt: Runtime) -> ! {
 }
 
 /// The domain-wide counters under `data/blkback/`: foreign pages mapped now, grant calls,
-/// safety-net unmaps, free memory, the loop's iterations and sleeps, hypercalls by kind.
-fn domain_counters(loops: u64, polls: u64) -> Vec<(&'static str, u64)> {
+/// safety-net unmaps, free memory, the loop's iterations and sleeps, hypercalls by kind,
+/// xenstore requests and waits.
+fn domain_counters(loops: u64, polls: u64, xs: XsCounters) -> Vec<(&'static str, u64)> {
     use xen_sys_mini::hypercall::{EVENT_CHANNEL_OP, GRANT_TABLE_OP, SCHED_OP};
     let c = gnttab::counters();
     alloc::vec![
@@ -169,7 +177,18 @@ fn domain_counters(loops: u64, polls: u64) -> Vec<(&'static str, u64)> {
         ("hc_sched", hypercall::count(SCHED_OP)),
         ("hc_evtchn", hypercall::count(EVENT_CHANNEL_OP)),
         ("hc_gnttab", hypercall::count(GRANT_TABLE_OP)),
+        ("xs_requests", xs.requests),
+        ("xs_rtt_max_us", xs.rtt_max_ns / 1000),
+        ("xs_turn_max_us", xs.turn_max_ns / 1000),
     ]
+}
+
+/// The xenstore client's counters, as published.
+#[derive(Clone, Copy)]
+struct XsCounters {
+    requests: u64,
+    rtt_max_ns: u64,
+    turn_max_ns: u64,
 }
 
 #[cfg(not(target_os = "none"))]

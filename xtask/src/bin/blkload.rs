@@ -333,6 +333,7 @@ fn main() {
         "iops": ios as f64 / secs,
         "lat_p50_us": pct(0.50),
         "lat_p99_us": pct(0.99),
+        "lat_max_us": pct(1.0),
     });
     println!("METRIC bench.{} {}", a.label, j);
 }
