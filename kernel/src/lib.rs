@@ -196,6 +196,8 @@ pub fn boot(start_info: u64) -> Runtime {
         let (eax, ebx, _, _) = arch::cpuid(base + 3);
         info!("TSC: {} (tsc_mode {ebx})", if eax & 1 != 0 { "emulated by Xen" } else { "native" });
     }
+    let (hc, tsc) = time::probe_world_switch();
+    info!("world switch probe: {hc} ns per hypercall, {tsc} ns per rdtsc");
     let mut xs = match (hvm::get_param(HVM_PARAM_STORE_PFN), hvm::get_param(HVM_PARAM_STORE_EVTCHN)) {
         (Ok(pfn), Ok(port)) if pfn != 0 => {
             // SAFETY: the params name the xenstore ring page (below 4 GiB: identity

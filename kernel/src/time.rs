@@ -69,3 +69,38 @@ pub fn tsc_to_ns(delta: u64) -> u64 {
     let d = if t.tsc_shift >= 0 { delta << t.tsc_shift } else { delta >> -i32::from(t.tsc_shift) };
     ((u128::from(d) * u128::from(t.tsc_to_system_mul)) >> 32) as u64
 }
+
+/// What one world switch costs here, measured at boot: (ns per trivial hypercall, ns per
+/// `rdtsc`). Under QEMU TCG each hypercall is an emulated VM exit and entry, and `rdtsc`
+/// is one too when Xen emulates the TSC (no invariant TSC): the unit of cost of the test
+/// bed (docs/benchmarks.md). 0 before the probe ran.
+static PROBE_HYPERCALL_NS: AtomicU64 = AtomicU64::new(0);
+static PROBE_RDTSC_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Iterations of each probe: a few ms at boot under TCG.
+const PROBE_N: u64 = 64;
+
+/// Times `PROBE_N` `XENVER_version` hypercalls and `PROBE_N` `rdtsc`s with Xen's clock
+/// (each clock read is itself one `rdtsc`: two per probe, spread over `PROBE_N`).
+pub fn probe_world_switch() -> (u64, u64) {
+    let t0 = system_time_ns();
+    for _ in 0..PROBE_N {
+        let _ = crate::hvm::xen_version();
+    }
+    let t1 = system_time_ns();
+    let mut sink = 0u64;
+    for _ in 0..PROBE_N {
+        sink = sink.wrapping_add(arch::rdtsc());
+    }
+    core::hint::black_box(sink);
+    let t2 = system_time_ns();
+    let (hc, tsc) = (t1.saturating_sub(t0) / PROBE_N, t2.saturating_sub(t1) / PROBE_N);
+    PROBE_HYPERCALL_NS.store(hc, Ordering::Relaxed);
+    PROBE_RDTSC_NS.store(tsc, Ordering::Relaxed);
+    (hc, tsc)
+}
+
+/// The boot probe's figures: (ns per hypercall, ns per `rdtsc`).
+pub fn world_switch() -> (u64, u64) {
+    (PROBE_HYPERCALL_NS.load(Ordering::Relaxed), PROBE_RDTSC_NS.load(Ordering::Relaxed))
+}

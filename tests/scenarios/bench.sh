@@ -1,119 +1,229 @@
 # Scenario bench: the workload matrix from dom0 (CPU 0) against each backend in
-# $BACKENDS (a driver domain alone on CPU 1), all in one boot so figures compare.
+# $BACKENDS (driver domains on CPU 1), all in one boot so figures compare.
 # Settings come from /scenario/bench.env, written by `cargo xtask bench`.
+#
+# Method (docs/benchmarks.md): every driver domain of a group is created and its disk
+# attached first (the unikernel serves its four RAM-disk variants as four disks of one
+# domain); then each workload runs $REPEATS times, the backends in a different order each
+# time (rotated), so drift and Xen's scrubbing of freed memory do not always favour the
+# same one. A driver domain not being measured is paused (`xl pause`): nothing of it runs
+# on CPU 1 while another one is measured. Load: blkload's io_uring engine at true queue
+# depth (and its psync threads once per backend as a cross-check of the load tool).
 . /scenario/bench.env
 
 xl_cpu() { xl list "$1" 2>/dev/null | awk 'NR == 2 { print $6 }'; }
 # xs_at_least PATH N: the xenbus state at PATH is N or a later one up to Connected.
 xs_at_least() { _v=$(xenstore-read "$1" 2>/dev/null) && [ "$_v" -ge "$2" ] 2>/dev/null && [ "$_v" -le 4 ]; }
 elapsed_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1000 }'; }
+delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 # Both sides allow indirect requests of 256 segments (1 MiB).
 load_mod xen-blkfront max_indirect_segments=256 || error "xen-blkfront"
 
-bench_backend() {
-    b=$1 cfg=$2 dom=$3 ready=$4 target=$5
-    step "$b: create the driver domain"
+# Each backend's disk in dom0: its vdev and the device id blkfront uses for it.
+VDEVS="xvdb xvdc xvdd xvde xvdf xvdg xvdh"
+vdev_of() { _i=0; for _b in $BACKENDS; do _i=$((_i + 1)); [ "$_b" = "$1" ] && break; done; echo "$VDEVS" | cut -d' ' -f"$_i"; }
+devid_of() {
+    case $(vdev_of "$1") in
+        xvdb) echo 51728 ;; xvdc) echo 51744 ;; xvdd) echo 51760 ;; xvde) echo 51776 ;;
+        xvdf) echo 51792 ;; xvdg) echo 51808 ;; xvdh) echo 51824 ;;
+    esac
+}
+# The driver domain that serves a backend.
+dom_of() {
+    case $1 in
+        linux) echo linux-dd ;;
+        linux-nbd) echo linux-nbd ;;
+        uk-nbd) echo uk-nbd ;;
+        uk-*) echo uk-dd ;;
+    esac
+}
+# Both driver domains get the same tsc_mode (the test bed's QEMU has no invariant TSC: with
+# "default" Xen emulates the TSC of PVH guests and every rdtsc is a world switch).
+with_tsc() { sed -e '/^tsc_mode/d' "$1"; echo "tsc_mode = \"$TSC_MODE\""; }
+
+create_dd() {
+    dom=$1 cfg=$2 ready=$3
+    step "$dom: create the driver domain (tsc_mode $TSC_MODE)"
     follow_console "$dom"
     log="/var/log/xen/console/guest-$dom.log"
-    # A domain of the same name may have run before: count only new ready lines.
-    n0=$(grep -c "$ready" "$log" 2>/dev/null || true)
     t0=$(now_ms)
     xl create "$cfg" || fail "xl create $dom"
     t_created=$(now_ms)
-    wait_for 120 sh -c "[ \$(grep -c '$ready' '$log' 2>/dev/null || echo 0) -gt ${n0:-0} ]" || fail "$dom never became ready"
+    wait_for 120 grep -q "$ready" "$log" || fail "$dom never became ready"
     t_ready=$(now_ms)
-    DD=$(xl domid "$dom")
-
-    step "$b: attach a disk to dom0"
-    xl block-attach 0 "format=raw, vdev=xvdb, access=rw, backend=$dom, target=$target" &
-    attach_pid=$!
-    # InitWait or beyond: a fast backend is Connected before a poll sees InitWait (seen: the
-    # unikernel went InitWait -> Connected in 0.13 s, and a wait for exactly 2 timed out).
-    wait_for 30 xs_at_least "/local/domain/$DD/backend/vbd/0/51728/state" 2 ||
-        fail "backend never reached InitWait"
-    t_initwait=$(now_ms)
-    wait $attach_pid || fail "xl block-attach to $dom"
-    wait_for 30 xs_is /local/domain/0/device/vbd/51728/state 4 || fail "dom0 frontend not Connected"
-    wait_for 10 test -b /dev/xvdb || fail "/dev/xvdb did not appear"
-    metric "$b.xl_create_s" "$(elapsed_s "$t0" "$t_created")"
+    metric "$dom.xl_create_s" "$(elapsed_s "$t0" "$t_created")"
     # xl create includes Xen scrubbing memory freed by earlier domains (slow under TCG);
     # the guest's own start-up is measured from xl create returning.
-    metric "$b.boot_to_ready_s" "$(elapsed_s "$t_created" "$t_ready")"
-    metric "$b.attach_to_initwait_s" "$(elapsed_s "$t_ready" "$t_initwait")"
-    metric "$b.memory_mib" "$(xl list "$dom" | awk 'NR == 2 { print $3 }')"
+    metric "$dom.boot_to_ready_s" "$(elapsed_s "$t_created" "$t_ready")"
+    metric "$dom.memory_mib" "$(xl list "$dom" | awk 'NR == 2 { print $3 }')"
+    grep -m1 "TSC:" "$log" | sed 's/^/  /'
+    probe=$(grep -m1 "world switch probe" "$log") && info "$dom ${probe#*INFO }"
+}
 
-    step "$b: fill the disk"
+attach() {
+    b=$1 target=$2
+    dom=$(dom_of "$b") vdev=$(vdev_of "$b") devid=$(devid_of "$b")
+    DD=$(xl domid "$dom")
+    step "$b: attach $target as $vdev"
+    t0=$(now_ms)
+    xl block-attach 0 "format=raw, vdev=$vdev, access=rw, backend=$dom, target=$target" &
+    attach_pid=$!
+    # InitWait or beyond: a fast backend is Connected before a poll sees InitWait.
+    wait_for 30 xs_at_least "/local/domain/$DD/backend/vbd/0/$devid/state" 2 || fail "$b: backend never reached InitWait"
+    metric "$b.attach_to_initwait_s" "$(elapsed_s "$t0" "$(now_ms)")"
+    wait $attach_pid || fail "xl block-attach to $dom"
+    wait_for 30 xs_is "/local/domain/0/device/vbd/$devid/state" 4 || fail "$b: dom0 frontend not Connected"
+    wait_for 10 test -b "/dev/$vdev" || fail "/dev/$vdev did not appear"
     # Reads of never-written RAM-disk pages would measure a shortcut, not the data path.
-    dd if=/dev/zero of=/dev/xvdb bs=1048576 count="$SPAN_MIB" oflag=direct 2>/dev/null || fail "fill"
-
-    step "$b: idle CPU of the driver domain"
-    # xl list counts CPU time in 0.1 s steps: 10 s of idling resolves 0.01 s/s.
-    c0=$(xl_cpu "$dom"); sleep 10
-    metric "$b.idle_cpu_s_per_s" "$(awk -v a="$c0" -v b="$(xl_cpu "$dom")" 'BEGIN { printf "%.3f", (b - a) / 10 }')"
-
-    step "$b: sanity check against dd"
+    dd if=/dev/zero of="/dev/$vdev" bs=1048576 count="$SPAN_MIB" oflag=direct 2>/dev/null || fail "fill $vdev"
     t=$(now_ms)
-    dd if=/dev/xvdb of=/dev/null bs=1048576 count="$SPAN_MIB" iflag=direct 2>/dev/null || fail "dd read"
+    dd if="/dev/$vdev" of=/dev/null bs=1048576 count="$SPAN_MIB" iflag=direct 2>/dev/null || fail "dd read $vdev"
     metric "$b.dd_read_1m_mib_s" "$(awk -v n="$SPAN_MIB" -v a="$t" -v b="$(now_ms)" 'BEGIN { printf "%.1f", n * 1000 / (b - a) }')"
+}
 
-    for w in $WORKLOADS; do
-        rw=${w%%:*} rest=${w#*:}; bs=${rest%%:*}; qd=${rest#*:}
-        step "$b: $rw bs=$bs qd=$qd"
-        c0=$(xl_cpu "$dom") z0=$(xl_cpu Domain-0)
-        blkload --dev /dev/xvdb --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$SECONDS_PER" \
-            --span-mib "$SPAN_MIB" --label "$b.$rw.$bs.$qd" || fail "blkload $rw $bs $qd"
-        metric "$b.$rw.$bs.$qd.dd_cpu_s" "$(awk -v a="$c0" -v b="$(xl_cpu "$dom")" 'BEGIN { printf "%.2f", b - a }')"
-        # dom0 is the frontend (blkfront and the load): its CPU says when it is the bottleneck.
-        metric "$b.$rw.$bs.$qd.dom0_cpu_s" "$(awk -v a="$z0" -v b="$(xl_cpu Domain-0)" 'BEGIN { printf "%.2f", b - a }')"
+# Only the driver domain of backend $1 runs.
+RUNNING=
+only() {
+    want=$(dom_of "$1")
+    for d in $DOMS; do
+        if [ "$d" = "$want" ]; then xl unpause "$d" 2>/dev/null; else xl pause "$d" 2>/dev/null; fi
     done
+    RUNNING=$want
+}
 
-    for k in loops polls heap_used_kib hc_sched hc_evtchn hc_gnttab; do
-        v=$(xenstore-read "/local/domain/$DD/data/blkback/$k" 2>/dev/null) && info "$b profile $k=$v"
+# One measurement: backend $1, workload $2, label suffix $3, engine $4.
+measure() {
+    b=$1 w=$2 sfx=$3 engine=$4
+    rw=${w%%:*} rest=${w#*:}; bs=${rest%%:*}; qd=${rest#*:}
+    dom=$(dom_of "$b")
+    [ "$RUNNING" = "$dom" ] || only "$b"
+    c0=$(xl_cpu "$dom") z0=$(xl_cpu Domain-0)
+    blkload --engine "$engine" --dev "/dev/$(vdev_of "$b")" --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$SECONDS_PER" \
+        --span-mib "$SPAN_MIB" --label "$b.$rw.$bs.$qd.$sfx" || fail "blkload $b $rw $bs $qd"
+    metric "$b.$rw.$bs.$qd.$sfx.dd_cpu_s" "$(delta "$c0" "$(xl_cpu "$dom")")"
+    # dom0 is the frontend (blkfront and the load): its CPU says when it is the bottleneck.
+    metric "$b.$rw.$bs.$qd.$sfx.dom0_cpu_s" "$(delta "$z0" "$(xl_cpu Domain-0)")"
+}
+
+run_group() {
+    group=$1
+    step "$group: idle CPU of each driver domain (the others paused)"
+    for b in $group; do
+        d=$(dom_of "$b")
+        case " $idled " in *" $d "*) continue ;; esac
+        idled="$idled $d"
+        only "$b"
+        # xl list counts CPU time in 0.1 s steps: 10 s of idling resolves 0.01 s/s.
+        c0=$(xl_cpu "$d"); sleep 10
+        metric "$d.idle_cpu_s_per_s" "$(awk -v a="$c0" -v b="$(xl_cpu "$d")" 'BEGIN { printf "%.3f", (b - a) / 10 }')"
     done
-    step "$b: detach and destroy"
-    xl block-detach 0 xvdb || fail "block-detach from $dom"
-    xl destroy "$dom" || fail "destroy $dom"
-    # Xen scrubs the freed memory in its idle loop, on the CPUs the next backend uses:
-    # let it finish before measuring anything else (seen: QD1 latency 5x worse without).
-    step "$b: let Xen scrub the freed memory"
+    n=$(echo $group | wc -w)
+    r=0
+    while [ "$r" -lt "$REPEATS" ]; do
+        r=$((r + 1))
+        wi=0
+        for w in $WORKLOADS; do
+            wi=$((wi + 1))
+            # A different backend first in each repeat and workload.
+            k=$(((r + wi) % n))
+            order=$(echo $group | awk -v k="$k" '{ for (i = 0; i < NF; i++) printf "%s ", $(((i + k) % NF) + 1) }')
+            step "repeat $r/$REPEATS: $w: $order"
+            for b in $order; do measure "$b" "$w" "r$r" uring; done
+        done
+    done
+    # The load tool cross-checked: N threads of psync I/O instead of io_uring at depth N.
+    for b in $group; do
+        for w in $CROSSCHECK; do measure "$b" "$w" psync psync; done
+    done
+    for b in $group; do
+        d=$(dom_of "$b")
+        case $d in uk-*)
+            for k in loops polls heap_used_kib hc_sched hc_evtchn hc_gnttab xs_turn_max_us probe_hypercall_ns probe_rdtsc_ns; do
+                v=$(xenstore-read "/local/domain/$(xl domid "$d")/data/blkback/$k" 2>/dev/null) && info "$d profile $k=$v"
+            done ;;
+        esac
+    done
+}
+
+teardown() {
+    step "detach and destroy: $DOMS"
+    for d in $DOMS; do xl unpause "$d" 2>/dev/null; done
+    for b in $1; do xl block-detach 0 "$(vdev_of "$b")" || fail "block-detach $b"; done
+    for d in $DOMS; do xl destroy "$d" || fail "destroy $d"; done
+    # Xen scrubs the freed memory in its idle loop, on the CPUs the next group uses.
     sleep "${SETTLE_S:-20}"
 }
 
-# Network storage (the `*-nbd` backends): one nbdkit in dom0 serving a file in dom0's RAM
-# over the bridge xenbr0; each driver domain reaches it through its own vif and dom0's
-# netback. Set up once, when the first such backend runs.
-NBD_UP=
-nbd_server() {
-    [ -n "$NBD_UP" ] && return 0
+RAM= NBD=
+for b in $BACKENDS; do
+    case $b in *-nbd) NBD="$NBD $b" ;; *) RAM="$RAM $b" ;; esac
+done
+UKT="ram:$((SPAN_MIB + 32))M"
+
+if [ -n "$RAM" ]; then
+    DOMS=
+    uk_disks=$(echo $RAM | tr ' ' '\n' | grep -c '^uk-' || true)
+    uk_ram=$(echo $RAM | tr ' ' '\n' | grep -E -c '^uk-(persistent|map|copy)$' || true)
+    if [ "$uk_disks" -gt 0 ]; then
+        # One unikernel, a disk per data path: memory for each RAM disk plus its own 96 MiB.
+        sed -e "s/@CMDLINE@/path=map persistent=1 indirect=256/" \
+            -e "s/^memory = .*/memory = $((96 + uk_ram * (SPAN_MIB + 32)))/" /etc/xen/testbed/uk-dd.cfg > /tmp/uk.cfg
+        with_tsc /tmp/uk.cfg > /tmp/uk-bench.cfg
+        create_dd uk-dd /tmp/uk-bench.cfg "blkback: serving"
+        DOMS="$DOMS uk-dd"
+    fi
+    case " $RAM " in *" linux "*)
+        with_tsc /etc/xen/testbed/linux-dd.cfg > /tmp/linux-bench.cfg
+        create_dd linux-dd /tmp/linux-bench.cfg DD-READY
+        DOMS="$DOMS linux-dd" ;;
+    esac
+    for b in $RAM; do
+        case $b in
+            linux) attach linux /dev/ram0 ;;
+            uk-persistent) attach "$b" "$UKT" ;;
+            uk-map) attach "$b" "$UKT:nopersist" ;;
+            uk-copy) attach "$b" "$UKT:copy:nopersist" ;;
+            uk-null) attach "$b" "null:$((SPAN_MIB + 32))M" ;;
+            *) error "unknown backend $b" ;;
+        esac
+    done
+    run_group "$RAM"
+    teardown "$RAM"
+fi
+
+# Network storage: one nbdkit in dom0 serving a file in dom0's RAM over the bridge xenbr0;
+# each driver domain reaches it through its own vif and dom0's netback.
+if [ -n "$NBD" ]; then
+    DOMS=
     step "dom0: netback, a bridge, nbdkit for the NBD backends"
     storage_bridge
     # Sparse: the fill step writes every block the workloads touch.
     truncate -s "$((SPAN_MIB + 32))M" /tmp/nbd-bench.img || fail "disk image"
     nbdkit --exit-with-parent -f -i 192.0.2.1 -p 10809 file file=/tmp/nbd-bench.img >/tmp/nbdkit.out 2>&1 &
     wait_for 10 grep -q . /proc/$!/status || fail "nbdkit did not start: $(cat /tmp/nbdkit.out)"
-    NBD_UP=1
-}
-
-# The unikernel: one configuration, the data path chosen per disk by its target.
-sed -e "s/@CMDLINE@/path=map persistent=1 indirect=256/" -e "s/^memory = .*/memory = $((SPAN_MIB + 96))/" \
-    /etc/xen/testbed/uk-dd.cfg > /tmp/uk-bench.cfg
-UKT="ram:$((SPAN_MIB + 32))M"
-for b in $BACKENDS; do
-    case $b in
-        linux) bench_backend linux /etc/xen/testbed/linux-dd.cfg linux-dd DD-READY /dev/ram0 ;;
-        uk-persistent) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "$UKT" ;;
-        uk-map) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "$UKT:nopersist" ;;
-        uk-copy) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "$UKT:copy:nopersist" ;;
-        uk-null) bench_backend "$b" /tmp/uk-bench.cfg uk-dd "blkback: serving" "null:$((SPAN_MIB + 32))M" ;;
-        linux-nbd) nbd_server; bench_backend "$b" /etc/xen/testbed/linux-nbd.cfg linux-nbd DD-READY /dev/nbd0 ;;
-        uk-nbd)
-            nbd_server
-            # The NBD test config with the bench's engine settings and the default fail window.
-            sed -e 's/^cmdline = .*/cmdline = "ip=192.0.2.2\/24 path=map persistent=1 indirect=256"/' \
-                /etc/xen/testbed/uk-nbd.cfg > /tmp/uk-nbd-bench.cfg
-            bench_backend "$b" /tmp/uk-nbd-bench.cfg uk-nbd "blkback: serving" "nbd://192.0.2.1/disk0" ;;
-        *) error "unknown backend $b" ;;
-    esac
-done
+    for b in $NBD; do
+        case $b in
+            linux-nbd)
+                with_tsc /etc/xen/testbed/linux-nbd.cfg > /tmp/linux-nbd-bench.cfg
+                create_dd linux-nbd /tmp/linux-nbd-bench.cfg DD-READY ;;
+            uk-nbd)
+                # The NBD test config with the bench's engine settings and the default window.
+                sed -e 's/^cmdline = .*/cmdline = "ip=192.0.2.2\/24 path=map persistent=1 indirect=256"/' \
+                    /etc/xen/testbed/uk-nbd.cfg > /tmp/uk-nbd.cfg
+                with_tsc /tmp/uk-nbd.cfg > /tmp/uk-nbd-bench.cfg
+                create_dd uk-nbd /tmp/uk-nbd-bench.cfg "blkback: serving" ;;
+        esac
+        DOMS="$DOMS $b"
+    done
+    # Both export the same file: one disk at a time.
+    for b in $NBD; do
+        case $b in
+            linux-nbd) attach "$b" /dev/nbd0 ;;
+            uk-nbd) attach "$b" "nbd://192.0.2.1/disk0" ;;
+        esac
+    done
+    run_group "$NBD"
+    teardown "$NBD"
+fi
 pass

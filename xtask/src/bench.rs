@@ -2,8 +2,11 @@
 //! backend, in one boot of the test bed so the figures compare. Prints a table, writes
 //! JSON under `target/bench/`.
 //!
-//! dom0 runs on emulated CPU 0 and the driver domain alone on CPU 1 (docs/testbed.md),
-//! so frontend and backend do not share a CPU.
+//! dom0 runs on emulated CPU 0 and the driver domains on CPU 1 (docs/testbed.md), the ones
+//! not being measured paused, so frontend and backend do not share a CPU. Every cell runs
+//! `--repeats` times (3 by default) with the backends in a rotated order; the table gives
+//! the median and the range, and a ratio is marked as shown only when the ranges do not
+//! overlap (tests/scenarios/bench.sh has the method).
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -27,9 +30,12 @@ fn baseline<'a>(b: &str, backends: &'a [String]) -> Option<&'a String> {
     backends.iter().find(|x| *x == want)
 }
 
-/// (rw, block size, queue depth): 1 MiB sequential read/write and 4 KiB random read/write,
-/// each at queue depth 1 and 32.
+/// (rw, block size, queue depth): 64 KiB random read/write at queue depth 8 (a
+/// filesystem-like middle), 1 MiB sequential read/write and 4 KiB random read/write, each at
+/// queue depth 1 and 32.
 const WORKLOADS: &[(&str, u32, u32)] = &[
+    ("randread", 65536, 8),
+    ("randwrite", 65536, 8),
     ("read", 1 << 20, 1),
     ("read", 1 << 20, 32),
     ("write", 1 << 20, 1),
@@ -43,6 +49,32 @@ const WORKLOADS: &[(&str, u32, u32)] = &[
 /// The RAM disk region the workloads use (MiB); the Linux driver domain's brd disks are
 /// 256 MiB.
 const SPAN_MIB: u32 = 128;
+
+/// Workloads also run once per backend with blkload's psync threads instead of io_uring:
+/// a cross-check of the load tool (the two should agree where dom0 is not the limit).
+const CROSSCHECK: &str = "randread:4096:32";
+
+/// The driver domain that serves a backend (the unikernel's RAM-disk paths are disks of one
+/// domain).
+fn dom_of(b: &str) -> &str {
+    match b {
+        "linux" => "linux-dd",
+        "linux-nbd" | "uk-nbd" => b,
+        _ => "uk-dd",
+    }
+}
+
+/// Median, minimum and maximum of the finite values.
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut x: Vec<f64> = v.iter().copied().filter(|f| f.is_finite()).collect();
+    if x.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    x.sort_by(f64::total_cmp);
+    let n = x.len();
+    let med = if n % 2 == 1 { x[n / 2] } else { (x[n / 2 - 1] + x[n / 2]) / 2.0 };
+    (med, x[0], x[n - 1])
+}
 
 /// Builds the tools (release) that run in dom0: the load tool, and the hostile frontend
 /// of the `hostile` scenario next to it (`target/release/hostile-fe`).
@@ -66,7 +98,9 @@ pub fn build_blkload() -> Result<std::path::PathBuf> {
 
 pub fn cmd_bench(args: &[String]) -> Result<i32> {
     let mut backends: Vec<String> = BACKENDS.iter().map(|s| (*s).to_string()).collect();
-    let mut seconds = 8u32;
+    let mut seconds = 5u32;
+    let mut repeats = 3u32;
+    let mut tsc = String::from("default");
     let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -87,6 +121,16 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
             "--seconds" => {
                 seconds = it.next().ok_or("--seconds needs a value")?.parse().map_err(|e| format!("--seconds: {e}"))?;
             }
+            "--repeats" => {
+                repeats = it.next().ok_or("--repeats needs a value")?.parse().map_err(|e| format!("--repeats: {e}"))?;
+                repeats = repeats.max(1);
+            }
+            "--tsc" => {
+                tsc = it.next().ok_or("--tsc needs default|native")?.clone();
+                if !["default", "native"].contains(&tsc.as_str()) {
+                    return Err(format!("--tsc {tsc}: default|native"));
+                }
+            }
             o => return Err(format!("unknown bench argument `{o}`")),
         }
     }
@@ -98,12 +142,16 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         .map(|(rw, bs, qd)| format!("{rw}:{bs}:{qd}"))
         .filter(|w| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == w)))
         .collect();
+    let crosscheck: Vec<&str> = CROSSCHECK.split(' ').filter(|w| workloads.iter().any(|x| x == w)).collect();
     let env = format!(
-        "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\n",
+        "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nCROSSCHECK=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\nREPEATS={repeats}\nTSC_MODE={tsc}\n",
         backends.join(" "),
-        workloads.join(" ")
+        workloads.join(" "),
+        crosscheck.join(" ")
     );
-    let per_backend = 150 + u64::from(seconds) * WORKLOADS.len() as u64 * 2;
+    // Per cell: the load, xl pause/unpause and the CPU readings; per domain: its start,
+    // fill and idle measurement.
+    let cells = backends.len() as u64 * (workloads.len() as u64 * u64::from(repeats) + crosscheck.len() as u64);
     let run = Run {
         name: "bench",
         script: sh::root().join("tests/scenarios/bench.sh"),
@@ -112,7 +160,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
             ("boot/xen-blkback-rs".into(), Entry::File { src: uk.clone(), mode: 0o644 }),
             ("scenario/bench.env".into(), Entry::Data { data: env.into_bytes(), mode: 0o644 }),
         ],
-        timeout: Duration::from_secs(120 + per_backend * backends.len() as u64),
+        timeout: Duration::from_secs(300 + 150 * backends.len() as u64 + cells * (u64::from(seconds) + 8)),
         verbose: false,
     };
     let report = testbed::boot(&images, &run)?;
@@ -122,57 +170,87 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         return Err("the benchmark run did not complete".into());
     }
 
-    // Collect: bench.<backend>.<rw>.<bs>.<qd> = blkload JSON; <backend>.<key> = figure.
+    // One run: bench.<backend>.<rw>.<bs>.<qd>.<r1..|psync> = blkload JSON, with the CPU
+    // seconds of the driver domain and dom0 beside it.
+    let one = |b: &str, key: &str, sfx: &str| -> Option<Value> {
+        let mut v: Value =
+            report.metric(&format!("bench.{b}.{key}.{sfx}")).and_then(|s| serde_json::from_str(s).ok())?;
+        let num =
+            |k: &str| report.metric(&format!("{b}.{key}.{sfx}.{k}")).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+        let (cpu, dom0) = (num("dd_cpu_s"), num("dom0_cpu_s"));
+        let gib = v["bytes"].as_f64().unwrap_or(0.0) / f64::from(1u32 << 30);
+        let secs = v["secs"].as_f64().unwrap_or(f64::NAN);
+        v["dd_cpu_s"] = json!(cpu);
+        v["dd_cpu_s_per_gib"] = json!(if gib > 0.0 { cpu / gib } else { f64::NAN });
+        // Busy fractions of the two CPUs: which side is the bottleneck.
+        v["dd_cpu_busy"] = json!(cpu / secs);
+        v["dom0_cpu_s"] = json!(dom0);
+        v["dom0_cpu_busy"] = json!(dom0 / secs);
+        Some(v)
+    };
     let mut results: BTreeMap<String, Value> = BTreeMap::new();
     for b in &backends {
         let mut w = serde_json::Map::new();
         for (rw, bs, qd) in WORKLOADS {
             let key = format!("{rw}.{bs}.{qd}");
-            let Some(mut v): Option<Value> =
-                report.metric(&format!("bench.{b}.{key}")).and_then(|s| serde_json::from_str(s).ok())
-            else {
+            let runs: Vec<Value> = (1..=repeats).filter_map(|r| one(b, &key, &format!("r{r}"))).collect();
+            if runs.is_empty() {
                 if workloads.contains(&format!("{rw}:{bs}:{qd}")) {
                     return Err(format!("no result for {b} {key}"));
                 }
                 continue;
-            };
-            let cpu: f64 =
-                report.metric(&format!("{b}.{key}.dd_cpu_s")).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
-            let dom0: f64 =
-                report.metric(&format!("{b}.{key}.dom0_cpu_s")).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
-            let gib = v["bytes"].as_f64().unwrap_or(0.0) / f64::from(1u32 << 30);
-            let secs = v["secs"].as_f64().unwrap_or(f64::NAN);
-            v["dd_cpu_s"] = json!(cpu);
-            v["dd_cpu_s_per_gib"] = json!(if gib > 0.0 { cpu / gib } else { f64::NAN });
-            // Busy fractions of the two CPUs: which side is the bottleneck.
-            v["dd_cpu_busy"] = json!(cpu / secs);
-            v["dom0_cpu_s"] = json!(dom0);
-            v["dom0_cpu_busy"] = json!(dom0 / secs);
-            w.insert(key, v);
+            }
+            let col = |k: &str| -> Vec<f64> { runs.iter().map(|v| fnum(&v[k])).collect() };
+            let mut cell = serde_json::Map::new();
+            for k in [
+                "mib_s",
+                "iops",
+                "lat_p50_us",
+                "lat_p99_us",
+                "lat_max_us",
+                "dd_cpu_s_per_gib",
+                "dd_cpu_busy",
+                "dom0_cpu_busy",
+            ] {
+                let (med, lo, hi) = stats(&col(k));
+                cell.insert(k.into(), json!(med));
+                cell.insert(format!("{k}_min"), json!(lo));
+                cell.insert(format!("{k}_max"), json!(hi));
+            }
+            cell.insert("runs".into(), Value::Array(runs));
+            if let Some(p) = one(b, &key, "psync") {
+                cell.insert("psync".into(), p);
+            }
+            w.insert(key, Value::Object(cell));
         }
+        let dom = dom_of(b);
         let fig = |k: &str| -> Value {
-            report.metric(&format!("{b}.{k}")).and_then(|s| s.parse::<f64>().ok()).map_or(Value::Null, |x| json!(x))
+            report.metric(k).and_then(|s| s.parse::<f64>().ok()).map_or(Value::Null, |x| json!(x))
         };
         results.insert(
             b.clone(),
             json!({
+                "driver_domain": dom,
                 "workloads": w,
-                "xl_create_s": fig("xl_create_s"),
-                "boot_to_ready_s": fig("boot_to_ready_s"),
-                "attach_to_initwait_s": fig("attach_to_initwait_s"),
-                "memory_mib": fig("memory_mib"),
-                "dd_read_1m_mib_s": fig("dd_read_1m_mib_s"),
-                "idle_cpu_s_per_s": fig("idle_cpu_s_per_s"),
+                "xl_create_s": fig(&format!("{dom}.xl_create_s")),
+                "boot_to_ready_s": fig(&format!("{dom}.boot_to_ready_s")),
+                "attach_to_initwait_s": fig(&format!("{b}.attach_to_initwait_s")),
+                "memory_mib": fig(&format!("{dom}.memory_mib")),
+                "dd_read_1m_mib_s": fig(&format!("{b}.dd_read_1m_mib_s")),
+                "idle_cpu_s_per_s": fig(&format!("{dom}.idle_cpu_s_per_s")),
             }),
         );
     }
     print_table(&backends, &results);
     let out = json!({
         "seconds_per_workload": seconds,
+        "repeats": repeats,
+        "tsc_mode": tsc,
         "span_mib": SPAN_MIB,
         "run_seconds": report.seconds,
         "testbed_faults": report.testbed_faults,
-        "note": "dom0 frontend on CPU 0, driver domain alone on CPU 1; QD N = N threads of O_DIRECT psync I/O; \
+        "note": "dom0 frontend on CPU 0, driver domains on CPU 1 (those not measured paused); load: blkload io_uring at iodepth N on O_DIRECT (psync: N threads, cross-check); \
+                 each cell: median of the repeats with _min/_max, backends in rotated order; \
                  dd_cpu_busy / dom0_cpu_busy = CPU seconds of the driver domain / dom0 per second of the workload (1.0 = that CPU saturated); \
                  xl_create_s includes Xen scrubbing memory of earlier domains; boot_to_ready_s = xl create returned until the domain said it serves; attach_to_initwait_s = block-attach until the backend reached InitWait",
         "backends": results,
@@ -188,7 +266,9 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
     let svg = chart_svg(
         &backends,
         &results,
-        &format!("xen-blkback-rs vs a Linux driver domain ({seconds}s per workload, TCG test bed)"),
+        &format!(
+            "xen-blkback-rs vs a Linux driver domain (median of {repeats} x {seconds}s per workload, TCG test bed)"
+        ),
     );
     let svg_path = dir.join("latest.svg");
     std::fs::write(&svg_path, svg).map_err(|e| e.to_string())?;
@@ -214,11 +294,31 @@ fn fnum(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+/// `median [min-max]` of a cell's field.
+fn range(v: &Value, k: &str, prec: usize) -> String {
+    format!(
+        "{:.p$} [{:.p$}-{:.p$}]",
+        fnum(&v[k]),
+        fnum(&v[&format!("{k}_min")]),
+        fnum(&v[&format!("{k}_max")]),
+        p = prec
+    )
+}
+
+/// The ratio of medians of `k`, and whether the two ranges are apart (only then is the
+/// difference shown by the run; otherwise it is within the spread).
+fn ratio(v: &Value, base: &Value, k: &str) -> (f64, bool) {
+    let (lo, hi) = (fnum(&v[&format!("{k}_min")]), fnum(&v[&format!("{k}_max")]));
+    let (blo, bhi) = (fnum(&base[&format!("{k}_min")]), fnum(&base[&format!("{k}_max")]));
+    (fnum(&v[k]) / fnum(&base[k]), lo > bhi || hi < blo)
+}
+
 fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
     println!();
+    println!("median [min-max] of the repeats; ratios to the Linux driver domain: IOPS / CPU per GiB, `~` = ranges overlap (not shown by this run)");
     println!(
-        "{:<18} {:<14} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8} {:>12}",
-        "workload", "backend", "MiB/s", "IOPS", "p99 us", "cpu s/GiB", "dd busy", "dom0 bsy", "IOPS/CPU vs"
+        "{:<18} {:<14} {:>22} {:>9} {:>20} {:>8} {:>8} {:>16}",
+        "workload", "backend", "IOPS", "p99 us", "cpu s/GiB", "dd busy", "dom0 bsy", "IOPS/CPU vs"
     );
     for (rw, bs, qd) in WORKLOADS {
         let key = format!("{rw}.{bs}.{qd}");
@@ -227,38 +327,50 @@ fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
         }
         for b in backends {
             let v = &r[b]["workloads"][&key];
-            // IOPS and CPU per GiB relative to the Linux driver domain doing the same job.
-            let ratio = match baseline(b, backends).filter(|x| *x != b) {
+            if v.is_null() {
+                continue;
+            }
+            let vs = match baseline(b, backends).filter(|x| *x != b) {
                 Some(base) => {
                     let base = &r[base]["workloads"][&key];
-                    format!(
-                        "{:.2}x/{:.2}x",
-                        fnum(&v["iops"]) / fnum(&base["iops"]),
-                        fnum(&v["dd_cpu_s_per_gib"]) / fnum(&base["dd_cpu_s_per_gib"])
-                    )
+                    let (io, io_apart) = ratio(v, base, "iops");
+                    let (cpu, cpu_apart) = ratio(v, base, "dd_cpu_s_per_gib");
+                    let mark = |apart: bool| if apart { "" } else { "~" };
+                    format!("{}{io:.2}x/{}{cpu:.2}x", mark(io_apart), mark(cpu_apart))
                 }
                 None => String::from("-"),
             };
             println!(
-                "{:<18} {:<14} {:>9.1} {:>9.0} {:>9} {:>10.2} {:>8.2} {:>8.2} {:>12}",
+                "{:<18} {:<14} {:>22} {:>9.0} {:>20} {:>8.2} {:>8.2} {:>16}",
                 workload_name(rw, *bs, *qd),
                 b,
-                fnum(&v["mib_s"]),
-                fnum(&v["iops"]),
-                v["lat_p99_us"].as_u64().unwrap_or(0),
-                fnum(&v["dd_cpu_s_per_gib"]),
+                range(v, "iops", 0),
+                fnum(&v["lat_p99_us"]),
+                range(v, "dd_cpu_s_per_gib", 2),
                 fnum(&v["dd_cpu_busy"]),
                 fnum(&v["dom0_cpu_busy"]),
-                ratio
+                vs
             );
+        }
+    }
+    println!();
+    for b in backends {
+        for (key, v) in r[b]["workloads"].as_object().into_iter().flatten() {
+            if let Some(p) = v.get("psync") {
+                println!(
+                    "load tool cross-check, {b} {key}: io_uring {:.0} IOPS (median), psync threads {:.0} IOPS",
+                    fnum(&v["iops"]),
+                    fnum(&p["iops"])
+                );
+            }
         }
     }
     println!();
     for b in backends {
         let x = &r[b];
         println!(
-            "{b:<14} xl create {:>5}s  boot->ready {:>5}s  attach->InitWait {:>5}s  memory {:>4} MiB  idle CPU {} s/s  dd 1M read {} MiB/s",
-            x["xl_create_s"], x["boot_to_ready_s"], x["attach_to_initwait_s"], x["memory_mib"], x["idle_cpu_s_per_s"], x["dd_read_1m_mib_s"]
+            "{b:<14} ({}) xl create {:>5}s  boot->ready {:>5}s  attach->InitWait {:>5}s  memory {:>4} MiB  idle CPU {} s/s  dd 1M read {} MiB/s",
+            x["driver_domain"].as_str().unwrap_or("?"), x["xl_create_s"], x["boot_to_ready_s"], x["attach_to_initwait_s"], x["memory_mib"], x["idle_cpu_s_per_s"], x["dd_read_1m_mib_s"]
         );
     }
 }

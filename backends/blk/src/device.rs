@@ -353,10 +353,9 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
                 format!("no heap left for another connection (needs {need} bytes, {} free)", self.heap_room),
             ));
         }
-        // Linux keeps one pool per queue (`max_persistent_grants` each); ours is one per
-        // connection, as large, within the domain's budget (`persistent_cap`).
-        let persistent_cap =
-            self.cfg.persistent_cap.min(crate::persistent::DEFAULT_CAP.saturating_mul(fc.queues.len()));
+        // One pool per connection, sized by `Connection::connect` to what the frontend can
+        // keep granted, within this connection's share of the domain's budget.
+        let persistent_cap = self.cfg.persistent_cap;
         let info = store.info();
         // A network store knows whether its export is read-only only now.
         self.read_only |= info.read_only;

@@ -1,14 +1,16 @@
 //! Persistent grants (`feature-persistent`): when both sides offer it, the frontend keeps
 //! granting the same pages and we keep them mapped, so a warm ring pass maps and unmaps
-//! nothing. The pool is bounded (Linux's default is 1056 per queue); past that, grants are
-//! mapped for one pass only, and the least recently used idle entries make room.
+//! nothing. The pool is bounded (by what the frontend can keep granted and the domain's
+//! budget; Linux's default is 1056 per queue); past that, grants are mapped for one pass
+//! only, and after a pass that missed the least recently used idle entries make room.
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
 use crate::hv::GrantRef;
 
-/// Linux blkback's `max_persistent_grants` default.
+/// Linux blkback's `max_persistent_grants` default (per queue): the pool of a device used
+/// without the service (tests).
 pub const DEFAULT_CAP: usize = 1056;
 
 /// Heap one pool entry can cost, for budgets: its share of a B-tree node (key, entry:
@@ -79,15 +81,25 @@ impl<M> PersistentPool<M> {
     /// Removes up to `n` least recently used entries that no in-flight I/O holds and that
     /// were not used in this pass; returns their mappings, to unmap in one batch.
     pub fn evict_lru(&mut self, n: usize) -> Vec<M> {
-        let mut idle: Vec<(u64, GrantRef)> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.last_used != self.tick && Rc::strong_count(&e.map) == 1)
-            .map(|(g, e)| (e.last_used, *g))
-            .collect();
-        idle.sort_unstable();
+        // The `n` oldest idle entries in one walk, kept in a small sorted list (no copy and
+        // sort of the whole pool: 0.3-0.5 ms per call with 8,224 entries, measured).
+        let mut oldest: Vec<(u64, GrantRef)> = Vec::new();
+        if oldest.try_reserve_exact(n.saturating_add(1)).is_err() {
+            return Vec::new();
+        }
+        for (g, e) in &self.entries {
+            if e.last_used == self.tick || Rc::strong_count(&e.map) != 1 {
+                continue;
+            }
+            if oldest.len() == n && oldest.last().is_some_and(|&(t, _)| t <= e.last_used) {
+                continue;
+            }
+            let at = oldest.partition_point(|&(t, _)| t <= e.last_used);
+            oldest.insert(at, (e.last_used, *g));
+            oldest.truncate(n);
+        }
         let mut out = Vec::new();
-        for (_, g) in idle.into_iter().take(n) {
+        for (_, g) in oldest {
             if let Some(e) = self.entries.remove(&g) {
                 if let Ok(m) = Rc::try_unwrap(e.map) {
                     out.push(m);

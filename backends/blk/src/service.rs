@@ -63,8 +63,8 @@ pub struct Defaults {
     /// How long I/O of an NBD disk waits for a lost server before it fails.
     pub nbd_window_ns: u64,
     /// Persistent-grant entries all connections together may keep (each pool entry is heap
-    /// and a mapped page): a connection gets `persistent::DEFAULT_CAP` of what is left, or
-    /// less, or none; the driver domain sizes it from its heap.
+    /// and a mapped page): a connection gets what is left, half of it at most, trimmed to
+    /// what its frontend can keep granted; the driver domain sizes it from its heap.
     pub persistent_budget: usize,
 }
 
@@ -537,11 +537,10 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         // connections' reservations (a frontend cannot grow the heap past it by connecting).
         let reserved: usize =
             self.devices.iter().filter(|(k, _)| k.as_str() != be).map(|(_, e)| e.dev.persistent_reserved()).sum();
-        // Up to Linux's per-queue pool for each queue the frontend may ask for (the device
-        // trims it to the queues it connects with).
-        let per_frontend = crate::persistent::DEFAULT_CAP
-            .saturating_mul(usize::try_from(DeviceConfig::default().adv.max_queues).unwrap_or(1));
-        let share = self.defaults.persistent_budget.saturating_sub(reserved).min(per_frontend);
+        // What is left of the budget, half of it at most for one frontend (the connection
+        // trims it to what the frontend can keep granted).
+        let budget = self.defaults.persistent_budget;
+        let share = budget.saturating_sub(reserved).min(budget / 2);
         let room = self.spare_heap();
         let Some(e) = self.devices.get_mut(be) else { return };
         if e.dev.connection().is_none() {

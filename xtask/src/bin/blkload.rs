@@ -1,11 +1,18 @@
 //! `blkload`: the test bed's block load generator, run inside dom0 against a frontend
 //! disk. It reports what fio would (MiB/s, IOPS, latency p50/p99) for one workload.
 //!
-//! Queue depth N is N threads each doing synchronous `pread`/`pwrite` on its own O_DIRECT
-//! descriptor (fio's `ioengine=psync, numjobs=N`): every thread keeps exactly one request
-//! in flight, so the block layer sees N outstanding requests. It needs no libaio and no
-//! `unsafe`. Sequential workloads share one offset counter so the N threads walk the span
-//! together; random ones draw block-aligned offsets from a per-thread xorshift.
+//! Two engines (`--engine`):
+//! - `uring` (the bench's): one thread keeps N requests in flight through io_uring on one
+//!   O_DIRECT descriptor (fio's `ioengine=io_uring, iodepth=N`): submissions and reaps are
+//!   batched, so queue depth N is N requests at the device, not N sleeping threads. Its
+//!   few `unsafe` blocks hand buffers to the kernel (test tooling for dom0, like
+//!   `hostile-fe`; the product's `unsafe` stays in `kernel/`).
+//! - `psync`: N threads each doing synchronous `pread`/`pwrite` on its own O_DIRECT
+//!   descriptor (fio's `ioengine=psync, numjobs=N`): a syscall, two context switches and a
+//!   wake-up per I/O; kept as a cross-check of the load tool itself.
+//!
+//! Sequential workloads share one offset counter so the requests walk the span together;
+//! random ones draw block-aligned offsets from a xorshift.
 //!
 //! Output: one line `METRIC bench.<label> <json>` on stdout.
 //!
@@ -38,6 +45,7 @@ struct Args {
     seconds: f64,
     span: u64,
     label: String,
+    uring: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -50,6 +58,7 @@ fn parse() -> Result<Args, String> {
         seconds: 5.0,
         span: 0,
         label: "run".into(),
+        uring: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -69,11 +78,16 @@ fn parse() -> Result<Args, String> {
             "--seconds" => a.seconds = v()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--span-mib" => a.span = v()?.parse::<u64>().map_err(|e| format!("--span-mib: {e}"))? << 20,
             "--label" => a.label = v()?,
+            "--engine" => match v()?.as_str() {
+                "uring" => a.uring = true,
+                "psync" => a.uring = false,
+                o => return Err(format!("--engine {o}: uring|psync")),
+            },
             o => return Err(format!("unknown argument {o}")),
         }
     }
     if a.dev.is_empty() || a.bs == 0 || !a.bs.is_multiple_of(512) || a.qd == 0 || a.qd > 256 {
-        return Err("usage: blkload --dev DEV --rw read|write|randread|randwrite --bs N --qd N --seconds S [--span-mib M] [--label L]".into());
+        return Err("usage: blkload --dev DEV --rw read|write|randread|randwrite --bs N --qd N --seconds S [--span-mib M] [--label L] [--engine uring|psync]".into());
     }
     Ok(a)
 }
@@ -286,9 +300,25 @@ fn main() {
     let seq = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(a.seconds);
+    let (bytes, lat) = if a.uring {
+        match uring::run(&a, deadline) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("blkload: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        threads(&a, &seq, deadline)
+    };
+    report(&a, start, bytes, lat);
+}
+
+/// The `psync` engine: N threads, one request each.
+fn threads(a: &Arc<Args>, seq: &Arc<AtomicU64>, deadline: Instant) -> (u64, Vec<u32>) {
     let handles: Vec<_> = (0..a.qd)
         .map(|i| {
-            let (a, seq) = (Arc::clone(&a), Arc::clone(&seq));
+            let (a, seq) = (Arc::clone(a), Arc::clone(seq));
             std::thread::spawn(move || {
                 worker(&a, &seq, 0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x1000_0001), deadline)
             })
@@ -312,6 +342,10 @@ fn main() {
             }
         }
     }
+    (bytes, lat)
+}
+
+fn report(a: &Args, start: Instant, bytes: u64, mut lat: Vec<u32>) {
     let secs = start.elapsed().as_secs_f64();
     lat.sort_unstable();
     let pct = |p: f64| -> u32 {
@@ -326,6 +360,7 @@ fn main() {
         "rw": if a.write { if a.random { "randwrite" } else { "write" } } else if a.random { "randread" } else { "read" },
         "bs": a.bs,
         "qd": a.qd,
+        "engine": if a.uring { "uring" } else { "psync" },
         "bytes": bytes,
         "ios": ios,
         "secs": secs,
@@ -336,4 +371,96 @@ fn main() {
         "lat_max_us": pct(1.0),
     });
     println!("METRIC bench.{} {}", a.label, j);
+}
+
+/// The `uring` engine: N requests in flight from one thread.
+mod uring {
+    use std::fs::OpenOptions;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::Instant;
+
+    use io_uring::{opcode, types, IoUring};
+
+    use super::{Args, ALIGN, O_DIRECT};
+
+    /// One request slot: its buffer (owned here for the whole run, so the kernel's view of
+    /// it never dangles) and when its request was submitted.
+    struct Slot {
+        raw: Vec<u8>,
+        off: usize,
+        started: Instant,
+    }
+
+    pub fn run(a: &Args, deadline: Instant) -> Result<(u64, Vec<u32>), String> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(a.write)
+            .custom_flags(O_DIRECT)
+            .open(&a.dev)
+            .map_err(|e| format!("{}: {e}", a.dev))?;
+        let fd = types::Fd(f.as_raw_fd());
+        let qd = u32::try_from(a.qd).map_err(|_| "queue depth")?;
+        let mut ring = IoUring::new(qd.next_power_of_two()).map_err(|e| format!("io_uring_setup: {e}"))?;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut slots: Vec<Slot> = (0..a.qd)
+            .map(|_| {
+                let mut raw = vec![0u8; a.bs + ALIGN];
+                let off = (ALIGN - raw.as_ptr() as usize % ALIGN) % ALIGN;
+                for b in &mut raw[off..off + a.bs] {
+                    *b = super::rng(&mut x) as u8;
+                }
+                Slot { raw, off, started: Instant::now() }
+            })
+            .collect();
+        let blocks = (a.span / a.bs as u64).max(1);
+        let mut seq = 0u64;
+        let mut next_offset = |x: &mut u64| {
+            let block = if a.random {
+                super::rng(x) % blocks
+            } else {
+                seq += 1;
+                (seq - 1) % blocks
+            };
+            block * a.bs as u64
+        };
+        let mut lat = Vec::with_capacity(65536);
+        let (mut bytes, mut in_flight) = (0u64, 0usize);
+        let submit = |ring: &mut IoUring, i: usize, slot: &mut Slot, off: u64| -> Result<(), String> {
+            let buf = slot.raw[slot.off..slot.off + a.bs].as_mut_ptr();
+            let len = a.bs as u32;
+            let e = if a.write {
+                opcode::Write::new(fd, buf, len).offset(off).build()
+            } else {
+                opcode::Read::new(fd, buf, len).offset(off).build()
+            }
+            .user_data(i as u64);
+            slot.started = Instant::now();
+            // SAFETY: the buffer is the slot's, which lives (and is not touched) until this
+            // request's completion is reaped below; the descriptor outlives the ring.
+            unsafe { ring.submission().push(&e) }.map_err(|_| "submission queue full".to_string())
+        };
+        for (i, slot) in slots.iter_mut().enumerate() {
+            submit(&mut ring, i, slot, next_offset(&mut x))?;
+            in_flight += 1;
+        }
+        while in_flight > 0 {
+            ring.submit_and_wait(1).map_err(|e| format!("io_uring_enter: {e}"))?;
+            let done: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
+            for (i, res) in done {
+                in_flight -= 1;
+                let slot = slots.get_mut(i as usize).ok_or("bad completion")?;
+                if res < 0 || res as usize != a.bs {
+                    return Err(format!("{} returned {res}", if a.write { "write" } else { "read" }));
+                }
+                lat.push(slot.started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                bytes += a.bs as u64;
+                if Instant::now() < deadline {
+                    submit(&mut ring, i as usize, slot, next_offset(&mut x))?;
+                    in_flight += 1;
+                }
+            }
+        }
+        Ok((bytes, lat))
+    }
 }

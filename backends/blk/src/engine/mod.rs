@@ -227,11 +227,20 @@ impl<M: Page> Connection<M> {
             }
             return Err(e);
         }
+        // The pool holds what the frontend can keep granted at most: every slot of every
+        // ring with a request of the largest size and its indirect pages (Linux blkfront's
+        // working set: 32 × 257 = 8,224 grants for one ring page and 256 segments), within
+        // what the domain's budget gave this connection.
+        let per_request = usize::from(p.limits.max_indirect_segments)
+            .saturating_add(usize::from(p.limits.max_indirect_segments).div_ceil(512))
+            .max(xen_sys_mini::io::blkif::BLKIF_MAX_SEGMENTS_PER_REQUEST);
+        let slots: usize = queues.iter().map(|q| q.ring.size() as usize).sum();
+        let cap = p.persistent_cap.min(slots.saturating_mul(per_request));
         Ok(Self {
             dom: p.frontend,
             abi: p.abi,
             queues,
-            path: Path::new(p.path, p.persistent, p.persistent_cap),
+            path: Path::new(p.path, p.persistent, cap),
             limits: p.limits,
             max_inflight: p.max_inflight.max(1),
             max_segments: p.max_segments_per_pass.max(1),
@@ -326,6 +335,7 @@ impl<M: Page> Connection<M> {
     {
         self.stats.passes = self.stats.passes.saturating_add(1);
         self.path.next_pass();
+        let misses_before = self.stats.persistent_misses;
         let mut ans = Answers::new(self.queues.len());
         let mut unmap: Vec<M> = Vec::new();
         // 1. Take and validate; nothing while the store still works on an earlier request
@@ -344,8 +354,9 @@ impl<M: Page> Connection<M> {
         for (io, res) in done {
             self.finish(io, res, &mut ans, &mut unmap);
         }
-        // Make room in a full persistent pool: drop some idle entries.
-        unmap.extend(self.path.make_room(self.stats.persistent_misses > 0));
+        // Make room in a full persistent pool: drop some idle entries, only when this pass
+        // missed (a pool that serves the frontend's working set is left alone).
+        unmap.extend(self.path.make_room(self.stats.persistent_misses > misses_before));
         // 5. One unmap batch for everything transient of this pass.
         if !unmap.is_empty() {
             self.stats.unmap_calls = self.stats.unmap_calls.saturating_add(1);
