@@ -82,14 +82,15 @@ attach() {
     metric "$b.dd_read_1m_mib_s" "$(awk -v n="$SPAN_MIB" -v a="$t" -v b="$(now_ms)" 'BEGIN { printf "%.1f", n * 1000 / (b - a) }')"
 }
 
-# Only the driver domain of backend $1 runs.
+# Only the driver domain of backend $1 runs. (Shell variables are global: helpers use
+# names of their own, `_x`.)
 RUNNING=
 only() {
-    want=$(dom_of "$1")
-    for d in $DOMS; do
-        if [ "$d" = "$want" ]; then xl unpause "$d" 2>/dev/null; else xl pause "$d" 2>/dev/null; fi
+    _want=$(dom_of "$1")
+    for _d in $DOMS; do
+        if [ "$_d" = "$_want" ]; then xl unpause "$_d" 2>/dev/null; else xl pause "$_d" 2>/dev/null; fi
     done
-    RUNNING=$want
+    RUNNING=$_want
 }
 
 # One measurement: backend $1, workload $2, label suffix $3, engine $4.
