@@ -21,12 +21,13 @@ delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 load_mod xen-blkfront max_indirect_segments=256 || error "xen-blkfront"
 
 # Each backend's disk in dom0: its vdev and the device id blkfront uses for it.
-VDEVS="xvdb xvdc xvdd xvde xvdf xvdg xvdh"
+VDEVS="xvdb xvdc xvdd xvde xvdf xvdg xvdh xvdi xvdj xvdk xvdl"
 vdev_of() { _i=0; for _b in $BACKENDS; do _i=$((_i + 1)); [ "$_b" = "$1" ] && break; done; echo "$VDEVS" | cut -d' ' -f"$_i"; }
 devid_of() {
     case $(vdev_of "$1") in
         xvdb) echo 51728 ;; xvdc) echo 51744 ;; xvdd) echo 51760 ;; xvde) echo 51776 ;;
-        xvdf) echo 51792 ;; xvdg) echo 51808 ;; xvdh) echo 51824 ;;
+        xvdf) echo 51792 ;; xvdg) echo 51808 ;; xvdh) echo 51824 ;; xvdi) echo 51840 ;;
+        xvdj) echo 51856 ;; xvdk) echo 51872 ;; xvdl) echo 51888 ;;
     esac
 }
 # The driver domain that serves a backend.
@@ -36,6 +37,7 @@ dom_of() {
         linux-nbd) echo linux-nbd ;;
         uk-nbd) echo uk-nbd ;;
         uk-*) echo uk-dd ;;
+        dom0-null) echo - ;;
     esac
 }
 # Both driver domains get the same tsc_mode (the test bed's QEMU has no invariant TSC: with
@@ -97,14 +99,31 @@ only() {
 measure() {
     b=$1 w=$2 sfx=$3 engine=$4
     rw=${w%%:*} rest=${w#*:}; bs=${rest%%:*}; qd=${rest#*:}
-    dom=$(dom_of "$b")
+    dom=$(dom_of "$b") dev="/dev/$(vdev_of "$b")"
+    [ "$b" = dom0-null ] && dev=/dev/nullb0
     [ "$RUNNING" = "$dom" ] || only "$b"
     c0=$(xl_cpu "$dom") z0=$(xl_cpu Domain-0)
-    blkload --engine "$engine" --dev "/dev/$(vdev_of "$b")" --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$SECONDS_PER" \
+    blkload --engine "$engine" --dev "$dev" --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$SECONDS_PER" \
         --span-mib "$SPAN_MIB" --label "$b.$rw.$bs.$qd.$sfx" || fail "blkload $b $rw $bs $qd"
-    metric "$b.$rw.$bs.$qd.$sfx.dd_cpu_s" "$(delta "$c0" "$(xl_cpu "$dom")")"
+    # (No driver domain for dom0-null: no figure.)
+    [ "$dom" = - ] || metric "$b.$rw.$bs.$qd.$sfx.dd_cpu_s" "$(delta "$c0" "$(xl_cpu "$dom")")"
     # dom0 is the frontend (blkfront and the load): its CPU says when it is the bottleneck.
     metric "$b.$rw.$bs.$qd.$sfx.dom0_cpu_s" "$(delta "$z0" "$(xl_cpu Domain-0)")"
+}
+
+# The load tool cross-checked against fio (`--fio`): Debian's fio, io_uring at iodepth N,
+# same device, size and duration; its IOPS from the terse output (v3: field 8 read, 49
+# write).
+fio_measure() {
+    b=$1 w=$2
+    rw=${w%%:*} rest=${w#*:}; bs=${rest%%:*}; qd=${rest#*:}
+    dom=$(dom_of "$b") dev="/dev/$(vdev_of "$b")"
+    [ "$b" = dom0-null ] && dev=/dev/nullb0
+    [ "$RUNNING" = "$dom" ] || only "$b"
+    out=$(fio --name=xcheck --filename="$dev" --direct=1 --rw="$rw" --bs="$bs" --iodepth="$qd" \
+        --ioengine=io_uring --size="${SPAN_MIB}M" --runtime="$SECONDS_PER" --time_based \
+        --output-format=terse --terse-version=3 2>/tmp/fio.err) || fail "fio $b $w: $(tail -3 /tmp/fio.err)"
+    metric "fio.$b.$rw.$bs.$qd" "$(echo "$out" | awk -F';' '{ printf "%.0f", $8 + $49 }')"
 }
 
 run_group() {
@@ -113,6 +132,7 @@ run_group() {
     for b in $group; do
         d=$(dom_of "$b")
         case " $idled " in *" $d "*) continue ;; esac
+        [ "$d" = - ] && continue
         idled="$idled $d"
         only "$b"
         # xl list counts CPU time in 0.1 s steps: 10 s of idling resolves 0.01 s/s.
@@ -135,7 +155,10 @@ run_group() {
     done
     # The load tool cross-checked: N threads of psync I/O instead of io_uring at depth N.
     for b in $group; do
-        for w in $CROSSCHECK; do measure "$b" "$w" psync psync; done
+        for w in $CROSSCHECK; do
+            measure "$b" "$w" psync psync
+            [ "$FIO" = 1 ] && fio_measure "$b" "$w"
+        done
     done
     for b in $group; do
         d=$(dom_of "$b")
@@ -150,7 +173,7 @@ run_group() {
 teardown() {
     step "detach and destroy: $DOMS"
     for d in $DOMS; do xl unpause "$d" 2>/dev/null; done
-    for b in $1; do xl block-detach 0 "$(vdev_of "$b")" || fail "block-detach $b"; done
+    for b in $1; do [ "$b" = dom0-null ] || xl block-detach 0 "$(vdev_of "$b")" || fail "block-detach $b"; done
     for d in $DOMS; do xl destroy "$d" || fail "destroy $d"; done
     # Xen scrubs the freed memory in its idle loop, on the CPUs the next group uses.
     sleep "${SETTLE_S:-20}"
@@ -165,7 +188,13 @@ UKT="ram:$((SPAN_MIB + 32))M"
 if [ -n "$RAM" ]; then
     DOMS=
     uk_disks=$(echo $RAM | tr ' ' '\n' | grep -c '^uk-' || true)
-    uk_ram=$(echo $RAM | tr ' ' '\n' | grep -E -c '^uk-(persistent|map|copy)$' || true)
+    case " $RAM " in *" dom0-null "*)
+        # The frontend alone: the same load on null_blk in dom0 (blk-mq, no memory behind
+        # it, completions inline), no driver domain.
+        load_mod null_blk queue_mode=2 irqmode=0 memory_backed=0 gb=1 nr_devices=1 || fail "null_blk"
+        wait_for 10 test -b /dev/nullb0 || fail "/dev/nullb0 missing" ;;
+    esac
+    uk_ram=$(echo $RAM | tr ' ' '\n' | grep -E -c '^uk-(persistent|pool1056|map|copy)$' || true)
     if [ "$uk_disks" -gt 0 ]; then
         # One unikernel, a disk per data path: memory for each RAM disk plus its own 96 MiB.
         sed -e "s/@CMDLINE@/path=map persistent=1 indirect=256/" \
@@ -183,9 +212,13 @@ if [ -n "$RAM" ]; then
         case $b in
             linux) attach linux /dev/ram0 ;;
             uk-persistent) attach "$b" "$UKT" ;;
+            uk-pool1056) attach "$b" "$UKT:pool=1056" ;;
             uk-map) attach "$b" "$UKT:nopersist" ;;
             uk-copy) attach "$b" "$UKT:copy:nopersist" ;;
             uk-null) attach "$b" "null:$((SPAN_MIB + 32))M" ;;
+            uk-noop) attach "$b" "null:$((SPAN_MIB + 32))M:noop" ;;
+            uk-noop-np) attach "$b" "null:$((SPAN_MIB + 32))M:noop:nopersist" ;;
+            dom0-null) ;;
             *) error "unknown backend $b" ;;
         esac
     done

@@ -22,7 +22,27 @@ use crate::testbed::{self, Outcome, Run};
 /// same pair on network storage: `linux-nbd` (the kernel's NBD client under xen-blkback)
 /// and `uk-nbd` (the unikernel's own NBD client), both reaching one nbdkit in dom0 through
 /// their vif. `*-nbd` rows are compared with `linux-nbd`.
-const BACKENDS: &[&str] = &["linux", "uk-persistent", "uk-map", "uk-copy", "uk-null", "linux-nbd", "uk-nbd"];
+///
+/// `uk-pool1056` is `uk-persistent` with its pool held to Linux's per-queue default (the
+/// pool-sizing lever, A/B in one run).
+///
+/// The ceilings, measured in the same run: `dom0-null` (the frontend alone: the load on
+/// `null_blk` in dom0, no driver domain), `uk-noop` and `uk-noop-np` (frontend and
+/// transport: the unikernel answers every request without touching its grants, with and
+/// without persistent grants negotiated).
+const BACKENDS: &[&str] = &[
+    "linux",
+    "uk-persistent",
+    "uk-pool1056",
+    "uk-map",
+    "uk-copy",
+    "uk-null",
+    "uk-noop",
+    "uk-noop-np",
+    "dom0-null",
+    "linux-nbd",
+    "uk-nbd",
+];
 
 /// The backend a row is compared with: the Linux driver domain doing the same job.
 fn baseline<'a>(b: &str, backends: &'a [String]) -> Option<&'a String> {
@@ -60,8 +80,31 @@ fn dom_of(b: &str) -> &str {
     match b {
         "linux" => "linux-dd",
         "linux-nbd" | "uk-nbd" => b,
+        "dom0-null" => "Domain-0",
         _ => "uk-dd",
     }
+}
+
+/// A host binary and every library `ldd` resolves for it, at their own paths, for the
+/// dom0 overlay.
+fn host_elf(bin: &str) -> Result<Vec<(String, Entry)>> {
+    let mut out = vec![(bin.trim_start_matches('/').to_string(), Entry::File { src: bin.into(), mode: 0o755 })];
+    let ldd = sh::stdout(sh::cmd("ldd").arg(bin))?;
+    for line in ldd.lines() {
+        if line.contains("not found") {
+            return Err(format!("{bin}: {}", line.trim()));
+        }
+        let path = match line.split_once("=> ") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            // The library itself, not the symlink ldd names (the loader opens the name).
+            let real = std::fs::canonicalize(p).map_err(|e| format!("{p}: {e}"))?;
+            out.push((p.trim_start_matches('/').to_string(), Entry::File { src: real, mode: 0o755 }));
+        }
+    }
+    Ok(out)
 }
 
 /// Median, minimum and maximum of the finite values.
@@ -101,6 +144,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
     let mut seconds = 5u32;
     let mut repeats = 3u32;
     let mut tsc = String::from("default");
+    let mut fio = false;
     let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -131,6 +175,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
                     return Err(format!("--tsc {tsc}: default|native"));
                 }
             }
+            "--fio" => fio = true,
             o => return Err(format!("unknown bench argument `{o}`")),
         }
     }
@@ -144,22 +189,30 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         .collect();
     let crosscheck: Vec<&str> = CROSSCHECK.split(' ').filter(|w| workloads.iter().any(|x| x == w)).collect();
     let env = format!(
-        "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nCROSSCHECK=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\nREPEATS={repeats}\nTSC_MODE={tsc}\n",
+        "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nCROSSCHECK=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\nREPEATS={repeats}\nTSC_MODE={tsc}\nFIO={}\n",
         backends.join(" "),
         workloads.join(" "),
-        crosscheck.join(" ")
+        crosscheck.join(" "),
+        u8::from(fio)
     );
     // Per cell: the load, xl pause/unpause and the CPU readings; per domain: its start,
     // fill and idle measurement.
     let cells = backends.len() as u64 * (workloads.len() as u64 * u64::from(repeats) + crosscheck.len() as u64);
+    let mut extra = vec![
+        ("usr/bin/blkload".into(), Entry::File { src: blkload, mode: 0o755 }),
+        ("boot/xen-blkback-rs".into(), Entry::File { src: uk.clone(), mode: 0o644 }),
+        ("scenario/bench.env".into(), Entry::Data { data: env.into_bytes(), mode: 0o644 }),
+    ];
+    if fio {
+        // Debian 12's fio with every library it links (about 80 MiB: ceph, gluster, rdma
+        // clients...), from the host (Debian 12 too), for this run only.
+        crate::host::ensure_packages(&["fio"])?;
+        extra.extend(host_elf("/usr/bin/fio")?);
+    }
     let run = Run {
         name: "bench",
         script: sh::root().join("tests/scenarios/bench.sh"),
-        extra: vec![
-            ("usr/bin/blkload".into(), Entry::File { src: blkload, mode: 0o755 }),
-            ("boot/xen-blkback-rs".into(), Entry::File { src: uk.clone(), mode: 0o644 }),
-            ("scenario/bench.env".into(), Entry::Data { data: env.into_bytes(), mode: 0o644 }),
-        ],
+        extra,
         timeout: Duration::from_secs(300 + 150 * backends.len() as u64 + cells * (u64::from(seconds) + 8)),
         verbose: false,
     };
@@ -220,6 +273,9 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
             cell.insert("runs".into(), Value::Array(runs));
             if let Some(p) = one(b, &key, "psync") {
                 cell.insert("psync".into(), p);
+            }
+            if let Some(x) = report.metric(&format!("fio.{b}.{key}")).and_then(|s| s.parse::<f64>().ok()) {
+                cell.insert("fio_iops".into(), json!(x));
             }
             w.insert(key, Value::Object(cell));
         }
@@ -357,8 +413,9 @@ fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
     for b in backends {
         for (key, v) in r[b]["workloads"].as_object().into_iter().flatten() {
             if let Some(p) = v.get("psync") {
+                let fio = v.get("fio_iops").map(|f| format!(", fio io_uring {:.0} IOPS", fnum(f))).unwrap_or_default();
                 println!(
-                    "load tool cross-check, {b} {key}: io_uring {:.0} IOPS (median), psync threads {:.0} IOPS",
+                    "load tool cross-check, {b} {key}: blkload io_uring {:.0} IOPS (median), psync threads {:.0} IOPS{fio}",
                     fnum(&v["iops"]),
                     fnum(&p["iops"])
                 );

@@ -78,6 +78,8 @@ const MODULES: &[&str] = &[
     // The Linux driver domain's side of the NBD baseline: its vif and the kernel NBD client.
     "xen-netfront",
     "nbd",
+    // The bench's frontend-only ceiling: the load on a null block device in dom0.
+    "null_blk",
 ];
 
 /// Bump when the image layout changes in a way the input hash cannot see.

@@ -26,6 +26,8 @@ pub struct DeviceConfig {
     pub max_inflight: usize,
     pub max_segments_per_pass: usize,
     pub persistent_cap: usize,
+    /// The disk's own limit on its pool (`target=...:pool=<n>`), below the budget's share.
+    pub pool_max: Option<usize>,
 }
 
 impl Default for DeviceConfig {
@@ -36,6 +38,7 @@ impl Default for DeviceConfig {
             max_inflight: 512,
             max_segments_per_pass: 8192,
             persistent_cap: crate::persistent::DEFAULT_CAP,
+            pool_max: None,
         }
     }
 }
@@ -233,8 +236,8 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     }
 
     /// Our event channel ports (to sleep on).
-    pub fn ports(&self) -> Vec<EvtchnPort> {
-        self.conn.as_ref().map(Connection::ports).unwrap_or_default()
+    pub fn ports(&self) -> impl Iterator<Item = EvtchnPort> + '_ {
+        self.conn.iter().flat_map(Connection::ports)
     }
 
     fn snapshot<X: XenStore>(&self, xs: &mut X) -> Result<Snapshot, String> {
@@ -355,7 +358,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         }
         // One pool per connection, sized by `Connection::connect` to what the frontend can
         // keep granted, within this connection's share of the domain's budget.
-        let persistent_cap = self.cfg.persistent_cap;
+        let persistent_cap = self.cfg.persistent_cap.min(self.cfg.pool_max.unwrap_or(usize::MAX));
         let info = store.info();
         // A network store knows whether its export is read-only only now.
         self.read_only |= info.read_only;

@@ -502,7 +502,8 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             Ok((t, store)) => {
                 cfg.path = t.path.unwrap_or(self.defaults.path);
                 cfg.adv.persistent = t.persistent.unwrap_or(self.defaults.persistent);
-                if matches!(t.kind, TargetKind::Null(_) | TargetKind::Nbd(_)) {
+                cfg.pool_max = t.pool;
+                if matches!(t.kind, TargetKind::Null(_) | TargetKind::Nbd(_)) && cfg.path == DataPath::Copy {
                     // No frames of ours to copy to: serve it on the map path.
                     cfg.path = DataPath::Map;
                 }

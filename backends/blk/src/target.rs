@@ -14,6 +14,9 @@ pub struct Target {
     pub path: Option<DataPath>,
     /// `nopersist` / `persist`: whether to offer persistent grants.
     pub persistent: Option<bool>,
+    /// `pool=<n>`: at most n persistent grants kept (default: what the frontend can keep
+    /// granted, within the domain's budget; `pool=1056` is Linux's per-queue default).
+    pub pool: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +67,9 @@ impl fmt::Display for TargetError {
                     "unknown target `{k}`: use ram:<size>, null:<size>, module[:<n>] or nbd://<host>[:<port>]/<export>"
                 )
             }
-            TargetError::UnknownOption(o) => write!(f, "unknown target option `{o}` (copy, map, nopersist)"),
+            TargetError::UnknownOption(o) => {
+                write!(f, "unknown target option `{o}` (copy, map, nopersist, persist, pool=<n>; noop for null)")
+            }
             TargetError::BadUri(e) => write!(f, "{e}"),
         }
     }
@@ -87,12 +92,13 @@ pub fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// Parses `target=`: `ram:64M`, `null:1G`, `module`, `module:1`, each optionally followed
-/// by `:copy`, `:map`, `:nopersist`, `:persist`.
+/// by `:copy`, `:map`, `:nopersist`, `:persist`; a null disk also by `:noop` (answer every
+/// request without touching its grants: the benchmark's transport ceiling).
 pub fn parse(params: &str) -> Result<Target, TargetError> {
     // A URI has its own colons: the whole string is the URI (no options).
     if params.trim().starts_with("nbd") && params.contains("://") {
         let uri = nbd::uri::NbdUri::parse(params).map_err(TargetError::BadUri)?;
-        return Ok(Target { kind: TargetKind::Nbd(uri), path: None, persistent: None });
+        return Ok(Target { kind: TargetKind::Nbd(uri), path: None, persistent: None, pool: None });
     }
     let mut parts = params.trim().split(':');
     let kind = parts.next().unwrap_or("");
@@ -116,13 +122,18 @@ pub fn parse(params: &str) -> Result<Target, TargetError> {
         }
         other => return Err(TargetError::UnknownKind(String::from(other))),
     };
-    let mut t = Target { kind, path: None, persistent: None };
+    let mut t = Target { kind, path: None, persistent: None, pool: None };
     for opt in rest {
         match opt {
             "copy" => t.path = Some(DataPath::Copy),
             "map" => t.path = Some(DataPath::Map),
             "nopersist" => t.persistent = Some(false),
             "persist" => t.persistent = Some(true),
+            // Only a null disk may drop data: `noop` answers without touching anything.
+            "noop" if matches!(t.kind, TargetKind::Null(_)) => t.path = Some(DataPath::Noop),
+            o if o.strip_prefix("pool=").and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n <= 1 << 20) => {
+                t.pool = o.strip_prefix("pool=").and_then(|n| n.parse().ok());
+            }
             o => return Err(TargetError::UnknownOption(String::from(o))),
         }
     }
@@ -135,20 +146,35 @@ mod tests {
 
     #[test]
     fn accepted_forms() {
-        assert_eq!(parse("ram:64M"), Ok(Target { kind: TargetKind::Ram(64 << 20), path: None, persistent: None }));
-        assert_eq!(parse(" null:1G "), Ok(Target { kind: TargetKind::Null(1 << 30), path: None, persistent: None }));
-        assert_eq!(parse("module"), Ok(Target { kind: TargetKind::Module(0), path: None, persistent: None }));
+        assert_eq!(
+            parse("ram:64M"),
+            Ok(Target { kind: TargetKind::Ram(64 << 20), path: None, persistent: None, pool: None })
+        );
+        assert_eq!(
+            parse(" null:1G "),
+            Ok(Target { kind: TargetKind::Null(1 << 30), path: None, persistent: None, pool: None })
+        );
+        assert_eq!(
+            parse("module"),
+            Ok(Target { kind: TargetKind::Module(0), path: None, persistent: None, pool: None })
+        );
         assert_eq!(
             parse("module:2:copy:nopersist"),
-            Ok(Target { kind: TargetKind::Module(2), path: Some(DataPath::Copy), persistent: Some(false) })
+            Ok(Target { kind: TargetKind::Module(2), path: Some(DataPath::Copy), persistent: Some(false), pool: None })
         );
         // An option right after `module` is an option, not a module number.
         assert_eq!(
             parse("module:map"),
-            Ok(Target { kind: TargetKind::Module(0), path: Some(DataPath::Map), persistent: None })
+            Ok(Target { kind: TargetKind::Module(0), path: Some(DataPath::Map), persistent: None, pool: None })
         );
         assert_eq!(parse("ram:4096").map(|t| t.kind), Ok(TargetKind::Ram(4096)));
         assert_eq!(parse("ram:8k:persist").map(|t| t.persistent), Ok(Some(true)));
+        assert_eq!(parse("ram:8k:pool=1056").map(|t| t.pool), Ok(Some(1056)));
+        assert_eq!(parse("ram:8k:pool=x"), Err(TargetError::UnknownOption("pool=x".into())));
+        assert_eq!(
+            parse("null:1G:noop:nopersist").map(|t| (t.path, t.persistent)),
+            Ok((Some(DataPath::Noop), Some(false)))
+        );
         let uri = nbd::uri::NbdUri { host: "192.0.2.1".into(), port: 10809, export: "disk0".into() };
         assert_eq!(parse("nbd://192.0.2.1/disk0").map(|t| t.kind), Ok(TargetKind::Nbd(uri)));
         assert!(matches!(parse("nbd://h:x/e"), Err(TargetError::BadUri(_))));
@@ -165,7 +191,9 @@ mod tests {
         assert_eq!(parse("/dev/sda"), Err(TargetError::UnknownKind("/dev/sda".into())));
         assert_eq!(parse(""), Err(TargetError::UnknownKind("".into())));
         assert_eq!(parse("ram:4M:fast"), Err(TargetError::UnknownOption("fast".into())));
+        // Only a null disk may answer without storing.
+        assert_eq!(parse("ram:4M:noop"), Err(TargetError::UnknownOption("noop".into())));
         let msg = alloc::string::ToString::to_string(&parse("ram:4M:fast").unwrap_err());
-        assert_eq!(msg, "unknown target option `fast` (copy, map, nopersist)");
+        assert_eq!(msg, "unknown target option `fast` (copy, map, nopersist, persist, pool=<n>; noop for null)");
     }
 }

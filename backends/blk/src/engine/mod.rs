@@ -42,6 +42,10 @@ pub enum DataPath {
     /// `GNTTABOP_copy` between grants and store frames; no data page is mapped. Indirect
     /// descriptor pages (metadata) are still mapped, read once and unmapped.
     Copy,
+    /// No data moves: every valid request is answered as done right after it is taken,
+    /// touching none of its grants (not even indirect pages) and no store. The benchmark's
+    /// frontend-plus-transport ceiling (`null:<size>:noop`); never for a disk with data.
+    Noop,
 }
 
 /// One queue as the frontend described it.
@@ -252,8 +256,9 @@ impl<M: Page> Connection<M> {
         })
     }
 
-    pub fn ports(&self) -> Vec<EvtchnPort> {
-        self.queues.iter().map(|q| q.port).collect()
+    /// The event channels, one per queue (no allocation: the loop asks every turn).
+    pub fn ports(&self) -> impl Iterator<Item = EvtchnPort> + '_ {
+        self.queues.iter().map(|q| q.port)
     }
 
     pub fn abi(&self) -> Abi {
@@ -341,6 +346,14 @@ impl<M: Page> Connection<M> {
         // 1. Take and validate; nothing while the store still works on an earlier request
         // (a discard being zeroed): what follows it on the ring runs after it.
         let (taken, n_taken) = if store.has_work() { (Vec::new(), 0) } else { self.take(&mut ans, turn, heap)? };
+        if self.path.is_noop() {
+            // The transport ceiling: answered, nothing mapped, nothing stored.
+            for t in taken {
+                let outcome = Outcome::Done { op: t.req.op, sectors: 0, cpu_bytes: 0 };
+                ans.answer(&mut self.stats, t.queue, t.req.id, t.req.rsp_op, outcome);
+            }
+            return self.push_answers(ans, n_taken);
+        }
         // 2. Indirect pages: one map batch for all of them.
         let resolved = self.resolve(g, taken, &mut ans, &mut unmap);
         // 3 + 4. Data.
@@ -363,6 +376,11 @@ impl<M: Page> Connection<M> {
             self.stats.unmap_ops = self.stats.unmap_ops.saturating_add(unmap.len() as u64);
             g.unmap(unmap);
         }
+        self.push_answers(ans, n_taken)
+    }
+
+    /// Writes a pass's answers on their rings. Returns (requests taken, responses written).
+    fn push_answers(&mut self, ans: Answers, n_taken: u64) -> Result<(u64, u64), RingError> {
         let mut written = 0u64;
         for (q, answers) in self.queues.iter_mut().zip(ans.per_queue) {
             for a in answers {

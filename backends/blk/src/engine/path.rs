@@ -22,6 +22,8 @@ pub(super) enum Path<M> {
     Map,
     Persistent(PersistentPool<M>),
     Copy,
+    /// Answers without moving data (`DataPath::Noop`).
+    Noop,
 }
 
 impl<M> Path<M> {
@@ -32,7 +34,12 @@ impl<M> Path<M> {
             (DataPath::Map, false) => Path::Map,
             // The frontend keeps its pages granted; copies need no mapping to keep.
             (DataPath::Copy, _) => Path::Copy,
+            (DataPath::Noop, _) => Path::Noop,
         }
+    }
+
+    pub fn is_noop(&self) -> bool {
+        matches!(self, Path::Noop)
     }
 
     pub fn is_copy(&self) -> bool {
