@@ -145,6 +145,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
     let mut repeats = 3u32;
     let mut tsc = String::from("default");
     let mut fio = false;
+    let mut pause = true;
     let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -176,6 +177,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
                 }
             }
             "--fio" => fio = true,
+            "--no-pause" => pause = false,
             o => return Err(format!("unknown bench argument `{o}`")),
         }
     }
@@ -189,11 +191,12 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         .collect();
     let crosscheck: Vec<&str> = CROSSCHECK.split(' ').filter(|w| workloads.iter().any(|x| x == w)).collect();
     let env = format!(
-        "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nCROSSCHECK=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\nREPEATS={repeats}\nTSC_MODE={tsc}\nFIO={}\n",
+        "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nCROSSCHECK=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\nREPEATS={repeats}\nTSC_MODE={tsc}\nFIO={}\nPAUSE={}\n",
         backends.join(" "),
         workloads.join(" "),
         crosscheck.join(" "),
-        u8::from(fio)
+        u8::from(fio),
+        u8::from(pause)
     );
     // Per cell: the load, xl pause/unpause and the CPU readings; per domain: its start,
     // fill and idle measurement.
@@ -302,6 +305,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         "seconds_per_workload": seconds,
         "repeats": repeats,
         "tsc_mode": tsc,
+        "idle_domains_paused": pause,
         "span_mib": SPAN_MIB,
         "run_seconds": report.seconds,
         "testbed_faults": report.testbed_faults,

@@ -99,13 +99,18 @@ fn aligned(buf: &mut [u8], bs: usize) -> &mut [u8] {
     &mut buf[off..off + bs]
 }
 
-fn worker(a: &Args, seq: &AtomicU64, seed: u64, deadline: Instant) -> Result<(u64, Vec<u32>), String> {
-    let f = OpenOptions::new()
+/// The device, O_DIRECT, writable only for write workloads.
+fn open_direct(a: &Args) -> Result<std::fs::File, String> {
+    OpenOptions::new()
         .read(true)
         .write(a.write)
         .custom_flags(O_DIRECT)
         .open(&a.dev)
-        .map_err(|e| format!("{}: {e}", a.dev))?;
+        .map_err(|e| format!("{}: {e}", a.dev))
+}
+
+fn worker(a: &Args, seq: &AtomicU64, seed: u64, deadline: Instant) -> Result<(u64, Vec<u32>), String> {
+    let f = open_direct(a)?;
     let mut raw = vec![0u8; a.bs + ALIGN];
     let buf = aligned(&mut raw, a.bs);
     let mut x = seed | 1;
@@ -375,14 +380,12 @@ fn report(a: &Args, start: Instant, bytes: u64, mut lat: Vec<u32>) {
 
 /// The `uring` engine: N requests in flight from one thread.
 mod uring {
-    use std::fs::OpenOptions;
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
     use std::time::Instant;
 
     use io_uring::{opcode, types, IoUring};
 
-    use super::{Args, ALIGN, O_DIRECT};
+    use super::{Args, ALIGN};
 
     /// One request slot: its buffer (owned here for the whole run, so the kernel's view of
     /// it never dangles) and when its request was submitted.
@@ -393,12 +396,7 @@ mod uring {
     }
 
     pub fn run(a: &Args, deadline: Instant) -> Result<(u64, Vec<u32>), String> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(a.write)
-            .custom_flags(O_DIRECT)
-            .open(&a.dev)
-            .map_err(|e| format!("{}: {e}", a.dev))?;
+        let f = super::open_direct(a)?;
         let fd = types::Fd(f.as_raw_fd());
         let qd = u32::try_from(a.qd).map_err(|_| "queue depth")?;
         let mut ring = IoUring::new(qd.next_power_of_two()).map_err(|e| format!("io_uring_setup: {e}"))?;
