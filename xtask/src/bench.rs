@@ -438,7 +438,7 @@ fn print_table(backends: &[String], r: &BTreeMap<String, Value>) {
 
 /// A grouped bar chart (throughput relative to the first backend, per workload) as SVG.
 fn chart_svg(backends: &[String], r: &BTreeMap<String, Value>, title: &str) -> String {
-    let colors = ["#777777", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e"];
+    let colors = ["#777777", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#1f78b4", "#e6ab02"];
     let (w, h, left, top, bottom) = (1100.0, 520.0, 70.0, 60.0, 110.0);
     let plot_h = h - top - bottom;
     let present: Vec<&(&str, u32, u32)> = WORKLOADS
