@@ -43,6 +43,11 @@ pub const LINGER_MAX_NS: u64 = 5_000_000_000;
 /// log lines, the network stack's buffers, a device's directory strings): passes and
 /// connections use the free heap above it.
 pub const HEAP_RESERVE: usize = 256 << 10;
+/// The heap passes and connections may use: the gauge's free heap less `HEAP_RESERVE`.
+fn room(gauge: fn() -> usize) -> usize {
+    gauge().saturating_sub(HEAP_RESERVE)
+}
+
 /// Counters written per turn of the loop at most (each one a xenstore round trip).
 pub const STATS_WRITES_PER_TURN: usize = 4;
 /// Heap a device needs besides its RAM disk's frame list (its state machine, paths,
@@ -235,7 +240,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
     }
 
     fn heap_room(&self) -> usize {
-        (self.heap_free)().saturating_sub(HEAP_RESERVE)
+        room(self.heap_free)
     }
 
     /// Heap for something new (a device, a connection): the room less what the kept pools
@@ -608,10 +613,11 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         let mut more = false;
         let mut notes = Vec::new();
         let mut heap_wait = false;
+        let gauge = self.heap_free;
         for (be, e) in self.devices.iter_mut() {
             let before = e.dev.state();
             // Read before each device: what the one before gave back is free again.
-            e.dev.set_heap_room((self.heap_free)().saturating_sub(HEAP_RESERVE));
+            e.dev.set_heap_room(room(gauge));
             let r = e.dev.process(xs, g, ev);
             // A frontend waiting for heap is not spun on: it is looked at again on the
             // next event or after `HEAP_RETRY_NS`.
