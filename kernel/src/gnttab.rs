@@ -14,7 +14,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use xen_hv::{CopyOp, CopyPtr, GrantError, MapReq, MemError};
+use xen_hv::{CopyOp, CopyPtr, GrantError, MapReq, MemError, SwapOp};
 use xen_sys_mini::grant_table::*;
 use xen_sys_mini::hypercall::GRANT_TABLE_OP;
 use xen_sys_mini::memory::XENMAPSPACE_GRANT_TABLE;
@@ -357,6 +357,54 @@ pub fn copy_batch(ops: &[CopyOp]) -> Vec<Result<(), GrantError>> {
         .collect()
 }
 
+// ---------------------------------------------------------------------------------------
+// Frame exchange (GNTTABOP_swap_frame: this repository's Xen patch, not stock Xen)
+
+static SWAP_CALLS: AtomicU64 = AtomicU64::new(0);
+static SWAP_OPS: AtomicU64 = AtomicU64::new(0);
+/// 0 not probed, 1 available, 2 missing.
+static SWAP_PROBE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// Whether the hypervisor has `GNTTABOP_swap_frame`: a call with a count of 0 returns 0
+/// on the patched hypervisor; stock Xen answers `-ENOSYS` (the HVM grant-op whitelist,
+/// `hvm_grant_table_op()`). Probed once.
+pub fn swap_available() -> bool {
+    match SWAP_PROBE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let mut none: [GnttabSwapFrame; 0] = [];
+            let ok = op_array(GNTTABOP_SWAP_FRAME, &mut none).is_ok();
+            SWAP_PROBE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+            ok
+        }
+    }
+}
+
+/// (calls, ops) of `GNTTABOP_swap_frame`.
+pub fn swap_counters() -> (u64, u64) {
+    (SWAP_CALLS.load(Ordering::Relaxed), SWAP_OPS.load(Ordering::Relaxed))
+}
+
+/// Runs every exchange with one hypercall (Xen batches 16 per flush); per-op results.
+pub fn swap_batch(ops: &[SwapOp]) -> Vec<Result<(), GrantError>> {
+    if ops.is_empty() {
+        return Vec::new();
+    }
+    let mut ops: Vec<GnttabSwapFrame> =
+        ops.iter().map(|o| GnttabSwapFrame { gfn: o.gfn, ref_: o.gref, domid: o.dom, ..Default::default() }).collect();
+    SWAP_CALLS.fetch_add(1, Ordering::Relaxed);
+    SWAP_OPS.fetch_add(ops.len() as u64, Ordering::Relaxed);
+    let rc = op_array(GNTTABOP_SWAP_FRAME, ops.as_mut_slice());
+    ops.iter()
+        .map(|op| match rc {
+            Err(e) => Err(GrantError::Hypercall(e.0)),
+            Ok(_) if op.status == gntst::OKAY => Ok(()),
+            Ok(_) => Err(GrantError::Status(op.status)),
+        })
+        .collect()
+}
+
 /// The grant table as the runtime's `Grants` (one hypercall per batch).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Gnttab;
@@ -372,6 +420,12 @@ impl xen_hv::Grants for Gnttab {
     }
     fn copy(&mut self, ops: &[CopyOp]) -> Vec<Result<(), GrantError>> {
         copy_batch(ops)
+    }
+    fn can_swap(&mut self) -> bool {
+        swap_available()
+    }
+    fn swap(&mut self, ops: &[SwapOp]) -> Vec<Result<(), GrantError>> {
+        swap_batch(ops)
     }
 }
 

@@ -218,6 +218,12 @@ pub fn boot(start_info: u64) -> Runtime {
     if let Err(e) = gnttab::init() {
         fatal(e);
     }
+    // Said once: disks served with `path=swap` copy on a hypervisor without the op.
+    if gnttab::swap_available() {
+        info!("GNTTABOP_swap_frame: available (patched hypervisor): path=swap disks exchange frames");
+    } else {
+        info!("GNTTABOP_swap_frame: not available (stock hypervisor): path=swap disks copy instead");
+    }
     let domid =
         xs.read(0, "domid").ok().and_then(|d| d.parse::<u16>().ok()).unwrap_or_else(|| fatal("cannot read our domid"));
     let ready_ns = time::since_boot_ns();

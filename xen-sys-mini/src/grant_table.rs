@@ -243,3 +243,35 @@ pub mod gntst {
         }
     }
 }
+
+/// `GNTTABOP_swap_frame`: **not in Xen**. Added by this repository's hypervisor patch
+/// (`xen/patches/0001-gnttab-swap-frame.patch`; docs/grant-swap.md): exchanges the frame
+/// behind one of the caller's GFNs with the frame behind a page granted to it. Stock Xen
+/// answers `-ENOSYS`; a count of 0 is the probe.
+#[cfg(feature = "grant-swap")]
+#[doc(alias = "GNTTABOP_swap_frame")]
+pub const GNTTABOP_SWAP_FRAME: u32 = 13;
+
+/// `struct gnttab_swap_frame` (the patch's `public/grant_table.h`): 24 bytes, the same
+/// for 32- and 64-bit callers.
+#[cfg(feature = "grant-swap")]
+#[doc(alias = "gnttab_swap_frame")]
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GnttabSwapFrame {
+    /// The caller's own GFN.
+    pub gfn: u64,
+    /// A grant of `domid` to the caller.
+    pub ref_: GrantRef,
+    pub domid: DomId,
+    /// Must be 0.
+    pub flags: u16,
+    /// OUT: `GNTST_*`
+    pub status: i16,
+    /// Must be 0.
+    pub pad: [u16; 3],
+}
+#[cfg(feature = "grant-swap")]
+const _: () = assert!(core::mem::size_of::<GnttabSwapFrame>() == 24);
+#[cfg(feature = "grant-swap")]
+const _: () = assert!(core::mem::offset_of!(GnttabSwapFrame, status) == 16);

@@ -33,6 +33,9 @@ impl Default for Advertised {
 pub struct FrontendConfig {
     pub abi: Abi,
     pub persistent: bool,
+    /// `feature-grant-swap` (this project's protocol extension, README): bit 0, READ
+    /// segments may be exchanged; bit 1, WRITE segments. Other bits ignored.
+    pub grant_swap: u8,
     pub queues: Vec<QueueParams>,
     pub ring_page_order: u32,
 }
@@ -121,6 +124,7 @@ pub fn read_frontend<X: XenStore>(xs: &mut X, fe: &str, adv: &Advertised) -> Res
     let abi = Abi::from_protocol(protocol.as_deref())
         .map_err(|_| ConfigError::UnknownProtocol(crate::text::quote(&protocol.unwrap_or_default())))?;
     let persistent = adv.persistent && read_u32(xs, &format!("{fe}/feature-persistent"))?.unwrap_or(0) == 1;
+    let grant_swap = (read_u32(xs, &format!("{fe}/feature-grant-swap"))?.unwrap_or(0) & 3) as u8;
     let mut queues = Vec::new();
     if nq == 1 {
         queues.push(read_queue(xs, fe, order)?);
@@ -129,7 +133,7 @@ pub fn read_frontend<X: XenStore>(xs: &mut X, fe: &str, adv: &Advertised) -> Res
             queues.push(read_queue(xs, &format!("{fe}/queue-{q}"), order)?);
         }
     }
-    Ok(FrontendConfig { abi, persistent, queues, ring_page_order: order })
+    Ok(FrontendConfig { abi, persistent, grant_swap, queues, ring_page_order: order })
 }
 
 #[cfg(test)]

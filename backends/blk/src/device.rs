@@ -289,7 +289,12 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         let (next, actions) = xenbus::step(self.published, &snap);
         for a in actions {
             match a {
-                Action::Advertise => self.advertise(xs)?,
+                Action::Advertise => {
+                    // The swap path says so only where the hypervisor has the op (probed
+                    // once): the frontend may then declare `feature-grant-swap` too.
+                    let swap = self.cfg.path == DataPath::Swap && g.can_swap();
+                    self.advertise(xs, swap)?;
+                }
                 Action::SetState(s) => {
                     xs.write(&format!("{}/state", self.be), &format!("{}", s as u32)).map_err(xs_err)?;
                 }
@@ -325,7 +330,10 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         Ok(out)
     }
 
-    fn advertise<X: XenStore>(&mut self, xs: &mut X) -> Result<(), String> {
+    fn advertise<X: XenStore>(&mut self, xs: &mut X, swap: bool) -> Result<(), String> {
+        if swap {
+            xs.write(&format!("{}/feature-grant-swap", self.be), "3").map_err(xs_err)?;
+        }
         let a = &self.cfg.adv;
         let pairs = [
             ("feature-max-indirect-segments", a.max_indirect_segments.to_string()),
@@ -382,6 +390,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             max_inflight: self.cfg.max_inflight,
             max_segments_per_pass: self.cfg.max_segments_per_pass,
             persistent_cap,
+            grant_swap: fc.grant_swap,
         };
         let conn = Connection::connect(g, ev, &params).map_err(|e| (EINVAL, e.to_string()))?;
         let b = |v: bool| String::from(if v { "1" } else { "0" });

@@ -20,7 +20,9 @@ use crate::device::{self, Backing, Device, DeviceConfig};
 use crate::engine::DataPath;
 use crate::hv::{DomId, EventChannel, EvtchnPort, Frames, Grants, Page, Region, StoreErr, XenStore};
 use crate::store::nbd::{Connector, NbdStore, Transport};
-use crate::store::{BlockStore, Completion, DiskInfo, FrameDisk, NullStore, RamStore, RegionDisk, StoreError, StoreIo};
+use crate::store::{
+    BlockStore, Completion, DiskInfo, FrameDisk, NullStore, RamStore, RegionDisk, StoreError, StoreIo, SCRATCH_PAGES,
+};
 use crate::target::{self, Target, TargetKind};
 use crate::text::quote;
 
@@ -120,6 +122,9 @@ impl<F: crate::hv::Frame, R: Region, T: Transport, B: Page> BlockStore<B> for An
     }
     fn frames(&self, off: u64, len: u32, out: &mut Vec<(u64, u16, u16)>) -> bool {
         each!(self, s => s.frames(off, len, out))
+    }
+    fn scratch(&mut self) -> Option<&mut crate::store::ScratchPool> {
+        each!(self, s => s.scratch())
     }
     fn poll(&mut self) {
         each!(self, s => s.poll())
@@ -459,6 +464,18 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
                 for _ in 0..n {
                     frames.push(self.frames.alloc().ok_or("out of frames for the RAM disk")?);
                 }
+                if t.path == Some(DataPath::Swap) {
+                    // The swap path's scratch frames and the zero frame they are reset from.
+                    let zero = self.frames.alloc().ok_or("out of frames for the swap scratch pool")?;
+                    let mut scratch = Vec::new();
+                    scratch
+                        .try_reserve_exact(SCRATCH_PAGES)
+                        .map_err(|_| String::from("no heap for the scratch pool"))?;
+                    for _ in 0..SCRATCH_PAGES {
+                        scratch.push(self.frames.alloc().ok_or("out of frames for the swap scratch pool")?);
+                    }
+                    return Ok(AnyStore::Ram(RamStore::new(FrameDisk::with_scratch(frames, zero, scratch), read_only)));
+                }
                 Ok(AnyStore::Ram(RamStore::new(FrameDisk::new(frames), read_only)))
             }
             &TargetKind::Null(bytes) => Ok(AnyStore::Null(NullStore::new(bytes / 512))),
@@ -511,6 +528,10 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
                 if matches!(t.kind, TargetKind::Null(_) | TargetKind::Nbd(_)) && cfg.path == DataPath::Copy {
                     // No frames of ours to copy to: serve it on the map path.
                     cfg.path = DataPath::Map;
+                }
+                if !matches!(t.kind, TargetKind::Ram(_)) && cfg.path == DataPath::Swap {
+                    // Only a RAM disk has scratch frames: the others copy instead.
+                    cfg.path = if matches!(t.kind, TargetKind::Module(_)) { DataPath::Copy } else { DataPath::Map };
                 }
                 let dev = Device::new(xs, &be, Backing::Store(store), cfg);
                 self.info(format!(

@@ -41,6 +41,17 @@ pub struct Stats {
     /// Requests failed because an allocation for them failed (never expected: the heap
     /// room is checked first; the domain goes on either way).
     pub err_nomem: u64,
+    /// The swap path (0 elsewhere): `SwapMode::code` (1 exchanging; 2 no hypervisor op, 3
+    /// frontend did not allow it, 4 frontend refused by Xen, 5 no scratch frames).
+    pub swap_mode: u64,
+    pub swap_calls: u64,
+    /// Data segments moved by frame exchange.
+    pub swapped: u64,
+    /// Segments copied after the hypervisor refused their exchange.
+    pub swap_fallbacks: u64,
+    /// Scratch frames zeroed before going to a frontend other than the one whose data
+    /// they held.
+    pub swap_zeroed: u64,
 }
 
 impl Stats {
@@ -77,7 +88,7 @@ impl Stats {
     /// Key/value pairs for `<backend>/statistics/`.
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
         let v = |x: u64| format!("{x}");
-        alloc::vec![
+        let mut out = alloc::vec![
             ("rd_req", v(self.rd_req)),
             ("wr_req", v(self.wr_req)),
             ("oo_req", v(self.oo_req)),
@@ -93,6 +104,17 @@ impl Stats {
             ("persistent_hits", v(self.persistent_hits)),
             ("heap_waits", v(self.heap_waits)),
             ("errors", v(self.errors())),
-        ]
+        ];
+        if self.swap_mode != 0 {
+            out.extend([
+                ("swap_mode", v(self.swap_mode)),
+                ("swap_calls", v(self.swap_calls)),
+                ("swapped", v(self.swapped)),
+                ("swap_fallbacks", v(self.swap_fallbacks)),
+                ("swap_zeroed", v(self.swap_zeroed)),
+                ("copy_ops", v(self.copy_ops)),
+            ]);
+        }
+        out
     }
 }

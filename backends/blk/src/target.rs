@@ -68,7 +68,7 @@ impl fmt::Display for TargetError {
                 )
             }
             TargetError::UnknownOption(o) => {
-                write!(f, "unknown target option `{o}` (copy, map, nopersist, persist, pool=<n>; noop for null)")
+                write!(f, "unknown target option `{o}` (copy, map, nopersist, persist, pool=<n>; noop for null; swap for ram)")
             }
             TargetError::BadUri(e) => write!(f, "{e}"),
         }
@@ -126,6 +126,8 @@ pub fn parse(params: &str) -> Result<Target, TargetError> {
     for opt in rest {
         match opt {
             "copy" => t.path = Some(DataPath::Copy),
+            // Frame exchange (a patched hypervisor; else the copy path): RAM disks only.
+            "swap" if matches!(t.kind, TargetKind::Ram(_)) => t.path = Some(DataPath::Swap),
             "map" => t.path = Some(DataPath::Map),
             "nopersist" => t.persistent = Some(false),
             "persist" => t.persistent = Some(true),
@@ -171,6 +173,8 @@ mod tests {
         assert_eq!(parse("ram:8k:persist").map(|t| t.persistent), Ok(Some(true)));
         assert_eq!(parse("ram:8k:pool=1056").map(|t| t.pool), Ok(Some(1056)));
         assert_eq!(parse("ram:8k:pool=x"), Err(TargetError::UnknownOption("pool=x".into())));
+        assert_eq!(parse("ram:8k:swap").map(|t| t.path), Ok(Some(DataPath::Swap)));
+        assert_eq!(parse("null:8k:swap"), Err(TargetError::UnknownOption("swap".into())));
         assert_eq!(
             parse("null:1G:noop:nopersist").map(|t| (t.path, t.persistent)),
             Ok((Some(DataPath::Noop), Some(false)))
@@ -194,6 +198,9 @@ mod tests {
         // Only a null disk may answer without storing.
         assert_eq!(parse("ram:4M:noop"), Err(TargetError::UnknownOption("noop".into())));
         let msg = alloc::string::ToString::to_string(&parse("ram:4M:fast").unwrap_err());
-        assert_eq!(msg, "unknown target option `fast` (copy, map, nopersist, persist, pool=<n>; noop for null)");
+        assert_eq!(
+            msg,
+            "unknown target option `fast` (copy, map, nopersist, persist, pool=<n>; noop for null; swap for ram)"
+        );
     }
 }

@@ -128,6 +128,17 @@ pub struct CopyOp {
     pub len: u16,
 }
 
+/// One frame exchange (`GNTTABOP_swap_frame`: **not in stock Xen**, added by this
+/// repository's hypervisor patch, `xen/patches/`): the frame behind our `gfn` and the frame
+/// behind the frontend's granted page change places. On success our `gfn` holds what the
+/// frontend's page held, and the frontend's page what our `gfn` held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapOp {
+    pub gfn: u64,
+    pub dom: DomId,
+    pub gref: GrantRef,
+}
+
 /// Grant operations, batched: each call is one hypercall for the whole slice.
 pub trait Grants {
     /// A mapped foreign page; given back to `unmap`.
@@ -138,6 +149,15 @@ pub trait Grants {
     /// Most ops one `copy` call should carry (a batch limit; more means more calls).
     fn copy_batch_limit(&self) -> usize {
         512
+    }
+    /// Whether the hypervisor has the frame exchange (probed once: a count of 0).
+    fn can_swap(&mut self) -> bool {
+        false
+    }
+    /// Frame exchanges, one call for the slice; per-op results (`Status(GNTST_*)`). Only
+    /// after `can_swap` said yes.
+    fn swap(&mut self, ops: &[SwapOp]) -> Vec<Result<(), GrantError>> {
+        ops.iter().map(|_| Err(GrantError::Hypercall(xen_sys_mini::errno::ENOSYS))).collect()
     }
 }
 

@@ -29,9 +29,11 @@ use crate::store::{BlockStore, Completion, StoreError, StoreIo};
 mod indirect;
 mod lifecycle;
 mod path;
+mod swap;
 
 use lifecycle::{count_request, Answers, InFlight, Outcome, Taken};
 use path::Path;
+pub use swap::SwapMode;
 
 /// How data moves between the frontend's pages and the store (the driver domain's choice;
 /// with persistent grants negotiated, `Map` keeps its mappings).
@@ -46,6 +48,11 @@ pub enum DataPath {
     /// touching none of its grants (not even indirect pages) and no store. The benchmark's
     /// frontend-plus-transport ceiling (`null:<size>:noop`); never for a disk with data.
     Noop,
+    /// The copy path, except that data segments move by frame exchange
+    /// (`GNTTABOP_swap_frame`, a patched hypervisor: docs/grant-swap.md) where the
+    /// hypervisor has it and the frontend allows it; per segment, anything refused is
+    /// copied. RAM disks only (they keep the scratch frames).
+    Swap,
 }
 
 /// One queue as the frontend described it.
@@ -70,6 +77,8 @@ pub struct ConnectParams {
     /// always takes at least one request.
     pub max_segments_per_pass: usize,
     pub persistent_cap: usize,
+    /// The frontend's `feature-grant-swap` bits (the swap path only).
+    pub grant_swap: u8,
 }
 
 /// Why a connection could not be made or was dropped; the frontend caused all but `Local`.
@@ -122,6 +131,8 @@ pub struct Connection<M> {
     heap_room: usize,
     in_flight: BTreeMap<u64, InFlight>,
     next_tag: u64,
+    /// The swap path: whether this connection exchanges frames, or why not.
+    swap_mode: SwapMode,
     pub stats: Stats,
 }
 
@@ -240,6 +251,13 @@ impl<M: Page> Connection<M> {
             .max(xen_sys_mini::io::blkif::BLKIF_MAX_SEGMENTS_PER_REQUEST);
         let slots: usize = queues.iter().map(|q| q.ring.size() as usize).sum();
         let cap = p.persistent_cap.min(slots.saturating_mul(per_request));
+        // Probed only on the swap path (one hypercall per connection on stock Xen).
+        let swap_mode = if p.path == DataPath::Swap {
+            SwapMode::new(g.can_swap(), p.grant_swap, p.persistent)
+        } else {
+            SwapMode::NoHypervisorOp
+        };
+        stats.swap_mode = if p.path == DataPath::Swap { swap_mode.code() } else { 0 };
         Ok(Self {
             dom: p.frontend,
             abi: p.abi,
@@ -252,6 +270,7 @@ impl<M: Page> Connection<M> {
             heap_room: usize::MAX,
             next_tag: 0,
             first_queue: 0,
+            swap_mode,
             stats,
         })
     }
@@ -259,6 +278,11 @@ impl<M: Page> Connection<M> {
     /// The event channels, one per queue (no allocation: the loop asks every turn).
     pub fn ports(&self) -> impl Iterator<Item = EvtchnPort> + '_ {
         self.queues.iter().map(|q| q.port)
+    }
+
+    /// Whether this connection exchanges frames, or why it copies (the swap path).
+    pub fn swap_mode(&self) -> Option<SwapMode> {
+        self.path.is_swap().then_some(self.swap_mode)
     }
 
     pub fn abi(&self) -> Abi {
@@ -359,6 +383,9 @@ impl<M: Page> Connection<M> {
         // 3 + 4. Data.
         if self.path.is_copy() {
             self.submit_copied(g, store, &resolved, &mut ans);
+        } else if self.path.is_swap() {
+            self.submit_swapped(g, store, resolved, &mut ans);
+            self.stats.swap_mode = self.swap_mode.code();
         } else {
             self.submit_mapped(g, store, resolved, &mut ans, &mut unmap);
         }

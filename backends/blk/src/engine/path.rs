@@ -24,6 +24,9 @@ pub(super) enum Path<M> {
     Copy,
     /// Answers without moving data (`DataPath::Noop`).
     Noop,
+    /// The copy path with frame exchanges for data segments (`engine::swap`); like the
+    /// copy path it keeps no mapping (an exchanged grant must not be pinned).
+    Swap,
 }
 
 impl<M> Path<M> {
@@ -35,6 +38,7 @@ impl<M> Path<M> {
             // The frontend keeps its pages granted; copies need no mapping to keep.
             (DataPath::Copy, _) => Path::Copy,
             (DataPath::Noop, _) => Path::Noop,
+            (DataPath::Swap, _) => Path::Swap,
         }
     }
 
@@ -44,6 +48,10 @@ impl<M> Path<M> {
 
     pub fn is_copy(&self) -> bool {
         matches!(self, Path::Copy)
+    }
+
+    pub fn is_swap(&self) -> bool {
+        matches!(self, Path::Swap)
     }
 
     /// Whether new mappings are kept (and so mapped writable: one mapping serves both

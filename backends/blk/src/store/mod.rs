@@ -113,7 +113,30 @@ pub trait BlockStore<B: Page> {
     fn frames(&self, _off: u64, _len: u32, _out: &mut Vec<(u64, u16, u16)>) -> bool {
         false
     }
+    /// For the swap path: frames of ours a pass exchanges with the frontend's pages, if the
+    /// store has them (a RAM disk served with `path=swap`).
+    fn scratch(&mut self) -> Option<&mut ScratchPool> {
+        None
+    }
 }
+
+/// Frames of ours the swap path exchanges with frontends' pages (docs/grant-swap.md).
+///
+/// After an exchange a scratch GFN holds the frontend's *former* frame, and the frontend
+/// gets the scratch frame with whatever it held: so each page remembers whose data it may
+/// hold, and goes to another frontend only zeroed (copied over from `zero`, a frame
+/// nobody writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScratchPool {
+    /// A zeroed frame of ours, the source of zeroing copies.
+    pub zero: u64,
+    /// (GFN, the frontend whose data it may hold; `None`: zeroed).
+    pub pages: Vec<(u64, Option<crate::hv::DomId>)>,
+}
+
+/// Scratch frames a RAM disk served with `path=swap` keeps: one pass exchanges at most this
+/// many segments per round (1 MiB, one largest request), then reuses them.
+pub const SCRATCH_PAGES: usize = 256;
 
 /// The memory behind a RAM store. A plain `Vec<u8>` works (no copy path); the kernel
 /// provides frames it can name by GFN.
@@ -127,6 +150,10 @@ pub trait RamBacking {
     fn zero(&mut self, off: u64, len: u64);
     /// The GFN and offset of disk byte `off`, for the copy path.
     fn gfn(&self, _off: u64) -> Option<(u64, u16)> {
+        None
+    }
+    /// Scratch frames for the swap path, if this memory has them.
+    fn scratch(&mut self) -> Option<&mut ScratchPool> {
         None
     }
 }
@@ -177,11 +204,28 @@ fn pieces(off: u64, len: usize) -> impl Iterator<Item = (usize, usize, usize, us
 #[derive(Debug)]
 pub struct FrameDisk<F> {
     frames: Vec<F>,
+    /// The swap path's frames (owned here, named by GFN in `pool`), if any.
+    scratch: Vec<F>,
+    pool: Option<ScratchPool>,
 }
 
 impl<F: Frame> FrameDisk<F> {
     pub fn new(frames: Vec<F>) -> Self {
-        Self { frames }
+        Self { frames, scratch: Vec::new(), pool: None }
+    }
+
+    /// A disk with scratch frames for the swap path: `zero` must be zeroed (frames come
+    /// zeroed from `Frames::alloc`), and is never written.
+    pub fn with_scratch(frames: Vec<F>, zero: F, scratch: Vec<F>) -> Self {
+        let pool = ScratchPool { zero: zero.gfn(), pages: scratch.iter().map(|f| (f.gfn(), None)).collect() };
+        let mut owned = scratch;
+        owned.push(zero);
+        Self { frames, scratch: owned, pool: Some(pool) }
+    }
+
+    /// Frames held besides the disk's own (scratch and the zero frame).
+    pub fn scratch_frames(&self) -> usize {
+        self.scratch.len()
     }
 }
 
@@ -216,6 +260,9 @@ impl<F: Frame> RamBacking for FrameDisk<F> {
     fn gfn(&self, off: u64) -> Option<(u64, u16)> {
         let f = self.frames.get(usize::try_from(off / 4096).ok()?)?;
         Some((f.gfn(), u16::try_from(off % 4096).ok()?))
+    }
+    fn scratch(&mut self) -> Option<&mut ScratchPool> {
+        self.pool.as_mut()
     }
 }
 
@@ -407,6 +454,10 @@ impl<M: RamBacking, B: Page> BlockStore<B> for RamStore<M, B> {
     fn cancel(&mut self, out: &mut Vec<StoreIo<B>>) {
         // A discard cut short leaves its range partly zeroed: the frontend is gone.
         out.extend(self.zeroing.drain(..).map(|(io, ..)| io));
+    }
+
+    fn scratch(&mut self) -> Option<&mut ScratchPool> {
+        self.mem.scratch()
     }
 
     fn frames(&self, off: u64, len: u32, out: &mut Vec<(u64, u16, u16)>) -> bool {

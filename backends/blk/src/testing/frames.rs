@@ -6,6 +6,8 @@ use super::*;
 pub struct FrameBacking {
     pages: Vec<MemPage>,
     base_gfn: u64,
+    /// Scratch frames for the swap path (`with_scratch`).
+    pub scratch: Option<ScratchPool>,
 }
 
 impl FrameBacking {
@@ -15,7 +17,21 @@ impl FrameBacking {
         for (i, p) in pages.iter().enumerate() {
             g.locals.borrow_mut().insert(base_gfn + i as u64, p.clone());
         }
-        Self { pages, base_gfn }
+        Self { pages, base_gfn, scratch: None }
+    }
+
+    /// Adds `n` scratch frames and a zero frame, registered in `g` at GFNs from `base_gfn`.
+    pub fn with_scratch(mut self, g: &mut FakeGrants, n: usize, base_gfn: u64) -> Self {
+        let mut locals = g.locals.borrow_mut();
+        locals.insert(base_gfn, MemPage::new());
+        let pages = (1..=n as u64)
+            .map(|i| {
+                locals.insert(base_gfn + i, MemPage::new());
+                (base_gfn + i, None)
+            })
+            .collect();
+        self.scratch = Some(ScratchPool { zero: base_gfn, pages });
+        self
     }
     pub fn bytes(&self, off: usize, len: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(len);
@@ -64,5 +80,8 @@ impl RamBacking for FrameBacking {
     fn gfn(&self, off: u64) -> Option<(u64, u16)> {
         let i = off / PAGE as u64;
         ((i as usize) < self.pages.len()).then(|| (self.base_gfn + i, (off % PAGE as u64) as u16))
+    }
+    fn scratch(&mut self) -> Option<&mut ScratchPool> {
+        self.scratch.as_mut()
     }
 }

@@ -53,5 +53,5 @@ mod prelude {
     pub(super) use crate::device::{Device, DeviceConfig};
     pub(super) use crate::hv::*;
     pub(super) use crate::ring::FrontRing;
-    pub(super) use crate::store::{BlockStore, RamBacking, RamStore};
+    pub(super) use crate::store::{BlockStore, RamBacking, RamStore, ScratchPool};
 }

@@ -35,6 +35,10 @@ pub struct GntCounters {
     pub ro_violations: u64,
     /// Mappings dropped without being unmapped.
     pub leaked: u64,
+    pub swap_calls: u64,
+    pub swap_ops: u64,
+    /// Exchanges that succeeded.
+    pub swapped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +105,11 @@ pub struct FakeGrants {
     /// [`BACKEND`]); other actors (a mock netback) use the `*_as` methods.
     pub caller: DomId,
     next_gfn: Rc<Cell<u64>>,
+    /// Whether the hypervisor is the patched one (`GNTTABOP_swap_frame`); stock by default.
+    pub swap_supported: bool,
+    /// Domains that are PV (not translated): the exchange refuses them (dom0 in the test
+    /// bed).
+    pub pv_domains: Vec<DomId>,
 }
 
 /// The caller's own frames by GFN, shared by the grant table and its frame allocators.
@@ -147,6 +156,16 @@ impl FakeGrants {
                 Ok(())
             }
         }
+    }
+
+    /// Every page `owner` grants now (tests look for data that must not be there).
+    pub fn granted_pages(&self, owner: DomId) -> Vec<MemPage> {
+        self.entries.iter().filter(|((o, _), _)| *o == owner).map(|(_, e)| e.page.clone()).collect()
+    }
+
+    /// Every ref `owner` grants now.
+    pub fn granted_refs(&self, owner: DomId) -> Vec<GrantRef> {
+        self.entries.keys().filter(|(o, _)| *o == owner).map(|(_, r)| *r).collect()
     }
 
     pub fn live_grants(&self, owner: DomId) -> usize {
@@ -271,6 +290,55 @@ impl FakeGrants {
     }
 }
 
+impl FakeGrants {
+    /// Whether `page` has a reference besides its owner's: a mapping of any grant of it.
+    fn page_busy(&self, page: &MemPage) -> bool {
+        self.entries.values().any(|e| e.maps > 0 && e.page.same(page))
+    }
+
+    /// `GNTTABOP_swap_frame` issued by domain `caller`, with the patch's rules and statuses
+    /// (xen/patches/0001-gnttab-swap-frame.patch): a PV or own domain is `bad_domain`, a
+    /// reserved ref `bad_gntref`, anything but a writable grant to the caller
+    /// `general_error`, a mapped grant or a frame someone else references `eagain`, a GFN
+    /// that is not our RAM `bad_page`. A refused op changes nothing.
+    pub fn swap_as(&mut self, caller: DomId, ops: &[SwapOp]) -> Vec<Result<(), GrantError>> {
+        self.count(|c| {
+            c.swap_calls += 1;
+            c.swap_ops += ops.len() as u64;
+        });
+        ops.iter()
+            .map(|op| {
+                let st = |s: i16| Err(GrantError::Status(s));
+                if op.dom == caller || self.pv_domains.contains(&op.dom) || self.pv_domains.contains(&caller) {
+                    return st(gntst::BAD_DOMAIN);
+                }
+                if op.gref < 8 {
+                    return st(gntst::BAD_GNTREF);
+                }
+                let Some(e) = self.entries.get(&(op.dom, op.gref)) else {
+                    return st(gntst::GENERAL_ERROR);
+                };
+                if e.to != caller || e.readonly {
+                    return st(gntst::GENERAL_ERROR);
+                }
+                if e.maps > 0 {
+                    return st(gntst::EAGAIN);
+                }
+                let theirs = e.page.clone();
+                let Some(ours) = self.local(op.gfn) else {
+                    return st(gntst::BAD_PAGE);
+                };
+                if ours.same(&theirs) || self.page_busy(&ours) || self.page_busy(&theirs) {
+                    return st(gntst::EAGAIN);
+                }
+                ours.swap_data(&theirs);
+                self.count(|c| c.swapped += 1);
+                Ok(())
+            })
+            .collect()
+    }
+}
+
 impl Grants for FakeGrants {
     type Mapping = FakeMapping;
 
@@ -285,6 +353,15 @@ impl Grants for FakeGrants {
     }
     fn copy_batch_limit(&self) -> usize {
         self.copy_limit
+    }
+    fn can_swap(&mut self) -> bool {
+        self.swap_supported
+    }
+    fn swap(&mut self, ops: &[SwapOp]) -> Vec<Result<(), GrantError>> {
+        if !self.swap_supported {
+            return ops.iter().map(|_| Err(GrantError::Hypercall(xen_sys_mini::errno::ENOSYS))).collect();
+        }
+        self.swap_as(self.caller, ops)
     }
 }
 

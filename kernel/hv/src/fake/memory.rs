@@ -41,6 +41,19 @@ impl Default for MemPage {
 }
 
 impl MemPage {
+    /// Exchanges the contents of two pages: a frame exchange as both domains see it
+    /// (each keeps its GFN, the frames behind them trade places).
+    pub fn swap_data(&self, other: &MemPage) {
+        if !Rc::ptr_eq(&self.0, &other.0) {
+            core::mem::swap(&mut self.0.borrow_mut().data, &mut other.0.borrow_mut().data);
+        }
+    }
+
+    /// Whether two handles name the same page.
+    pub fn same(&self, other: &MemPage) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
     pub fn new() -> Self {
         MemPage(Rc::new(RefCell::new(PageState { data: [0; PAGE], hook: None, reads: 0 })))
     }
