@@ -93,6 +93,19 @@ pub struct Images {
     pub kernel_release: String,
 }
 
+/// The packaged hypervisor's own build configuration (`/boot/xen-*.config` of
+/// `xen-hypervisor-4.17-amd64`): the patched build uses it unchanged.
+pub fn hypervisor_config() -> Result<PathBuf> {
+    let boot = cache_dir().join("root/boot");
+    std::fs::read_dir(&boot)
+        .map_err(|e| format!("{}: {e}", boot.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("xen-") && n.ends_with(".config"))
+        })
+        .ok_or_else(|| String::from("no xen-*.config in the hypervisor package"))
+}
+
 pub fn cache_dir() -> PathBuf {
     sh::root().join("target/testbed")
 }
@@ -346,6 +359,16 @@ impl Builder {
         for d in ["proc", "sys", "dev", "tmp", "run", "root", "etc", "var/log", "mnt"] {
             a.dir(d);
         }
+        // ext4 tools for the filesystem checks (dom0's and a domU frontend's), from the
+        // host (Debian's e2fsprogs).
+        for (at, src) in [("sbin/mke2fs", "/sbin/mke2fs"), ("sbin/e2fsck", "/sbin/e2fsck")] {
+            self.elf(a, at, Path::new(src))?;
+        }
+        a.symlink("sbin/mkfs.ext4", "mke2fs");
+        a.symlink("sbin/fsck.ext4", "e2fsck");
+        if Path::new("/etc/mke2fs.conf").exists() {
+            a.file("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"), 0o644);
+        }
         a.data("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644);
         a.data("etc/group", "root:x:0:\n", 0o644);
         let x = self.root.join("usr/bin/xenstore");
@@ -419,15 +442,6 @@ impl Builder {
         self.common(&mut a)?;
         let tb = sh::root().join("tests/testbed");
         a.file("init", &tb.join("dom0-init.sh"), 0o755);
-        // ext4 tools for the filesystem checks, from the host (Debian's e2fsprogs).
-        for (at, src) in [("sbin/mke2fs", "/sbin/mke2fs"), ("sbin/e2fsck", "/sbin/e2fsck")] {
-            self.elf(&mut a, at, Path::new(src))?;
-        }
-        a.symlink("sbin/mkfs.ext4", "mke2fs");
-        a.symlink("sbin/fsck.ext4", "e2fsck");
-        if Path::new("/etc/mke2fs.conf").exists() {
-            a.file("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"), 0o644);
-        }
         self.xen_tools(&mut a, &["xl", "xenstored", "xenconsoled", "xen-init-dom0", "xenstore-control"])?;
         // nbdkit with the plugin and filters the scenarios use.
         self.elf(&mut a, "usr/bin/nbdkit", &self.root.join("usr/bin/nbdkit"))?;

@@ -13,6 +13,7 @@ mod kernel;
 mod scenarios;
 mod sh;
 mod testbed;
+mod xen;
 
 use sh::Result;
 

@@ -14,6 +14,15 @@ pub enum Expect {
     FailureContaining(&'static str),
 }
 
+/// Which hypervisor the test bed boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hypervisor {
+    /// Debian's `xen-hypervisor-4.17-amd64`, as packaged.
+    Stock,
+    /// Debian's Xen source with `xen/patches/` (GNTTABOP_swap_frame), built by `xen.rs`.
+    Patched,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Scenario {
     pub name: &'static str,
@@ -26,6 +35,9 @@ pub struct Scenario {
     pub blkload: bool,
     /// Carries the image built without networking as `/boot/xen-blkback-rs-nonet`.
     pub nonet: bool,
+    /// The hypervisor it boots; the script finds which in `/etc/testbed-hypervisor`
+    /// (`stock`, or `patched <vendor suffix>`).
+    pub hypervisor: Hypervisor,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -37,6 +49,7 @@ pub const SCENARIOS: &[Scenario] = &[
         unikernel: false,
         blkload: false,
         nonet: false,
+        hypervisor: Hypervisor::Stock,
     },
     Scenario {
         name: "selftest",
@@ -46,6 +59,7 @@ pub const SCENARIOS: &[Scenario] = &[
         unikernel: true,
         blkload: true,
         nonet: true,
+        hypervisor: Hypervisor::Stock,
     },
     Scenario {
         name: "unikernel-dd",
@@ -56,6 +70,7 @@ pub const SCENARIOS: &[Scenario] = &[
         unikernel: true,
         blkload: true,
         nonet: false,
+        hypervisor: Hypervisor::Stock,
     },
     Scenario {
         name: "nbd-dd",
@@ -65,6 +80,7 @@ pub const SCENARIOS: &[Scenario] = &[
         unikernel: true,
         blkload: true,
         nonet: false,
+        hypervisor: Hypervisor::Stock,
     },
     Scenario {
         name: "hostile",
@@ -74,6 +90,7 @@ pub const SCENARIOS: &[Scenario] = &[
         unikernel: true,
         blkload: true,
         nonet: false,
+        hypervisor: Hypervisor::Stock,
     },
     Scenario {
         name: "detach-race",
@@ -83,6 +100,7 @@ pub const SCENARIOS: &[Scenario] = &[
         unikernel: true,
         blkload: true,
         nonet: false,
+        hypervisor: Hypervisor::Stock,
     },
     Scenario {
         name: "selfcheck-fail",
@@ -92,6 +110,27 @@ pub const SCENARIOS: &[Scenario] = &[
         unikernel: false,
         blkload: true,
         nonet: false,
+        hypervisor: Hypervisor::Stock,
+    },
+    Scenario {
+        name: "swap-dd",
+        about: "GNTTABOP_swap_frame on the patched hypervisor: a PVH domU's disk served by frame exchange (512 B to 4 MiB, ext4 + fsck), dom0's PV disk falls back to copying, counters prove it",
+        timeout_s: 600,
+        expect: Expect::Success,
+        unikernel: true,
+        blkload: true,
+        nonet: false,
+        hypervisor: Hypervisor::Patched,
+    },
+    Scenario {
+        name: "swap-dd-stock",
+        about: "the same swap-dd workload on the packaged hypervisor: the probe fails, the copy fallback serves it",
+        timeout_s: 600,
+        expect: Expect::Success,
+        unikernel: true,
+        blkload: true,
+        nonet: false,
+        hypervisor: Hypervisor::Stock,
     },
 ];
 
@@ -124,7 +163,19 @@ pub fn run(
         extra.push(("usr/bin/blkload".into(), crate::cpio::Entry::File { src: blkload, mode: 0o755 }));
         extra.push(("usr/bin/hostile-fe".into(), crate::cpio::Entry::File { src: hostile, mode: 0o755 }));
     }
-    let script = sh::root().join(format!("tests/scenarios/{}.sh", sc.name));
+    // Both swap scenarios run one script, which asks which hypervisor it got.
+    let script_name = sc.name.strip_suffix("-stock").unwrap_or(sc.name);
+    let script = sh::root().join(format!("tests/scenarios/{script_name}.sh"));
+    let (images, which) = match sc.hypervisor {
+        Hypervisor::Stock => (images.clone(), String::from("stock\n")),
+        Hypervisor::Patched => {
+            let mut i = images.clone();
+            i.xen = crate::xen::patched(&images::hypervisor_config()?)?;
+            (i, format!("patched {}\n", crate::xen::VENDOR_VERSION))
+        }
+    };
+    extra.push(("etc/testbed-hypervisor".into(), crate::cpio::Entry::Data { data: which.into_bytes(), mode: 0o644 }));
+    let images = &images;
     let run = Run { name: sc.name, script, extra, timeout: Duration::from_secs(sc.timeout_s), verbose };
     let mut report = testbed::boot(images, &run)?;
     testbed::summarize(&report);
