@@ -20,6 +20,37 @@ delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 # Both sides allow indirect requests of 256 segments (1 MiB).
 load_mod xen-blkfront max_indirect_segments=256 || error "xen-blkfront"
 
+# FRONTEND=domu: the disks are a Linux PVH domU's (role benchfe, on CPU 0 like dom0's
+# load otherwise) and every load command runs there, through xenstore (fe_run).
+FE_DOM=0 FE_NAME=Domain-0
+SEQ=0
+fe_run() {
+    if [ "$FRONTEND" != domu ]; then sh -c "$*"; return; fi
+    SEQ=$((SEQ + 1))
+    _p=/local/domain/$FE_DOM/data/bench
+    xenstore-write "$_p/cmd" "$SEQ $*"
+    # Polled every 0.5 s: dom0 shares CPU 0 with the domU and must stay out of its way.
+    _n=0
+    until xs_is "$_p/done" "$SEQ"; do
+        _n=$((_n + 1)); [ "$_n" -gt 1800 ] && fail "the frontend domU did not run: $*"
+        sleep 0.5
+    done
+    xenstore-read "$_p/out"
+    [ "$(xenstore-read "$_p/rc")" = 0 ]
+}
+if [ "$FRONTEND" = domu ]; then
+    step "the frontend: a Linux PVH domU (CPU 0)"
+    cat /boot/domu.cpio /boot/fe-extra.cpio > /tmp/domu-bench.cpio
+    sed -e '/^disk/d' -e 's/^name = .*/name = "bench-fe"/' -e 's/^cpus = .*/cpus = "0"/' \
+        -e 's|^ramdisk = .*|ramdisk = "/tmp/domu-bench.cpio"|' -e 's/role=fe"/role=benchfe"/' \
+        /etc/xen/testbed/fe-linux.cfg > /tmp/bench-fe.cfg
+    follow_console bench-fe
+    xl create /tmp/bench-fe.cfg || fail "xl create bench-fe"
+    FE_NAME=bench-fe FE_DOM=$(xl domid bench-fe)
+    wait_for 90 xs_is "/local/domain/$FE_DOM/data/bench/ready" 1 || fail "the frontend domU never became ready"
+    grep -m1 "benchfe ready" /var/log/xen/console/guest-bench-fe.log | sed 's/^/  /'
+fi
+
 # Each backend's disk in dom0: its vdev and the device id blkfront uses for it.
 VDEVS="xvdb xvdc xvdd xvde xvdf xvdg xvdh xvdi xvdj xvdk xvdl"
 vdev_of() { _i=0; for _b in $BACKENDS; do _i=$((_i + 1)); [ "$_b" = "$1" ] && break; done; echo "$VDEVS" | cut -d' ' -f"$_i"; }
@@ -38,6 +69,7 @@ dom_of() {
         uk-nbd) echo uk-nbd ;;
         uk-*) echo uk-dd ;;
         dom0-null) echo - ;;
+        bench-fe) echo bench-fe ;;
     esac
 }
 # Both driver domains get the same tsc_mode (the test bed's QEMU has no invariant TSC: with
@@ -67,20 +99,21 @@ attach() {
     b=$1 target=$2
     dom=$(dom_of "$b") vdev=$(vdev_of "$b") devid=$(devid_of "$b")
     DD=$(xl domid "$dom")
-    step "$b: attach $target as $vdev"
+    step "$b: attach $target as $vdev of $FE_NAME"
     t0=$(now_ms)
-    xl block-attach 0 "format=raw, vdev=$vdev, access=rw, backend=$dom, target=$target" &
+    xl block-attach "$FE_NAME" "format=raw, vdev=$vdev, access=rw, backend=$dom, target=$target" &
     attach_pid=$!
     # InitWait or beyond: a fast backend is Connected before a poll sees InitWait.
-    wait_for 30 xs_at_least "/local/domain/$DD/backend/vbd/0/$devid/state" 2 || fail "$b: backend never reached InitWait"
+    wait_for 30 xs_at_least "/local/domain/$DD/backend/vbd/$FE_DOM/$devid/state" 2 || fail "$b: backend never reached InitWait"
     metric "$b.attach_to_initwait_s" "$(elapsed_s "$t0" "$(now_ms)")"
     wait $attach_pid || fail "xl block-attach to $dom"
-    wait_for 30 xs_is "/local/domain/0/device/vbd/$devid/state" 4 || fail "$b: dom0 frontend not Connected"
-    wait_for 10 test -b "/dev/$vdev" || fail "/dev/$vdev did not appear"
+    wait_for 30 xs_is "/local/domain/$FE_DOM/device/vbd/$devid/state" 4 || fail "$b: frontend not Connected"
+    fe_run "i=0; while [ ! -b /dev/$vdev ] && [ \$i -lt 100 ]; do sleep 0.1; i=\$((i + 1)); done; test -b /dev/$vdev" ||
+        fail "/dev/$vdev did not appear"
     # Reads of never-written RAM-disk pages would measure a shortcut, not the data path.
-    dd if=/dev/zero of="/dev/$vdev" bs=1048576 count="$SPAN_MIB" oflag=direct 2>/dev/null || fail "fill $vdev"
+    fe_run dd if=/dev/zero of="/dev/$vdev" bs=1048576 count="$SPAN_MIB" oflag=direct || fail "fill $vdev"
     t=$(now_ms)
-    dd if="/dev/$vdev" of=/dev/null bs=1048576 count="$SPAN_MIB" iflag=direct 2>/dev/null || fail "dd read $vdev"
+    fe_run dd if="/dev/$vdev" of=/dev/null bs=1048576 count="$SPAN_MIB" iflag=direct >/dev/null || fail "dd read $vdev"
     metric "$b.dd_read_1m_mib_s" "$(awk -v n="$SPAN_MIB" -v a="$t" -v b="$(now_ms)" 'BEGIN { printf "%.1f", n * 1000 / (b - a) }')"
 }
 
@@ -105,13 +138,14 @@ measure() {
     # paused for it hung at the next unpause; not understood).
     [ "$b" = dom0-null ] && dev=/dev/nullb0
     [ "$RUNNING" = "$dom" ] || [ "$dom" = - ] || only "$b"
-    c0=$(xl_cpu "$dom") z0=$(xl_cpu Domain-0)
-    blkload --engine "$engine" --dev "$dev" --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$SECONDS_PER" \
+    c0=$(xl_cpu "$dom") z0=$(xl_cpu "$FE_NAME")
+    fe_run blkload --engine "$engine" --dev "$dev" --rw "$rw" --bs "$bs" --qd "$qd" --seconds "$SECONDS_PER" \
         --span-mib "$SPAN_MIB" --label "$b.$rw.$bs.$qd.$sfx" || fail "blkload $b $rw $bs $qd"
     # (No driver domain for dom0-null: no figure.)
     [ "$dom" = - ] || metric "$b.$rw.$bs.$qd.$sfx.dd_cpu_s" "$(delta "$c0" "$(xl_cpu "$dom")")"
-    # dom0 is the frontend (blkfront and the load): its CPU says when it is the bottleneck.
-    metric "$b.$rw.$bs.$qd.$sfx.dom0_cpu_s" "$(delta "$z0" "$(xl_cpu Domain-0)")"
+    # The frontend (blkfront and the load; dom0, or the domU with FRONTEND=domu): its CPU
+    # says when it is the bottleneck. Reported as dom0_cpu_s either way.
+    metric "$b.$rw.$bs.$qd.$sfx.dom0_cpu_s" "$(delta "$z0" "$(xl_cpu "$FE_NAME")")"
 }
 
 # The load tool cross-checked against fio (`--fio`): Debian's fio, io_uring at iodepth N,
@@ -166,17 +200,26 @@ run_group() {
     for b in $group; do
         d=$(dom_of "$b")
         case $d in uk-*)
-            for k in loops polls heap_used_kib hc_sched hc_evtchn hc_gnttab xs_turn_max_us probe_hypercall_ns probe_rdtsc_ns; do
+            for k in loops polls heap_used_kib hc_sched hc_evtchn hc_gnttab xs_turn_max_us probe_hypercall_ns probe_rdtsc_ns probe_copy4k_ns probe_copy4k_loop_ns; do
                 v=$(xenstore-read "/local/domain/$(xl domid "$d")/data/blkback/$k" 2>/dev/null) && info "$d profile $k=$v"
             done ;;
         esac
+        # The swap path's own counters (frame exchanges, refusals copied).
+        if [ "$b" = uk-swap ]; then
+            _s=/local/domain/$(xl domid uk-dd)/data/blkback/vbd/$FE_DOM/$(devid_of uk-swap)
+            for k in swap_mode swapped swap_fallbacks swap_zeroed swap_calls copy_ops; do
+                info "uk-swap $k=$(xenstore-read "$_s/$k" 2>/dev/null)"
+            done
+            metric uk-swap.swapped "$(xenstore-read "$_s/swapped" 2>/dev/null)"
+            metric uk-swap.swap_fallbacks "$(xenstore-read "$_s/swap_fallbacks" 2>/dev/null)"
+        fi
     done
 }
 
 teardown() {
     step "detach and destroy: $DOMS"
     for d in $DOMS; do xl unpause "$d" 2>/dev/null; done
-    for b in $1; do [ "$b" = dom0-null ] || xl block-detach 0 "$(vdev_of "$b")" || fail "block-detach $b"; done
+    for b in $1; do [ "$b" = dom0-null ] || xl block-detach "$FE_NAME" "$(vdev_of "$b")" || fail "block-detach $b"; done
     for d in $DOMS; do xl destroy "$d" || fail "destroy $d"; done
     # Xen scrubs the freed memory in its idle loop, on the CPUs the next group uses.
     sleep "${SETTLE_S:-20}"
@@ -197,7 +240,7 @@ if [ -n "$RAM" ]; then
         load_mod null_blk queue_mode=2 irqmode=0 memory_backed=0 gb=1 nr_devices=1 || fail "null_blk"
         wait_for 10 test -b /dev/nullb0 || fail "/dev/nullb0 missing" ;;
     esac
-    uk_ram=$(echo $RAM | tr ' ' '\n' | grep -E -c '^uk-(persistent|pool1056|map|copy)$' || true)
+    uk_ram=$(echo $RAM | tr ' ' '\n' | grep -E -c '^uk-(persistent|pool1056|map|copy|swap)$' || true)
     if [ "$uk_disks" -gt 0 ]; then
         # One unikernel, a disk per data path: memory for each RAM disk plus its own 96 MiB.
         sed -e "s/@CMDLINE@/path=map persistent=1 indirect=256/" \
@@ -218,6 +261,8 @@ if [ -n "$RAM" ]; then
             uk-pool1056) attach "$b" "$UKT:pool=1056" ;;
             uk-map) attach "$b" "$UKT:nopersist" ;;
             uk-copy) attach "$b" "$UKT:copy:nopersist" ;;
+            # Exchanges need the frontend's bounce pages: persistent grants stay on.
+            uk-swap) attach "$b" "$UKT:swap" ;;
             uk-null) attach "$b" "null:$((SPAN_MIB + 32))M" ;;
             uk-noop) attach "$b" "null:$((SPAN_MIB + 32))M:noop" ;;
             uk-noop-np) attach "$b" "null:$((SPAN_MIB + 32))M:noop:nopersist" ;;
@@ -228,6 +273,7 @@ if [ -n "$RAM" ]; then
     run_group "$RAM"
     teardown "$RAM"
 fi
+[ "$FRONTEND" = domu ] && xl destroy bench-fe
 
 # Network storage: one nbdkit in dom0 serving a file in dom0's RAM over the bridge xenbr0;
 # each driver domain reaches it through its own vif and dom0's netback.

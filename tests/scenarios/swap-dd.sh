@@ -24,6 +24,21 @@ else
     case "$extra" in *+swap*) fail "the stock run booted a patched hypervisor ($extra)";; esac
 fi
 
+step "the unikernel's self tests, with the exchange refusals"
+STLOG=/var/log/xen/console/guest-uk-selftest.log
+follow_console uk-selftest
+xl create /etc/xen/testbed/uk-selftest.cfg || fail "xl create uk-selftest"
+wait_for 120 grep -q "Test result:" "$STLOG" || fail "the self test printed no result"
+sleep 0.5
+grep -q "Test result: SUCCESS" "$STLOG" || fail "self test: $(grep 'Test result:' "$STLOG" | tail -n 1)"
+grep -q "selftest: PASS frame exchange refuses" "$STLOG" || fail "the exchange check did not pass"
+if [ "$HV" = patched ]; then
+    grep -q "swap_frame not available" "$STLOG" && fail "the self test found no op on the patched hypervisor"
+else
+    grep -q "swap_frame not available" "$STLOG" || fail "the self test did not see the op missing"
+fi
+wait_for 20 sh -c '! xl list uk-selftest >/dev/null 2>&1' || fail "uk-selftest still running"
+
 step "create the unikernel driver domain"
 follow_console $UK
 sed "s/@CMDLINE@/path=map persistent=1 indirect=256/" /etc/xen/testbed/uk-dd.cfg > /tmp/uk-dd.cfg

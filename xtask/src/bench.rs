@@ -36,6 +36,7 @@ const BACKENDS: &[&str] = &[
     "uk-pool1056",
     "uk-map",
     "uk-copy",
+    "uk-swap",
     "uk-null",
     "uk-noop",
     "uk-noop-np",
@@ -147,6 +148,10 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
     let mut fio = false;
     let mut pause = true;
     let mut only: Option<String> = None;
+    // `--frontend domu`: the load runs in a Linux PVH domU (on CPU 0, where dom0's load
+    // runs otherwise), on the patched hypervisor: what the swap path needs (Xen refuses
+    // exchanges with PV dom0).
+    let mut domu = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -178,10 +183,25 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
             }
             "--fio" => fio = true,
             "--no-pause" => pause = false,
+            "--frontend" => match it.next().map(String::as_str) {
+                Some("dom0") => domu = false,
+                Some("domu") => domu = true,
+                o => return Err(format!("--frontend {o:?}: dom0|domu")),
+            },
             o => return Err(format!("unknown bench argument `{o}`")),
         }
     }
-    let images = images::build()?;
+    if domu {
+        if let Some(b) = backends.iter().find(|b| !b.starts_with("uk-") || b.contains("nbd") || b.contains("noop")) {
+            return Err(format!("--frontend domu serves the unikernel's RAM disks only, not `{b}`"));
+        }
+    } else if backends.iter().any(|b| b == "uk-swap") {
+        return Err("uk-swap needs --frontend domu (Xen refuses frame exchanges with PV dom0)".into());
+    }
+    let mut images = images::build()?;
+    if domu {
+        images.xen = crate::xen::patched(&images::hypervisor_config()?)?;
+    }
     let blkload = build_blkload()?;
     let uk = crate::kernel::build()?;
     let workloads: Vec<String> = WORKLOADS
@@ -191,21 +211,35 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         .collect();
     let crosscheck: Vec<&str> = CROSSCHECK.split(' ').filter(|w| workloads.iter().any(|x| x == w)).collect();
     let env = format!(
-        "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nCROSSCHECK=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\nREPEATS={repeats}\nTSC_MODE={tsc}\nFIO={}\nPAUSE={}\n",
+        "BACKENDS=\"{}\"\nWORKLOADS=\"{}\"\nCROSSCHECK=\"{}\"\nSECONDS_PER={seconds}\nSPAN_MIB={SPAN_MIB}\nREPEATS={repeats}\nTSC_MODE={tsc}\nFIO={}\nPAUSE={}\nFRONTEND={}\n",
         backends.join(" "),
         workloads.join(" "),
         crosscheck.join(" "),
         u8::from(fio),
-        u8::from(pause)
+        u8::from(pause),
+        if domu { "domu" } else { "dom0" }
     );
     // Per cell: the load, xl pause/unpause and the CPU readings; per domain: its start,
     // fill and idle measurement.
     let cells = backends.len() as u64 * (workloads.len() as u64 * u64::from(repeats) + crosscheck.len() as u64);
     let mut extra = vec![
-        ("usr/bin/blkload".into(), Entry::File { src: blkload, mode: 0o755 }),
+        ("usr/bin/blkload".into(), Entry::File { src: blkload.clone(), mode: 0o755 }),
         ("boot/xen-blkback-rs".into(), Entry::File { src: uk.clone(), mode: 0o644 }),
         ("scenario/bench.env".into(), Entry::Data { data: env.into_bytes(), mode: 0o644 }),
     ];
+    if domu {
+        // blkload for the domU: a second initramfs the script appends to the domU's (Linux
+        // unpacks concatenated cpio archives in turn).
+        let mut a = crate::cpio::Archive::new();
+        for (path, e) in host_elf(&blkload.to_string_lossy())? {
+            let path = if path.ends_with("/blkload") { String::from("usr/bin/blkload") } else { path };
+            a.insert(&path, e);
+        }
+        let p = sh::root().join("target/bench/fe-extra.cpio");
+        std::fs::create_dir_all(sh::root().join("target/bench")).map_err(|e| e.to_string())?;
+        images::write_archive(&a, &p)?;
+        extra.push(("boot/fe-extra.cpio".into(), Entry::File { src: p, mode: 0o644 }));
+    }
     if fio {
         // Debian 12's fio with every library it links (about 80 MiB: ceph, gluster, rdma
         // clients...), from the host (Debian 12 too), for this run only.
