@@ -47,6 +47,8 @@ pub struct Stats {
     pub swap_calls: u64,
     /// Data segments moved by frame exchange.
     pub swapped: u64,
+    /// Of `swapped`: whole-page WRITEs exchanged with the disk's own frame (zero-copy).
+    pub swap_direct: u64,
     /// Segments copied after the hypervisor refused their exchange.
     pub swap_fallbacks: u64,
     /// Scratch frames zeroed before going to a frontend other than the one whose data
@@ -110,6 +112,7 @@ impl Stats {
                 ("swap_mode", v(self.swap_mode)),
                 ("swap_calls", v(self.swap_calls)),
                 ("swapped", v(self.swapped)),
+                ("swap_direct", v(self.swap_direct)),
                 ("swap_fallbacks", v(self.swap_fallbacks)),
                 ("swap_zeroed", v(self.swap_zeroed)),
                 ("copy_ops", v(self.copy_ops)),

@@ -242,3 +242,34 @@ fn scratch_frames_holding_another_frontends_data_are_zeroed_first() {
     ok(&h.run(&mut dev, &mut fe));
     assert_eq!(stats(&dev).swap_zeroed, 1);
 }
+
+#[test]
+fn whole_page_writes_go_straight_into_the_disk_frames() {
+    let mut h = Harness::new();
+    h.g.swap_supported = true;
+    let (mut dev, mut fe) = setup(&mut h, 16, persistent(), None);
+    assert!(h.connect(&mut dev, &mut fe));
+    // 8 pages at a frame-aligned sector: each a whole-page WRITE onto a whole disk frame.
+    let d = pattern(5, 8 * 4096);
+    fe.rw(&h.xs, &mut h.g, true, 64, d.len(), Some(&d), 0);
+    ok(&h.run(&mut dev, &mut fe));
+    let st = stats(&dev);
+    assert_eq!((st.swapped, st.swap_direct), (8, 8), "exchanged with the disk's frames");
+    let copies_before = st.copy_ops;
+    assert!(dev.store().expect("served").backing().bytes(64 * 512, d.len()) == d, "the data is on the disk");
+    // Not frame-aligned on the disk: through the scratch frames and a copy.
+    fe.rw(&h.xs, &mut h.g, true, 1000 * 8 + 1, 4096, Some(&d[..4096]), 0);
+    ok(&h.run(&mut dev, &mut fe));
+    let st = stats(&dev);
+    assert_eq!((st.swapped, st.swap_direct), (9, 8));
+    assert_eq!(st.copy_ops - copies_before, 2, "two disk pieces copied from the scratch frame");
+    // Everything reads back.
+    fe.rw(&h.xs, &mut h.g, false, 64, d.len(), None, 0);
+    let done = h.run(&mut dev, &mut fe);
+    ok(&done);
+    assert!(done[0].data == d);
+    fe.rw(&h.xs, &mut h.g, false, 1000 * 8 + 1, 4096, None, 0);
+    let done = h.run(&mut dev, &mut fe);
+    ok(&done);
+    assert!(done[0].data == d[..4096]);
+}

@@ -4,7 +4,9 @@
 //!
 //! - READ: the disk bytes are copied into a scratch frame (`GNTTABOP_copy`, ours to ours),
 //!   then the scratch frame and the frontend's page are exchanged.
-//! - WRITE: the frontend's page is exchanged into a scratch frame, then copied to the disk.
+//! - WRITE: the frontend's page is exchanged into a scratch frame, then copied to the disk;
+//!   a whole-page WRITE onto a whole frame of the disk is exchanged with that frame directly
+//!   (zero-copy: `swap_direct`).
 //!
 //! A scratch frame goes to a frontend only if it holds nothing (zeroed) or that frontend's
 //! own former data: after an exchange it *is* the frontend's former frame. Any segment the
@@ -102,6 +104,16 @@ struct Seg {
 impl Seg {
     fn pieces(&self) -> &[(u64, u16, u16)] {
         self.pieces.get(..self.n_pieces).unwrap_or(&[])
+    }
+
+    /// A WRITE of a whole page onto a whole frame of the disk: exchanged with that frame
+    /// directly (zero-copy), no scratch frame, no copy. The frontend gets the frame with
+    /// the disk's old contents of that block: its own disk's data.
+    fn direct(&self) -> Option<u64> {
+        match self.pieces() {
+            [(gfn, 0, 4096)] if self.write && self.in_page == 0 => Some(*gfn),
+            _ => None,
+        }
     }
 
     /// Copy ops between `at` (a page: the grant, or a scratch frame) and the disk's pieces,
@@ -252,11 +264,18 @@ impl<M: Page> Connection<M> {
             }
         }
         self.swap_copies(g, &mut ops, &mut owner, failed);
-        // (2) The exchanges. A segment whose request already failed is left alone.
-        let swaps: Vec<SwapOp> =
-            round.iter().zip(&frames).map(|(s, &(gfn, _))| SwapOp { gfn, dom, gref: s.gref }).collect();
-        let todo: Vec<bool> =
-            round.iter().zip(&clean).map(|(s, c)| *c && failed.get(s.wi).is_some_and(Option::is_none)).collect();
+        // (2) The exchanges: with the scratch frame, or for a whole-page WRITE with the
+        // disk's own frame. A segment whose request already failed is left alone.
+        let swaps: Vec<SwapOp> = round
+            .iter()
+            .zip(&frames)
+            .map(|(s, &(gfn, _))| SwapOp { gfn: s.direct().unwrap_or(gfn), dom, gref: s.gref })
+            .collect();
+        let todo: Vec<bool> = round
+            .iter()
+            .zip(&clean)
+            .map(|(s, c)| (*c || s.direct().is_some()) && failed.get(s.wi).is_some_and(Option::is_none))
+            .collect();
         let picked: Vec<SwapOp> = swaps.iter().zip(&todo).filter(|(_, t)| **t).map(|(o, _)| *o).collect();
         self.stats.swap_calls = self.stats.swap_calls.saturating_add(1);
         let mut results = g.swap(&picked).into_iter();
@@ -272,6 +291,11 @@ impl<M: Page> Connection<M> {
             let r = results.next().unwrap_or(Err(GrantError::Hypercall(0)));
             let gfn = frames.get(i).map_or(0, |f| f.0);
             match r {
+                Ok(()) if s.direct().is_some() => {
+                    // The data is on the disk: nothing to copy, no scratch frame used.
+                    self.stats.swapped = self.stats.swapped.saturating_add(1);
+                    self.stats.swap_direct = self.stats.swap_direct.saturating_add(1);
+                }
                 Ok(()) => {
                     self.stats.swapped = self.stats.swapped.saturating_add(1);
                     // Holds the frontend's former frame now (or, for a READ, what it
