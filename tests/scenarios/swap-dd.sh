@@ -85,13 +85,14 @@ wait_for 300 grep -q FE-RESULT "$FELOG" || fail "domU gave no FE-RESULT"
 grep -q "FE-RESULT: PASS" "$FELOG" || fail "domU: $(grep FE-RESULT "$FELOG")"
 stats_settle
 m1=$(stat "$FE" 51712 swap_mode) s1=$(stat "$FE" 51712 swapped) f1=$(stat "$FE" 51712 swap_fallbacks)
-z1=$(stat "$FE" 51712 swap_zeroed) k1=$(stat "$FE" 51712 swap_calls)
-info "domU disk: swap_mode=$m1 swapped=$s1 swap_fallbacks=$f1 swap_zeroed=$z1 swap_calls=$k1 copy_ops=$(stat "$FE" 51712 copy_ops) rd_req=$(stat "$FE" 51712 rd_req) wr_req=$(stat "$FE" 51712 wr_req) persistent=$(xenstore-read /local/domain/$FE/device/vbd/51712/feature-persistent)"
+z1=$(stat "$FE" 51712 swap_zeroed) k1=$(stat "$FE" 51712 swap_calls) d1=$(stat "$FE" 51712 swap_direct)
+info "domU disk: swap_mode=$m1 swapped=$s1 swap_direct=$d1 swap_fallbacks=$f1 swap_zeroed=$z1 swap_calls=$k1 copy_ops=$(stat "$FE" 51712 copy_ops) rd_req=$(stat "$FE" 51712 rd_req) wr_req=$(stat "$FE" 51712 wr_req) persistent=$(xenstore-read /local/domain/$FE/device/vbd/51712/feature-persistent)"
 metric swap.domu_swapped "$s1"
 metric swap.domu_fallbacks "$f1"
 if [ "$HV" = patched ]; then
     [ "$m1" = 1 ] || fail "the domU's connection: swap_mode $m1, expected 1 (exchanging)"
     [ "$s1" -gt 1000 ] || fail "only $s1 segments exchanged for the domU"
+    [ "$d1" -gt 0 ] || fail "no whole-page write went straight into the disk's frames"
 else
     [ "$m1" = 2 ] || fail "the domU's connection: swap_mode $m1, expected 2 (no hypervisor op)"
     [ "$s1" = 0 ] || fail "segments exchanged on the stock hypervisor"
