@@ -207,7 +207,7 @@ run_group() {
         # The swap path's own counters (frame exchanges, refusals copied).
         if [ "$b" = uk-swap ]; then
             _s=/local/domain/$(xl domid uk-dd)/data/blkback/vbd/$FE_DOM/$(devid_of uk-swap)
-            for k in swap_mode swapped swap_fallbacks swap_zeroed swap_calls copy_ops; do
+            for k in swap_mode swapped swap_direct swap_fallbacks swap_zeroed swap_calls copy_ops; do
                 info "uk-swap $k=$(xenstore-read "$_s/$k" 2>/dev/null)"
             done
             metric uk-swap.swapped "$(xenstore-read "$_s/swapped" 2>/dev/null)"

@@ -536,8 +536,10 @@ fn chart_svg(backends: &[String], r: &BTreeMap<String, Value>, title: &str) -> S
             workload_name(rw, *bs, *qd)
         );
     }
+    // The legend's entries share the chart's width (nine fit: the longest name is short).
+    let step = ((w - left - 20.0) / backends.len().max(1) as f64).min(145.0);
     for (bi, b) in backends.iter().enumerate() {
-        let x = left + bi as f64 * 145.0;
+        let x = left + bi as f64 * step;
         s += &format!(
             "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{b}</text>\n",
             h - 40.0,
