@@ -221,15 +221,19 @@ impl<M: Page> Connection<M> {
             return;
         }
         let dom = self.dom;
-        let Some(pool) = store.scratch() else {
-            round.clear();
-            return;
-        };
-        let n = round.len().min(pool.pages.len());
-        let zero = pool.zero;
-        let frames: Vec<(u64, Option<DomId>)> = pool.pages.iter().take(n).copied().collect();
+        let (zero, pages) = store.scratch().map_or((0, Vec::new()), |p| (p.zero, p.pages.clone()));
+        let n = round.len().min(pages.len());
+        let frames: Vec<(u64, Option<DomId>)> = pages.into_iter().take(n).collect();
         let mut ops: Vec<CopyOp> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
+        // A segment without a scratch frame (never: a round runs when the pool is full, and
+        // a store without one is served by the copy path) is copied, never dropped.
+        for s in round.iter().skip(n) {
+            if failed.get(s.wi).is_some_and(Option::is_none) {
+                self.stats.swap_fallbacks = self.stats.swap_fallbacks.saturating_add(1);
+                s.copies(|offset| CopyPtr::Gref { dom, gref: s.gref, offset }, &mut ops, &mut owner);
+            }
+        }
         // (1) Zero what may hold another frontend's data (its own call, so a frame whose
         // zeroing failed is known and not exchanged), then fill the READ frames.
         let mut clean: Vec<bool> = frames.iter().map(|&(_, last)| last.is_none_or(|d| d == dom)).collect();
