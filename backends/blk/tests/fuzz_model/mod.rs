@@ -73,6 +73,9 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
     let queues = 1 + u32::from((cfg_byte >> 5) & 1);
     // Advertise 4096 indirect segments (8 descriptor pages) for garbage requests to use.
     let big = cfg_byte & 0x40 != 0;
+    // The swap path on the patched hypervisor's model, with a small scratch pool (8
+    // frames: a request of more segments takes several rounds).
+    let swap = cfg_byte & 0x80 != 0;
     let mut h = Harness::new();
     let mut cfg = DeviceConfig::default();
     cfg.adv.max_indirect_segments = if big { 4096 } else { 64 };
@@ -81,8 +84,13 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
     if copy {
         cfg.path = blkback::engine::DataPath::Copy;
     }
+    if swap {
+        cfg.path = blkback::engine::DataPath::Swap;
+        h.g.swap_supported = true;
+    }
     const DISK: usize = 1 << 20;
     let backing = FrameBacking::new(&mut h.g, DISK, 0x4_0000);
+    let backing = if swap { backing.with_scratch(&mut h.g, 8, 0x6_0000) } else { backing };
     let store: RamStore<FrameBacking, Rc<FakeMapping>> = RamStore::new(backing, false);
     let opts = FrontendOpts { abi, ring_page_order: order, queues, persistent, max_segments: 64 };
     let (mut dev, mut fe) = h.attach_store(2, 51712, store, "w", cfg, opts);
