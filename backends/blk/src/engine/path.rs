@@ -283,7 +283,7 @@ impl<M: Page> Connection<M> {
     }
 
     /// Issues the queued copy ops (one call per batch limit); a failed op fails its request.
-    fn run_copies<G: Grants<Mapping = M>>(
+    pub(super) fn run_copies<G: Grants<Mapping = M>>(
         &mut self,
         g: &mut G,
         ops: &mut Vec<CopyOp>,

@@ -267,7 +267,7 @@ impl<M: Page> Connection<M> {
                 s.copies(|offset| CopyPtr::Local { gfn, offset }, &mut ops, &mut owner);
             }
         }
-        self.swap_copies(g, &mut ops, &mut owner, failed);
+        self.run_copies(g, &mut ops, &mut owner, failed);
         // (2) The exchanges: with the scratch frame, or for a whole-page WRITE with the
         // disk's own frame. A segment whose request already failed is left alone.
         let swaps: Vec<SwapOp> = round
@@ -328,31 +328,7 @@ impl<M: Page> Connection<M> {
             }
         }
         // (3) WRITE frames to disk, refused segments copied directly.
-        self.swap_copies(g, &mut ops, &mut owner, failed);
+        self.run_copies(g, &mut ops, &mut owner, failed);
         round.clear();
-    }
-
-    /// Runs copy ops in batches; a failed op fails its request.
-    fn swap_copies<G: Grants<Mapping = M>>(
-        &mut self,
-        g: &mut G,
-        ops: &mut Vec<CopyOp>,
-        owner: &mut Vec<usize>,
-        failed: &mut [Option<Invalid>],
-    ) {
-        let limit = g.copy_batch_limit().max(1);
-        for (chunk, owners) in ops.chunks(limit).zip(owner.chunks(limit)) {
-            self.stats.copy_calls = self.stats.copy_calls.saturating_add(1);
-            self.stats.copy_ops = self.stats.copy_ops.saturating_add(chunk.len() as u64);
-            for (res, &wi) in g.copy(chunk).into_iter().zip(owners) {
-                if res.is_err() {
-                    if let Some(f) = failed.get_mut(wi) {
-                        *f = Some(Invalid::BadGrant);
-                    }
-                }
-            }
-        }
-        ops.clear();
-        owner.clear();
     }
 }
