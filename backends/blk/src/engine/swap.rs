@@ -13,6 +13,7 @@
 //! hypervisor refuses is copied instead (per segment); `bad_domain` (a PV frontend such as
 //! dom0) turns exchanges off for the connection. Rings and indirect pages are never
 //! exchanged. Requests other than READ and WRITE go to the copy path, in ring order.
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 
 use super::lifecycle::{Answers, Outcome, Resolved};
@@ -20,7 +21,6 @@ use super::{try_vec, Connection};
 use crate::hv::{CopyOp, CopyPtr, DomId, GrantError, GrantRef, Grants, Page, SwapOp};
 use crate::request::{Invalid, Op};
 use crate::store::BlockStore;
-use alloc::rc::Rc;
 use xen_sys_mini::grant_table::gntst;
 
 /// Whether a connection exchanges frames, and if not, why (published as `swap`).
