@@ -221,9 +221,10 @@ impl<M: Page> Connection<M> {
             return;
         }
         let dom = self.dom;
-        let (zero, pages) = store.scratch().map_or((0, Vec::new()), |p| (p.zero, p.pages.clone()));
-        let n = round.len().min(pages.len());
-        let frames: Vec<(u64, Option<DomId>)> = pages.into_iter().take(n).collect();
+        // This round's scratch frames: the first `round.len()` of the pool.
+        let (zero, frames): (u64, Vec<(u64, Option<DomId>)>) =
+            store.scratch().map_or((0, Vec::new()), |p| (p.zero, p.pages.iter().take(round.len()).copied().collect()));
+        let n = frames.len();
         let mut ops: Vec<CopyOp> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
         // A segment without a scratch frame (never: a round runs when the pool is full, and
@@ -270,19 +271,25 @@ impl<M: Page> Connection<M> {
         self.run_copies(g, &mut ops, &mut owner, failed);
         // (2) The exchanges: with the scratch frame, or for a whole-page WRITE with the
         // disk's own frame. A segment whose request already failed is left alone.
-        let swaps: Vec<SwapOp> = round
-            .iter()
-            .zip(&frames)
-            .map(|(s, &(gfn, _))| SwapOp { gfn: s.direct().unwrap_or(gfn), dom, gref: s.gref })
-            .collect();
         let todo: Vec<bool> = round
             .iter()
             .zip(&clean)
             .map(|(s, c)| (*c || s.direct().is_some()) && failed.get(s.wi).is_some_and(Option::is_none))
             .collect();
-        let picked: Vec<SwapOp> = swaps.iter().zip(&todo).filter(|(_, t)| **t).map(|(o, _)| *o).collect();
-        self.stats.swap_calls = self.stats.swap_calls.saturating_add(1);
-        let mut results = g.swap(&picked).into_iter();
+        let picked: Vec<SwapOp> = round
+            .iter()
+            .zip(&frames)
+            .zip(&todo)
+            .filter(|(_, t)| **t)
+            .map(|((s, &(gfn, _)), _)| SwapOp { gfn: s.direct().unwrap_or(gfn), dom, gref: s.gref })
+            .collect();
+        // One exchange call for the round (none when nothing is left to exchange).
+        let mut results = if picked.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            self.stats.swap_calls = self.stats.swap_calls.saturating_add(1);
+            g.swap(&picked).into_iter()
+        };
         for (i, (s, t)) in round.iter().zip(&todo).enumerate() {
             if !*t {
                 // A frame that could not be cleaned: this segment is copied.
