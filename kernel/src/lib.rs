@@ -1,6 +1,6 @@
 //! The driver domain's PVH runtime: what a bare-metal Rust guest needs to boot from
 //! `xl create` and drive Xen through hypercalls, as a library. All of the project's
-//! `unsafe` lives in this crate; an application (`backends/dd`, the blkback driver domain)
+//! `unsafe` lives in this crate; an application (`backends/xen-blkback-rs`, the blkback driver domain)
 //! is a small safe binary that names its entry with [`entry!`] and gets a [`Runtime`].
 //!
 //! Modules are leaves, one Xen mechanism each (cf. Mini-OS), and only import modules listed

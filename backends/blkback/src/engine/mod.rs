@@ -19,12 +19,12 @@ use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
-use crate::abi::{decode_request, Abi};
+use crate::abi::{decode_request, encode_response, Abi, MAX_SLOT};
 use crate::hv::{DomId, EventChannel, EvtchnPort, GrantRef, Grants, MapReq, Page};
 use crate::request::{self, Limits};
-use crate::ring::{BackRing, RingError};
 use crate::stats::Stats;
 use crate::store::{BlockStore, Completion, StoreError, StoreIo};
+use xen_ring::{BackRing, RingError};
 
 mod indirect;
 mod lifecycle;
@@ -213,7 +213,7 @@ impl<M: Page> Connection<M> {
         let mut fail = None;
         for q in &p.queues {
             let pages: Vec<M> = ok.drain(..q.ring_refs.len().min(ok.len())).collect();
-            match BackRing::new(pages, p.abi) {
+            match BackRing::attach(pages, p.abi.slot_size()) {
                 Ok(ring) => match ev.bind(p.frontend, q.evtchn) {
                     Ok(port) => {
                         bound.push(port);
@@ -225,7 +225,8 @@ impl<M: Page> Connection<M> {
                         break;
                     }
                 },
-                Err(e) => {
+                Err((pages, e)) => {
+                    ok.extend(pages);
                     fail = Some(ConnError::Ring(e));
                     break;
                 }
@@ -409,9 +410,11 @@ impl<M: Page> Connection<M> {
     /// Writes a pass's answers on their rings. Returns (requests taken, responses written).
     fn push_answers(&mut self, ans: Answers, n_taken: u64) -> Result<(u64, u64), RingError> {
         let mut written = 0u64;
+        let abi = self.abi;
         for (q, answers) in self.queues.iter_mut().zip(ans.per_queue) {
             for a in answers {
-                if q.ring.push_response(a.id, a.op, a.status)? {
+                let (rsp, n) = encode_response(abi, a.id, a.op, a.status);
+                if q.ring.push_response(rsp.get(..n).unwrap_or_default())? {
                     written = written.saturating_add(1);
                     q.inflight = q.inflight.saturating_sub(1);
                 }
@@ -462,7 +465,7 @@ impl<M: Page> Connection<M> {
                     self.stats.heap_waits = self.stats.heap_waits.saturating_add(1);
                     break 'queues;
                 }
-                let Some(slot) = q.ring.take()? else { break };
+                let Some(slot) = q.ring.take::<MAX_SLOT>()? else { break };
                 n = n.saturating_add(1);
                 q.inflight = q.inflight.saturating_add(1);
                 let raw = decode_request(self.abi, &slot);
@@ -572,7 +575,7 @@ impl<M: Page> Connection<M> {
         if !broken {
             for (qi, q) in self.queues.iter_mut().enumerate() {
                 for _ in 0..q.ring.unconsumed().unwrap_or(0) {
-                    let Ok(Some(slot)) = q.ring.take() else { break };
+                    let Ok(Some(slot)) = q.ring.take::<MAX_SLOT>() else { break };
                     let raw = decode_request(self.abi, &slot);
                     ans.answer(&mut self.stats, qi, raw.id, request::rsp_op_of(&raw), Outcome::Failed);
                 }
@@ -580,7 +583,8 @@ impl<M: Page> Connection<M> {
         }
         for (q, answers) in self.queues.iter_mut().zip(ans.per_queue) {
             for a in answers {
-                let _ = q.ring.push_response(a.id, a.op, a.status);
+                let (rsp, n) = encode_response(self.abi, a.id, a.op, a.status);
+                let _ = q.ring.push_response(rsp.get(..n).unwrap_or_default());
             }
             if q.ring.push_responses_and_check_notify().unwrap_or(false) {
                 ev.notify(q.port);

@@ -19,8 +19,8 @@ use xen_hv::{
 use xen_sys_mini::io::netif::*;
 use xen_sys_mini::io::xenbus::XenbusState;
 
-use crate::ring::{FrontRing, RingError};
 use crate::xenbus::{self, Action, Snapshot};
+use xen_ring::{FrontRing, RingError};
 
 const PAGE: usize = 4096;
 /// Largest frame we send or accept in one slot.
@@ -301,18 +301,20 @@ impl<S: SharedFrame> Vif<S> {
         let tx_bufs: Vec<Buf<S>> = it.by_ref().take(n_tx).collect();
         let rx_bufs: Vec<Buf<S>> = it.collect();
         let (tx_ref, rx_ref) = (txr.gref, rxr.gref);
-        let tx = match FrontRing::new(txr.page, NETIF_TX_ENTRY_SIZE) {
+        let tx = match FrontRing::init(alloc::vec![txr.page], NETIF_TX_ENTRY_SIZE) {
             Ok(r) => r,
-            Err((page, e)) => {
-                let mut v = alloc::vec![Buf { page, gref: tx_ref }, rxr];
+            Err((pages, e)) => {
+                let mut v: Vec<Buf<S>> = pages.into_iter().map(|page| Buf { page, gref: tx_ref }).collect();
+                v.push(rxr);
                 v.extend(tx_bufs.into_iter().chain(rx_bufs));
                 return Err((v, VifError::Ring(e)));
             }
         };
-        let mut rx = match FrontRing::new(rxr.page, NETIF_RX_ENTRY_SIZE) {
+        let mut rx = match FrontRing::init(alloc::vec![rxr.page], NETIF_RX_ENTRY_SIZE) {
             Ok(r) => r,
-            Err((page, e)) => {
-                let mut v = alloc::vec![Buf { page: tx.into_page(), gref: tx_ref }, Buf { page, gref: rx_ref }];
+            Err((pages, e)) => {
+                let mut v: Vec<Buf<S>> = tx.into_pages().into_iter().map(|page| Buf { page, gref: tx_ref }).collect();
+                v.extend(pages.into_iter().map(|page| Buf { page, gref: rx_ref }));
                 v.extend(tx_bufs.into_iter().chain(rx_bufs));
                 return Err((v, VifError::Ring(e)));
             }
@@ -352,10 +354,14 @@ impl<S: SharedFrame> Vif<S> {
         ev.close(c.port);
         let tx_ref = c.tx_ref;
         let rx_ref = c.rx_ref;
-        let tx_page = c.tx.into_page();
-        let rx_page = c.rx.into_page();
-        self.end(g, Buf { page: tx_page, gref: tx_ref });
-        self.end(g, Buf { page: rx_page, gref: rx_ref });
+        let tx_pages = c.tx.into_pages();
+        let rx_pages = c.rx.into_pages();
+        for page in tx_pages {
+            self.end(g, Buf { page, gref: tx_ref });
+        }
+        for page in rx_pages {
+            self.end(g, Buf { page, gref: rx_ref });
+        }
         for b in c.tx_bufs.into_iter().chain(c.rx_bufs) {
             self.end(g, b);
         }

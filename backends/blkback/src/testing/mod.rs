@@ -49,9 +49,9 @@ mod prelude {
     pub(super) use xen_sys_mini::io::blkif::*;
     pub(super) use xen_sys_mini::io::xenbus::XenbusState;
 
-    pub(super) use crate::abi::{encode_request, encode_segment, Abi, RawBody, RawRequest, MAX_SLOT};
+    pub(super) use crate::abi::{decode_response, encode_request, encode_segment, Abi, RawBody, RawRequest, MAX_SLOT};
     pub(super) use crate::device::{Device, DeviceConfig};
     pub(super) use crate::hv::*;
-    pub(super) use crate::ring::FrontRing;
     pub(super) use crate::store::{BlockStore, RamBacking, RamStore, ScratchPool};
+    pub(super) use xen_ring::FrontRing;
 }

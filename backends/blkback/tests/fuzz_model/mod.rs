@@ -119,7 +119,11 @@ pub fn fuzz_ring(data: &[u8]) -> FuzzReport {
         };
         // Reads and discards wait for earlier writes and discards; writes wait only for
         // overlapping ones.
-        if fe.free_slots(q) == 0 || (writes_outstanding && ((4..=7).contains(&cmd) || cmd == 11)) || overlap {
+        if fe.free_slots(q) == 0
+            || fe.free_slots(fe.next_queue()) == 0
+            || (writes_outstanding && ((4..=7).contains(&cmd) || cmd == 11))
+            || overlap
+        {
             writes_outstanding = false;
             in_flight_writes.clear();
             let done = run_checked(&mut h, &mut dev, &mut fe);

@@ -4,8 +4,8 @@
 //! one RX ring. It follows the blkback crate's pattern: protocol logic in safe Rust over the
 //! runtime's traits (`xen-hv`), tested on the host against a mock backend.
 //!
-//! - [`ring`]: the frontend side of a shared ring (`io/ring.h`), every index the backend
-//!   writes checked.
+//! - the rings: `xen_ring::FrontRing` (`io/ring.h`, shared with blkback), every index the
+//!   backend writes checked.
 //! - [`xenbus`]: the frontend's state machine, a pure function.
 //! - [`vif`]: one connected vif: rings granted once, RX buffers pre-granted and kept posted,
 //!   TX buffers pre-granted read-only, `request-rx-copy=1`, `feature-rx-notify=1`; responses
@@ -17,7 +17,6 @@
 
 extern crate alloc;
 
-pub mod ring;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod vif;

@@ -154,7 +154,8 @@ impl MockFrontend {
                 xs.set(&format!("{dir}/{key}"), &r.to_string());
             }
             self.ring_grefs.extend(&refs);
-            let ring = FrontRing::init(pages.clone(), self.opts.abi).unwrap_or_else(|_| panic!("ring init"));
+            let ring =
+                FrontRing::init(pages.clone(), self.opts.abi.slot_size()).unwrap_or_else(|_| panic!("ring init"));
             self.rings.push(ring);
             self.ring_pages.push(pages);
             let port = ev.alloc_unbound(self.dom);
@@ -239,6 +240,12 @@ impl MockFrontend {
         let q = self.next_queue % self.rings.len().max(1);
         self.next_queue = self.next_queue.wrapping_add(1);
         q
+    }
+
+    /// The queue the next `rw` or `simple` request goes to (round robin, as blkfront's
+    /// blk-mq queues are picked by CPU).
+    pub fn next_queue(&self) -> usize {
+        self.next_queue % self.rings.len().max(1)
     }
 
     /// Number of request slots free on queue `q`.
@@ -352,14 +359,43 @@ impl MockFrontend {
         idx
     }
 
+    /// Writes a slot on queue `q`. A test that fills a ring further than blkfront would
+    /// (`RING_FULL`) is wrong, not the backend: that panics.
     fn put(&mut self, q: usize, slot: &[u8; MAX_SLOT]) -> u32 {
-        self.rings.get_mut(q).and_then(|r| r.put_request(slot).ok()).unwrap_or(0)
+        let abi = self.opts.abi;
+        let ring = self.rings.get_mut(q).expect("mock blkfront: no such queue");
+        match ring.put_request(&slot[..abi.slot_size()]) {
+            Ok(Some(idx)) => idx,
+            Ok(None) => panic!("mock blkfront: queue {q} is full (check free_slots first)"),
+            Err(e) => panic!("mock blkfront: ring page: {e}"),
+        }
     }
 
     /// Publishes queued requests on every queue.
     pub fn push(&mut self) {
         for r in &mut self.rings {
-            let _ = r.push_requests();
+            let _ = r.push_requests_and_check_notify();
+        }
+    }
+
+    /// Every response waiting on queue `q`, as (id, operation, status), then
+    /// `RING_FINAL_CHECK_FOR_RESPONSES`. A backend whose `rsp_prod` runs ahead of our
+    /// requests broke the protocol: that panics (the mock enforces blkfront's view).
+    fn take_responses(&mut self, q: usize) -> Vec<(u64, u8, i16)> {
+        let abi = self.opts.abi;
+        let mut out = Vec::new();
+        let Some(ring) = self.rings.get_mut(q) else { return out };
+        loop {
+            let mut b = [0u8; 16];
+            match ring.take_response(&mut b[..abi.rsp_size()]) {
+                Ok(Some(_)) => out.push(decode_response(abi, &b[..abi.rsp_size()])),
+                Ok(None) => match ring.final_check_for_responses() {
+                    Ok(true) => {}
+                    Ok(false) => return out,
+                    Err(e) => panic!("mock blkfront: backend broke the ring: {e}"),
+                },
+                Err(e) => panic!("mock blkfront: backend broke the ring: {e}"),
+            }
         }
     }
 
@@ -371,7 +407,7 @@ impl MockFrontend {
     pub fn complete(&mut self, g: &mut FakeGrants) -> Vec<Done> {
         let mut out = Vec::new();
         for q in 0..self.rings.len() {
-            let rsps = self.rings.get_mut(q).and_then(|r| r.take_responses().ok()).unwrap_or_default();
+            let rsps = self.take_responses(q);
             for (id, op, status) in rsps {
                 // Each response answers one distinct outstanding request with this id,
                 // queue and operation.

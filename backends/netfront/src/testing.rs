@@ -14,21 +14,17 @@ use alloc::vec::Vec;
 
 use xen_hv::fake::*;
 use xen_hv::*;
+use xen_ring::BackRing;
 use xen_sys_mini::io::netif::*;
-use xen_sys_mini::io::ring::{SRING_HEADER_SIZE, SRING_REQ_PROD, SRING_RSP_EVENT, SRING_RSP_PROD};
 
 /// dom0, where netback runs.
 pub const NETBACK: DomId = 0;
 
 #[derive(Debug)]
 struct BackConn {
-    tx: FakeMapping,
-    rx: FakeMapping,
+    tx: BackRing<FakeMapping>,
+    rx: BackRing<FakeMapping>,
     port: EvtchnPort,
-    tx_req_cons: u32,
-    tx_rsp_prod: u32,
-    rx_req_cons: u32,
-    rx_rsp_prod: u32,
 }
 
 /// The backend of one vif.
@@ -44,18 +40,6 @@ pub struct MockNetback {
     pub offer_rx_copy: bool,
     /// RX notifications sent (only those the frontend asked for with `rsp_event`).
     pub rx_notifications: u64,
-}
-
-fn u32_at(p: &FakeMapping, off: usize) -> u32 {
-    p.load_u32(off).unwrap_or(0)
-}
-
-/// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY` as netback runs it: publish `new`, notify only
-/// if the frontend asked (`rsp_event`) for a response in `(old, new]`.
-fn push_and_check_notify(ring: &FakeMapping, old: u32, new: u32) -> bool {
-    let _ = ring.store_u32(SRING_RSP_PROD, new);
-    let event = u32_at(ring, SRING_RSP_EVENT);
-    new.wrapping_sub(event) < new.wrapping_sub(old)
 }
 
 impl MockNetback {
@@ -141,8 +125,33 @@ impl MockNetback {
         );
         let rx = maps.pop().and_then(Result::ok).ok_or("rx ring not mappable")?;
         let tx = maps.pop().and_then(Result::ok).ok_or("tx ring not mappable")?;
-        let port = ev.bind(self.fe_dom, port).map_err(|e| format!("bind: {e}"))?;
-        self.conn = Some(BackConn { tx, rx, port, tx_req_cons: 0, tx_rsp_prod: 0, rx_req_cons: 0, rx_rsp_prod: 0 });
+        // BACK_RING_ATTACH, as `xenvif_map_frontend_data_rings` does.
+        let tx = BackRing::attach(vec![tx], NETIF_TX_ENTRY_SIZE).map_err(|(p, e)| {
+            g.unmap_any(p);
+            format!("tx ring: {e}")
+        });
+        let rx = BackRing::attach(vec![rx], NETIF_RX_ENTRY_SIZE).map_err(|(p, e)| {
+            g.unmap_any(p);
+            format!("rx ring: {e}")
+        });
+        let (tx, rx) = match (tx, rx) {
+            (Ok(tx), Ok(rx)) => (tx, rx),
+            (tx, rx) => {
+                for r in [tx, rx].into_iter().flatten() {
+                    g.unmap_any(r.into_pages());
+                }
+                return Err("ring attach failed".into());
+            }
+        };
+        let port = match ev.bind(self.fe_dom, port) {
+            Ok(p) => p,
+            Err(e) => {
+                g.unmap_any(tx.into_pages());
+                g.unmap_any(rx.into_pages());
+                return Err(format!("bind: {e}"));
+            }
+        };
+        self.conn = Some(BackConn { tx, rx, port });
         xs.set(&format!("{}/state", self.be), "4");
         Ok(())
     }
@@ -150,7 +159,9 @@ impl MockNetback {
     fn drop_conn(&mut self, g: &mut FakeGrants, ev: &mut FakeEvtchn) {
         if let Some(c) = self.conn.take() {
             ev.close(c.port);
-            g.unmap_any(vec![c.tx, c.rx]);
+            let mut pages = c.tx.into_pages();
+            pages.extend(c.rx.into_pages());
+            g.unmap_any(pages);
         }
     }
 
@@ -171,31 +182,28 @@ impl MockNetback {
         self.drop_conn(g, ev);
     }
 
-    /// Takes the next posted RX request: (slot, id, gref).
-    fn next_rx_request(&mut self) -> Option<(u32, u16, GrantRef)> {
+    /// Takes the next posted RX request: (id, gref). A `req_prod` out of range
+    /// (`RING_REQUEST_PROD_OVERFLOW`) disables the vif, as netback's fatal errors do.
+    fn next_rx_request(&mut self) -> Option<(u16, GrantRef)> {
         let c = self.conn.as_mut()?;
-        let prod = u32_at(&c.rx, SRING_REQ_PROD);
-        if prod.wrapping_sub(c.rx_rsp_prod) > NET_RX_RING_SIZE as u32 {
-            self.disabled = Some("rx req_prod out of range".into());
-            return None;
+        match c.rx.unconsumed() {
+            Err(_) => {
+                self.disabled = Some("rx req_prod out of range".into());
+                return None;
+            }
+            Ok(0) => return None,
+            Ok(_) => {}
         }
-        if c.rx_req_cons == prod {
-            return None;
-        }
-        let slot = c.rx_req_cons & (NET_RX_RING_SIZE as u32 - 1);
-        let mut b = [0u8; NETIF_RX_ENTRY_SIZE];
-        c.rx.read(SRING_HEADER_SIZE + slot as usize * NETIF_RX_ENTRY_SIZE, &mut b).ok()?;
-        c.rx_req_cons = c.rx_req_cons.wrapping_add(1);
-        Some((slot, u16::from_le_bytes([b[0], b[1]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]])))
+        let b: [u8; NETIF_RX_ENTRY_SIZE] = c.rx.take().ok()??;
+        Some((u16::from_le_bytes([b[0], b[1]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]])))
     }
 
-    /// Writes an RX response into `slot` and publishes it.
-    fn put_rx_response(&mut self, ev: &mut FakeEvtchn, slot: u32, rsp: [u8; NETIF_RX_ENTRY_SIZE]) {
+    /// Writes an RX response (it lands in its request's slot: netback answers RX in order)
+    /// and publishes it.
+    fn put_rx_response(&mut self, ev: &mut FakeEvtchn, rsp: [u8; NETIF_RX_ENTRY_SIZE]) {
         let Some(c) = self.conn.as_mut() else { return };
-        let _ = c.rx.write(SRING_HEADER_SIZE + slot as usize * NETIF_RX_ENTRY_SIZE, &rsp);
-        let old = c.rx_rsp_prod;
-        c.rx_rsp_prod = c.rx_rsp_prod.wrapping_add(1);
-        if push_and_check_notify(&c.rx, old, c.rx_rsp_prod) {
+        let _ = c.rx.push_response(&rsp);
+        if c.rx.push_responses_and_check_notify().unwrap_or(false) {
             ev.notify(c.port);
             self.rx_notifications += 1;
         }
@@ -204,7 +212,7 @@ impl MockNetback {
     /// Delivers one frame into the frontend's next posted buffer (as netback's grant copy
     /// does), its response in the request's slot. `false` if no buffer is posted.
     pub fn to_frontend(&mut self, g: &mut FakeGrants, ev: &mut FakeEvtchn, frame: &[u8]) -> bool {
-        let Some((slot, id, gref)) = self.next_rx_request() else { return false };
+        let Some((id, gref)) = self.next_rx_request() else { return false };
         let mut m = g.map_as(NETBACK, &[MapReq { dom: self.fe_dom, gref, readonly: false }]);
         let Some(Ok(page)) = m.pop() else {
             self.disabled = Some("rx buffer grant not mappable".into());
@@ -216,7 +224,7 @@ impl MockNetback {
         rsp[0..2].copy_from_slice(&id.to_le_bytes());
         let status = if ok { i16::try_from(frame.len()).unwrap_or(NETIF_RSP_ERROR) } else { NETIF_RSP_ERROR };
         rsp[6..8].copy_from_slice(&status.to_le_bytes());
-        self.put_rx_response(ev, slot, rsp);
+        self.put_rx_response(ev, rsp);
         ok
     }
 
@@ -230,20 +238,20 @@ impl MockNetback {
         flags: u16,
         status: i16,
     ) -> bool {
-        let Some((slot, req_id, _)) = self.next_rx_request() else { return false };
+        let Some((req_id, _)) = self.next_rx_request() else { return false };
         let mut rsp = [0u8; NETIF_RX_ENTRY_SIZE];
         rsp[0..2].copy_from_slice(&id.unwrap_or(req_id).to_le_bytes());
         rsp[2..4].copy_from_slice(&offset.to_le_bytes());
         rsp[4..6].copy_from_slice(&flags.to_le_bytes());
         rsp[6..8].copy_from_slice(&status.to_le_bytes());
-        self.put_rx_response(ev, slot, rsp);
+        self.put_rx_response(ev, rsp);
         true
     }
 
     /// Sets the RX ring's `rsp_prod` as a lying backend would.
     pub fn forge_rx_rsp_prod(&mut self, v: u32) {
         if let Some(c) = self.conn.as_mut() {
-            let _ = c.rx.store_u32(SRING_RSP_PROD, v);
+            let _ = c.rx.force_rsp_prod(v);
         }
     }
 
@@ -253,17 +261,12 @@ impl MockNetback {
         let mut out = Vec::new();
         let fe_dom = self.fe_dom;
         let Some(c) = self.conn.as_mut() else { return out };
-        let prod = u32_at(&c.tx, SRING_REQ_PROD);
-        if prod.wrapping_sub(c.tx_req_cons) > NET_TX_RING_SIZE as u32 {
+        let Ok(n) = c.tx.unconsumed() else {
             self.disabled = Some("tx req_prod out of range".into());
             return out;
-        }
-        let tx_old = c.tx_rsp_prod;
-        while c.tx_req_cons != prod {
-            let slot = c.tx_req_cons & (NET_TX_RING_SIZE as u32 - 1);
-            let mut b = [0u8; NETIF_TX_ENTRY_SIZE];
-            let _ = c.tx.read(SRING_HEADER_SIZE + slot as usize * NETIF_TX_ENTRY_SIZE, &mut b);
-            c.tx_req_cons = c.tx_req_cons.wrapping_add(1);
+        };
+        for _ in 0..n {
+            let Ok(Some(b)) = c.tx.take::<NETIF_TX_ENTRY_SIZE>() else { break };
             let gref = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             let offset = usize::from(u16::from_le_bytes([b[4], b[5]]));
             let flags = u16::from_le_bytes([b[6], b[7]]);
@@ -291,11 +294,9 @@ impl MockNetback {
             let mut rsp = [0u8; NETIF_TX_ENTRY_SIZE];
             rsp[0..2].copy_from_slice(&id.to_le_bytes());
             rsp[2..4].copy_from_slice(&status.to_le_bytes());
-            let rslot = c.tx_rsp_prod & (NET_TX_RING_SIZE as u32 - 1);
-            let _ = c.tx.write(SRING_HEADER_SIZE + rslot as usize * NETIF_TX_ENTRY_SIZE, &rsp);
-            c.tx_rsp_prod = c.tx_rsp_prod.wrapping_add(1);
+            let _ = c.tx.push_response(&rsp);
         }
-        if push_and_check_notify(&c.tx, tx_old, c.tx_rsp_prod) {
+        if c.tx.push_responses_and_check_notify().unwrap_or(false) {
             ev.notify(c.port);
         }
         out

@@ -32,7 +32,6 @@ pub mod device;
 pub mod engine;
 pub mod persistent;
 pub mod request;
-pub mod ring;
 pub mod service;
 pub mod stats;
 pub mod store;
