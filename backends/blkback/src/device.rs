@@ -7,15 +7,16 @@ use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use xen_sys_mini::errno::{EINVAL, EIO, ENOMEM};
 use xen_sys_mini::io::blkif::VDISK_READONLY;
 use xen_sys_mini::io::xenbus::XenbusState;
 
+use crate::budget::Budget;
 use crate::config::{self, parse_u32, Advertised};
 use crate::engine::{ConnectParams, Connection, DataPath, PassReport};
+use crate::error::{DeviceError, ToolstackError};
 use crate::hv::{DomId, EventChannel, EvtchnPort, Grants, Page, XenStore};
 use crate::request::Limits;
-use crate::store::BlockStore;
+use crate::store::{BlockStore, Store};
 use crate::xenbus::{self, Action, Snapshot};
 
 /// How this backend serves its devices.
@@ -43,16 +44,6 @@ impl Default for DeviceConfig {
     }
 }
 
-/// Heap a connection needs to be made and to take one request of `max_segments`: its
-/// rings' bookkeeping (per queue) and one pass of one such request.
-pub fn connect_heap_bytes(queues: usize, max_segments: usize) -> usize {
-    queues.saturating_mul(CONNECT_HEAP_PER_QUEUE).saturating_add(crate::engine::pass_heap_bytes(1, max_segments))
-}
-
-/// A queue's share of a connection's fixed heap: its ring (the mapping handles of up to 16
-/// pages), its answers, and the connection's own structures, rounded up.
-pub const CONNECT_HEAP_PER_QUEUE: usize = 4096;
-
 /// What `update` asks of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UpdateOutcome {
@@ -71,7 +62,7 @@ pub struct UpdateOutcome {
 #[derive(Debug)]
 pub enum Backing<S> {
     Store(S),
-    Refused(String),
+    Refused(DeviceError),
 }
 
 #[derive(Debug)]
@@ -88,7 +79,7 @@ pub struct Device<M, S> {
     cfg: DeviceConfig,
     read_only: bool,
     /// Why the last connect or pass failed, for logs and tests.
-    pub last_error: Option<String>,
+    pub last_error: Option<DeviceError>,
     pub removed: bool,
     /// See `set_idle`.
     idle: bool,
@@ -98,35 +89,30 @@ pub struct Device<M, S> {
     heap_room: usize,
 }
 
-fn xs_err(e: crate::hv::StoreErr) -> String {
-    format!("xenstore: {e}")
-}
-
 /// The toolstack's keys of a backend directory (`frontend`, `frontend-id`, `mode`):
 /// written by dom0, still checked.
-pub fn toolstack_keys<X: XenStore>(xs: &mut X, be: &str) -> Result<(String, DomId, bool), String> {
-    let fe = xs.read(&format!("{be}/frontend")).map_err(xs_err)?.ok_or("no `frontend` key")?;
+pub fn toolstack_keys<X: XenStore>(xs: &mut X, be: &str) -> Result<(String, DomId, bool), DeviceError> {
+    let fe = xs.read(&format!("{be}/frontend"))?.ok_or(DeviceError::Toolstack(ToolstackError::NoFrontend))?;
     let fe_dom = xs
-        .read(&format!("{be}/frontend-id"))
-        .map_err(xs_err)?
+        .read(&format!("{be}/frontend-id"))?
         .and_then(|v| parse_u32(&v))
         .and_then(|v| u16::try_from(v).ok())
-        .ok_or("bad `frontend-id`")?;
+        .ok_or(DeviceError::Toolstack(ToolstackError::BadFrontendId))?;
     // The frontend path must belong to that domain (as Linux's xenbus checks).
     let fe = fe.trim().to_string();
     if !fe.starts_with(&format!("/local/domain/{fe_dom}/")) {
-        return Err(format!("frontend path {fe} is not in domain {fe_dom}"));
+        return Err(DeviceError::Toolstack(ToolstackError::ForeignFrontend { path: fe, dom: fe_dom }));
     }
     Ok((fe, fe_dom, mode_read_only(xs, be)?))
 }
 
 /// `mode` as libxl writes it (`w` or `r`); absent means writable.
-pub fn mode_read_only<X: XenStore>(xs: &mut X, be: &str) -> Result<bool, String> {
-    let mode = xs.read(&format!("{be}/mode")).map_err(xs_err)?;
+pub fn mode_read_only<X: XenStore>(xs: &mut X, be: &str) -> Result<bool, DeviceError> {
+    let mode = xs.read(&format!("{be}/mode"))?;
     Ok(mode.is_some_and(|m| !m.trim().starts_with('w')))
 }
 
-impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
+impl<M: Page, S: Store<Rc<M>>> Device<M, S> {
     /// A device for the backend directory `be` with what stands behind it. Bad toolstack
     /// keys make it a refused device too.
     pub fn new<X: XenStore>(xs: &mut X, be: &str, backing: Backing<S>, cfg: DeviceConfig) -> Self {
@@ -177,7 +163,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
     }
 
     /// Why the device was refused, if it was.
-    pub fn refused(&self) -> Option<&str> {
+    pub fn refused(&self) -> Option<&DeviceError> {
         match &self.backing {
             Backing::Store(_) => None,
             Backing::Refused(e) => Some(e),
@@ -228,9 +214,9 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
 
     /// Sets the watches this device reacts to, with `token` (the service maps events back
     /// to the device by it).
-    pub fn watch<X: XenStore>(&self, xs: &mut X, token: &str) -> Result<(), String> {
+    pub fn watch<X: XenStore>(&self, xs: &mut X, token: &str) -> Result<(), DeviceError> {
         for p in self.watches() {
-            xs.watch(&p, token).map_err(xs_err)?;
+            xs.watch(&p, token)?;
         }
         Ok(())
     }
@@ -240,12 +226,11 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         self.conn.iter().flat_map(Connection::ports)
     }
 
-    fn snapshot<X: XenStore>(&self, xs: &mut X) -> Result<Snapshot, String> {
+    fn snapshot<X: XenStore>(&self, xs: &mut X) -> Result<Snapshot, DeviceError> {
         let state = |v: Option<String>| v.and_then(|v| parse_u32(&v)).and_then(XenbusState::from_u32);
-        let frontend =
-            if self.fe.is_empty() { None } else { state(xs.read(&format!("{}/state", self.fe)).map_err(xs_err)?) };
-        let online = xs.read(&format!("{}/online", self.be)).map_err(xs_err)?.and_then(|v| parse_u32(&v)) == Some(1);
-        let backend_in_store = state(xs.read(&format!("{}/state", self.be)).map_err(xs_err)?);
+        let frontend = if self.fe.is_empty() { None } else { state(xs.read(&format!("{}/state", self.fe))?) };
+        let online = xs.read(&format!("{}/online", self.be))?.and_then(|v| parse_u32(&v)) == Some(1);
+        let backend_in_store = state(xs.read(&format!("{}/state", self.be))?);
         Ok(Snapshot {
             idle: self.idle,
             frontend,
@@ -263,7 +248,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         xs: &mut X,
         g: &mut G,
         ev: &mut E,
-    ) -> Result<UpdateOutcome, String> {
+    ) -> Result<UpdateOutcome, DeviceError> {
         let mut out = UpdateOutcome::default();
         if self.removed {
             return Ok(out);
@@ -296,7 +281,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
                     self.advertise(xs, swap)?;
                 }
                 Action::SetState(s) => {
-                    xs.write(&format!("{}/state", self.be), &format!("{}", s as u32)).map_err(xs_err)?;
+                    xs.write(&format!("{}/state", self.be), &format!("{}", s as u32))?;
                 }
                 Action::Disconnect => {
                     self.disconnect(g, ev);
@@ -304,25 +289,28 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
                 }
                 Action::Connect => {
                     out.ports_changed = true;
-                    if let Err((errno, e)) = self.connect(xs, g, ev) {
+                    if let Err(e) = self.connect(xs, g, ev) {
                         // The frontend gave us something unusable, or the domain has no
                         // room for another connection: say why, close.
-                        self.last_error = Some(e.clone());
-                        self.write_error(xs, errno, &e);
-                        xs.write(&format!("{}/state", self.be), &format!("{}", XenbusState::Closing as u32))
-                            .map_err(xs_err)?;
+                        self.write_error(xs, &e);
+                        self.last_error = Some(e);
+                        xs.write(&format!("{}/state", self.be), &format!("{}", XenbusState::Closing as u32))?;
                         self.published = XenbusState::Closing;
                         return Ok(out);
                     }
                 }
                 Action::RemoveDir => out.remove_dir = true,
                 Action::Refuse => {
-                    let why = self.refused().or(self.store_failure()).unwrap_or("refused").to_string();
+                    let why = match (self.refused(), self.store_failure()) {
+                        (Some(e), _) => e.to_string(),
+                        (None, Some(f)) => f.to_string(),
+                        (None, None) => String::from("refused"),
+                    };
                     let pairs = [
                         (format!("{}/hotplug-error", self.be), why),
                         (format!("{}/hotplug-status", self.be), String::from("error")),
                     ];
-                    xs.write_all(&pairs).map_err(xs_err)?;
+                    xs.write_all(&pairs)?;
                 }
             }
         }
@@ -330,9 +318,9 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         Ok(out)
     }
 
-    fn advertise<X: XenStore>(&mut self, xs: &mut X, swap: bool) -> Result<(), String> {
+    fn advertise<X: XenStore>(&mut self, xs: &mut X, swap: bool) -> Result<(), DeviceError> {
         if swap {
-            xs.write(&format!("{}/feature-grant-swap", self.be), "3").map_err(xs_err)?;
+            xs.write(&format!("{}/feature-grant-swap", self.be), "3")?;
         }
         let a = &self.cfg.adv;
         let pairs = [
@@ -341,7 +329,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             ("multi-queue-max-queues", a.max_queues.to_string()),
         ];
         let pairs: Vec<(String, String)> = pairs.into_iter().map(|(k, v)| (format!("{}/{k}", self.be), v)).collect();
-        xs.write_all(&pairs).map_err(xs_err)
+        Ok(xs.write_all(&pairs)?)
     }
 
     fn connect<X: XenStore, G: Grants<Mapping = M>, E: EventChannel>(
@@ -349,21 +337,14 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         xs: &mut X,
         g: &mut G,
         ev: &mut E,
-    ) -> Result<(), (i32, String)> {
+    ) -> Result<(), DeviceError> {
         let Backing::Store(store) = &mut self.backing else {
-            return Err((EINVAL, String::from("no store")));
+            return Err(DeviceError::NoStore);
         };
-        let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv).map_err(|e| (EINVAL, e.to_string()))?;
+        let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv).map_err(DeviceError::Frontend)?;
         // Admission: the connection's rings and one request of the advertised maximum must
-        // fit in the heap left now, or the frontend is refused (ENOMEM, as Linux blkback
-        // answers when it cannot allocate its rings) and every other guest goes on.
-        let need = connect_heap_bytes(fc.queues.len(), usize::from(self.cfg.adv.max_indirect_segments));
-        if self.heap_room < need {
-            return Err((
-                ENOMEM,
-                format!("no heap left for another connection (needs {need} bytes, {} free)", self.heap_room),
-            ));
-        }
+        // fit in the heap left now, or the frontend is refused and every other guest goes on.
+        Budget::admit_connection(self.heap_room, fc.queues.len(), usize::from(self.cfg.adv.max_indirect_segments))?;
         // One pool per connection, sized by `Connection::connect` to what the frontend can
         // keep granted, within this connection's share of the domain's budget.
         let persistent_cap = self.cfg.persistent_cap.min(self.cfg.pool_max.unwrap_or(usize::MAX));
@@ -392,7 +373,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
             persistent_cap,
             grant_swap: fc.grant_swap,
         };
-        let conn = Connection::connect(g, ev, &params).map_err(|e| (EINVAL, e.to_string()))?;
+        let conn = Connection::connect(g, ev, &params).map_err(DeviceError::Connect)?;
         let b = |v: bool| String::from(if v { "1" } else { "0" });
         let kv = [
             ("sectors", info.sectors.to_string()),
@@ -411,7 +392,7 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         let pairs: Vec<(String, String)> = kv.into_iter().map(|(k, v)| (format!("{}/{k}", self.be), v)).collect();
         if let Err(e) = xs.write_all(&pairs) {
             conn.disconnect(g, ev, store);
-            return Err((EIO, xs_err(e)));
+            return Err(DeviceError::Xenstore(e));
         }
         self.conn = Some(conn);
         self.last_error = None;
@@ -465,10 +446,10 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         match c.process(g, ev, store) {
             Ok(r) => r,
             Err(e) => {
-                let msg = format!("ring protocol violation: {e}");
-                self.last_error = Some(msg.clone());
+                let e = DeviceError::Ring(e);
                 self.disconnect(g, ev);
-                self.write_error(xs, EIO, &msg);
+                self.write_error(xs, &e);
+                self.last_error = Some(e);
                 let _ = xs.write(&format!("{}/state", self.be), &format!("{}", XenbusState::Closing as u32));
                 self.published = XenbusState::Closing;
                 PassReport::default()
@@ -508,8 +489,8 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
 
     /// Writes the counters under `stats_dir` in one transaction (the service trickles them
     /// instead, see `Service::timers`).
-    pub fn publish_stats<X: XenStore>(&self, xs: &mut X) -> Result<(), String> {
-        xs.write_all(&self.stats_pairs()).map_err(xs_err)
+    pub fn publish_stats<X: XenStore>(&self, xs: &mut X) -> Result<(), DeviceError> {
+        Ok(xs.write_all(&self.stats_pairs())?)
     }
 
     /// Where an error about this device goes, by Xen's convention (Linux
@@ -527,9 +508,10 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
         }
     }
 
-    /// Writes `<errno> <message>` (the format of `xenbus_va_dev_error`) to `error_path`.
-    fn write_error<X: XenStore>(&self, xs: &mut X, errno: i32, msg: &str) {
-        let _ = xs.write(&self.error_path(), &format!("{errno} {msg}"));
+    /// Writes `<errno> <message>` (the format of `xenbus_va_dev_error`) to `error_path`,
+    /// the errno the error's own.
+    fn write_error<X: XenStore>(&self, xs: &mut X, e: &DeviceError) {
+        let _ = xs.write(&self.error_path(), &format!("{} {e}", e.errno()));
     }
 
     /// Removes what the device wrote outside its directory: its error node and counters
@@ -541,12 +523,12 @@ impl<M: Page, S: BlockStore<Rc<M>>> Device<M, S> {
 
     /// Deletes our backend directory (the toolstack waits for it on detach), and the
     /// device's error node and counters.
-    pub fn remove<X: XenStore>(&mut self, xs: &mut X, token: &str) -> Result<(), String> {
+    pub fn remove<X: XenStore>(&mut self, xs: &mut X, token: &str) -> Result<(), DeviceError> {
         for p in self.watches() {
             let _ = xs.unwatch(&p, token);
         }
         self.remove_own_nodes(xs);
-        xs.rm(&self.be).map_err(xs_err)?;
+        xs.rm(&self.be)?;
         self.removed = true;
         Ok(())
     }

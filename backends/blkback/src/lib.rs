@@ -27,9 +27,11 @@ extern crate alloc;
 pub use xen_hv as hv;
 
 pub mod abi;
+pub mod budget;
 pub mod config;
 pub mod device;
 pub mod engine;
+pub mod error;
 pub mod persistent;
 pub mod request;
 pub mod service;

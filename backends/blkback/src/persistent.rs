@@ -13,11 +13,6 @@ use crate::hv::GrantRef;
 /// without the service (tests).
 pub const DEFAULT_CAP: usize = 1056;
 
-/// Heap one pool entry can cost, for budgets: its share of a B-tree node (key, entry:
-/// an `Rc` pointer and an age), the `Rc` allocation (two counts and the mapping handle),
-/// rounded up generously.
-pub const ENTRY_BYTES: usize = 160;
-
 #[derive(Debug)]
 struct Entry<M> {
     map: Rc<M>,

@@ -26,6 +26,9 @@ struct SlowStore {
     cancelled: Rc<Cell<usize>>,
 }
 
+impl blkback::store::FrameBacked for SlowStore {}
+impl blkback::store::ScratchFrames for SlowStore {}
+
 impl BlockStore<Buf> for SlowStore {
     fn info(&self) -> DiskInfo {
         self.inner.info()

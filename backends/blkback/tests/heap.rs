@@ -16,11 +16,11 @@ use std::cell::Cell;
 
 use std::rc::Rc;
 
+use blkback::budget::ENTRY_BYTES;
 use blkback::device::{Device, DeviceConfig};
 use blkback::engine::{pass_heap_bytes, DataPath};
-use blkback::persistent::ENTRY_BYTES;
 use blkback::service::{Defaults, Service};
-use blkback::store::{BlockStore, RamStore};
+use blkback::store::RamStore;
 use blkback::testing::*;
 use xen_sys_mini::io::blkif::BLKIF_RSP_OKAY;
 use xen_sys_mini::io::xenbus::XenbusState;
@@ -179,7 +179,7 @@ fn allocations_of_a_warm_persistent_pass_are_few_and_bounded() {
 }
 
 /// Three turns of 32 × 1 MiB (write, read, write); the peak heap of each.
-fn turn_peaks<S: BlockStore<Rc<FakeMapping>>>(
+fn turn_peaks<S: blkback::store::Store<Rc<FakeMapping>>>(
     h: &mut Harness,
     dev: &mut Device<FakeMapping, S>,
     fe: &mut MockFrontend,

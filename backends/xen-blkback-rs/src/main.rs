@@ -93,7 +93,7 @@ fn run(rt: Runtime) -> ! {
     // passes, xenstore, the network stack): past it, connections get smaller pools or none.
     let (used, free) = mem::heap::usage();
     let mut defaults = cfg.blk;
-    defaults.persistent_budget = (used + free) / 2 / blkback::persistent::ENTRY_BYTES;
+    defaults.persistent_budget = blkback::budget::persistent_budget_for_heap(used + free);
     let mut svc: Service<Gnttab, FrameAllocator, BootModule, network::Connector> =
         Service::new(domid, defaults, FrameAllocator, modules, net.connector());
     svc.set_debug(cfg.debug);

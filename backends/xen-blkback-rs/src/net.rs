@@ -7,7 +7,7 @@ use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use blkback::store::nbd::Transport;
+use blkback::store::nbd::{ConnectError, Transport};
 use netfront::vif::{Vif, MAX_FRAME};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -317,16 +317,14 @@ impl<S> core::fmt::Debug for NetConnector<S> {
 
 impl<S: SharedFrame> blkback::store::nbd::Connector for NetConnector<S> {
     type T = TcpStream<S>;
-    fn connect(&mut self, uri: &nbd::uri::NbdUri) -> Result<TcpStream<S>, alloc::string::String> {
-        let net = self.net.as_ref().ok_or("the driver domain has no network (give it a vif)")?;
-        let addr = uri.ipv4().ok_or_else(|| {
-            alloc::format!("`{}` is not an IPv4 address (the driver domain resolves no names)", uri.host)
-        })?;
+    fn connect(&mut self, uri: &nbd::uri::NbdUri) -> Result<TcpStream<S>, ConnectError> {
+        let net = self.net.as_ref().ok_or(ConnectError::NoNetwork { built_without: false })?;
+        let addr = uri.ipv4().ok_or_else(|| ConnectError::NotIpv4(uri.host.clone()))?;
         let mut n = net.borrow_mut();
         let why = match n.addressing {
-            _ if !n.vif.connected() => "the network is not up yet (the vif has not connected)",
-            Addressing::Dhcp if n.addr.is_none() => "the network has no address yet (no DHCP lease)",
-            _ => "the network cannot open a connection",
+            _ if !n.vif.connected() => ConnectError::NotUp,
+            Addressing::Dhcp if n.addr.is_none() => ConnectError::NoAddress,
+            _ => ConnectError::NoSocket,
         };
         let handle = n.connect(addr, uri.port).ok_or(why)?;
         drop(n);

@@ -23,7 +23,7 @@ use crate::abi::{decode_request, encode_response, Abi, MAX_SLOT};
 use crate::hv::{DomId, EventChannel, EvtchnPort, GrantRef, Grants, MapReq, Page};
 use crate::request::{self, Limits};
 use crate::stats::Stats;
-use crate::store::{BlockStore, Completion, StoreError, StoreIo};
+use crate::store::{Completion, StoreError, StoreIo};
 use xen_ring::{BackRing, RingError};
 
 mod indirect;
@@ -164,18 +164,7 @@ const DRAIN_TURNS: usize = 4;
 /// each paying the persistent pool's eviction; a lever of the performance issue).
 pub const TURN_SEGMENTS: usize = 8192;
 
-/// Heap a pass may use per request it takes, beyond its segments: the request's copy, its
-/// answer, its in-flight entry, and a 4 KiB buffer for an indirect request's descriptors.
-/// Measured by `tests/heap.rs` (which checks the sum stays above what a pass really takes).
-pub const HEAP_PER_REQUEST: usize = 4608;
-/// Heap a pass may use per data segment: its descriptor, map request and owner, the slot
-/// of its mapping, the mapping's `Rc`, the store's view of it, or its copy op.
-pub const HEAP_PER_SEGMENT: usize = 128;
-
-/// The heap one pass may use for `requests` requests of `segments` segments in all.
-pub fn pass_heap_bytes(requests: usize, segments: usize) -> usize {
-    requests.saturating_mul(HEAP_PER_REQUEST).saturating_add(segments.saturating_mul(HEAP_PER_SEGMENT))
-}
+pub use crate::budget::pass_heap_bytes;
 
 /// A vector with room for `n` elements, or `None` when the heap has no such room (the
 /// caller throttles or fails the requests concerned; the domain does not abort).
@@ -318,7 +307,7 @@ impl<M: Page> Connection<M> {
     where
         G: Grants<Mapping = M>,
         E: EventChannel,
-        S: BlockStore<Rc<M>>,
+        S: crate::store::Store<Rc<M>>,
     {
         let mut report = PassReport::default();
         let mut turn = TURN_SEGMENTS;
@@ -361,7 +350,7 @@ impl<M: Page> Connection<M> {
     ) -> Result<(u64, u64), RingError>
     where
         G: Grants<Mapping = M>,
-        S: BlockStore<Rc<M>>,
+        S: crate::store::Store<Rc<M>>,
     {
         self.stats.passes = self.stats.passes.saturating_add(1);
         self.path.next_pass();
@@ -538,7 +527,7 @@ impl<M: Page> Connection<M> {
     where
         G: Grants<Mapping = M>,
         E: EventChannel,
-        S: BlockStore<Rc<M>>,
+        S: crate::store::Store<Rc<M>>,
     {
         let mut broken = false;
         for _ in 0..DRAIN_TURNS {

@@ -15,7 +15,7 @@ use super::{release, try_vec, Connection, DataPath};
 use crate::hv::{CopyOp, CopyPtr, GrantRef, Grants, MapReq, Page};
 use crate::persistent::PersistentPool;
 use crate::request::{Invalid, Op};
-use crate::store::{BlockStore, IoOp, IoSeg, StoreIo};
+use crate::store::{IoOp, IoSeg, StoreIo};
 
 #[derive(Debug)]
 pub(super) enum Path<M> {
@@ -149,7 +149,7 @@ impl<M: Page> Connection<M> {
         unmap: &mut Vec<M>,
     ) where
         G: Grants<Mapping = M>,
-        S: BlockStore<Rc<M>>,
+        S: crate::store::Store<Rc<M>>,
     {
         let keep = self.path.keeps();
         let n_segs: usize = work.iter().map(|w| w.segs.len()).sum();
@@ -221,7 +221,7 @@ impl<M: Page> Connection<M> {
     pub(super) fn submit_copied<G, S>(&mut self, g: &mut G, store: &mut S, work: &[Resolved], ans: &mut Answers)
     where
         G: Grants<Mapping = M>,
-        S: BlockStore<Rc<M>>,
+        S: crate::store::Store<Rc<M>>,
     {
         // A segment is at most two pieces of store frames (4 KiB within two frames).
         let n_ops = work.iter().map(|w| w.segs.len()).sum::<usize>().saturating_mul(2);
@@ -309,7 +309,7 @@ impl<M: Page> Connection<M> {
     /// Hands a resolved request to the store with its buffers (none on the copy path, where
     /// only a flush or discard is left to do); it is then in flight under a new tag. A store
     /// that refuses it gets its buffers back and the request an error.
-    fn submit_store<S: BlockStore<Rc<M>>>(
+    fn submit_store<S: crate::store::Store<Rc<M>>>(
         &mut self,
         store: &mut S,
         w: &Resolved,

@@ -20,7 +20,6 @@ use super::lifecycle::{Answers, Outcome, Resolved};
 use super::{try_vec, Connection};
 use crate::hv::{CopyOp, CopyPtr, DomId, GrantError, GrantRef, Grants, Page, SwapOp};
 use crate::request::{Invalid, Op};
-use crate::store::BlockStore;
 use xen_sys_mini::grant_table::gntst;
 
 /// Whether a connection exchanges frames, and if not, why (published as `swap`).
@@ -137,7 +136,7 @@ impl<M: Page> Connection<M> {
     pub(super) fn submit_swapped<G, S>(&mut self, g: &mut G, store: &mut S, work: Vec<Resolved>, ans: &mut Answers)
     where
         G: Grants<Mapping = M>,
-        S: BlockStore<Rc<M>>,
+        S: crate::store::Store<Rc<M>>,
     {
         let scratch_len = store.scratch().map_or(0, |p| p.pages.len());
         if scratch_len == 0 {
@@ -215,7 +214,7 @@ impl<M: Page> Connection<M> {
     fn swap_round<G, S>(&mut self, g: &mut G, store: &mut S, round: &mut Vec<Seg>, failed: &mut [Option<Invalid>])
     where
         G: Grants<Mapping = M>,
-        S: BlockStore<Rc<M>>,
+        S: crate::store::Store<Rc<M>>,
     {
         if round.is_empty() {
             return;

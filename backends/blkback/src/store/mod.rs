@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use crate::hv::{Frame, MemError, Page, Region};
 
+pub mod any;
 pub mod nbd;
 
 /// What the disk is, as advertised to the frontend.
@@ -108,17 +109,33 @@ pub trait BlockStore<B: Page> {
     /// buffers are released before the frontend's pages are unmapped, and anything the
     /// store later learns about them is dropped. Stores that finish at once hold nothing.
     fn cancel(&mut self, _out: &mut Vec<StoreIo<B>>) {}
-    /// For the copy path: where bytes `[off, off + len)` of the disk live, as
-    /// `(gfn, offset in frame, len)` pieces, if the store is made of our frames.
+}
+
+/// A capability of the copy path (cf. cloud-hypervisor's `disk_file.rs`: one small trait
+/// per capability): the store is made of our frames, so `GNTTABOP_copy` can move bytes
+/// between them and the frontend's pages directly.
+pub trait FrameBacked {
+    /// Where bytes `[off, off + len)` of the disk live, as `(gfn, offset in frame, len)`
+    /// pieces appended to `out`; `false` if the store has no frames of ours (the default).
     fn frames(&self, _off: u64, _len: u32, _out: &mut Vec<(u64, u16, u16)>) -> bool {
         false
     }
-    /// For the swap path: frames of ours a pass exchanges with the frontend's pages, if the
-    /// store has them (a RAM disk served with `path=swap`).
+}
+
+/// A capability of the swap path: frames of ours a pass exchanges with the frontend's
+/// pages (a RAM disk served with `:swap`).
+pub trait ScratchFrames {
+    /// The scratch pool, if the store has one (the default: none).
     fn scratch(&mut self) -> Option<&mut ScratchPool> {
         None
     }
 }
+
+/// What the engine serves from: the core trait and both capabilities (a store without a
+/// capability keeps its default, and that data path falls back: copy maps, swap copies).
+pub trait Store<B: Page>: BlockStore<B> + FrameBacked + ScratchFrames {}
+
+impl<B: Page, S: BlockStore<B> + FrameBacked + ScratchFrames> Store<B> for S {}
 
 /// Frames of ours the swap path exchanges with frontends' pages (docs/grant-swap.md).
 ///
@@ -455,11 +472,15 @@ impl<M: RamBacking, B: Page> BlockStore<B> for RamStore<M, B> {
         // A discard cut short leaves its range partly zeroed: the frontend is gone.
         out.extend(self.zeroing.drain(..).map(|(io, ..)| io));
     }
+}
 
+impl<M: RamBacking, B> ScratchFrames for RamStore<M, B> {
     fn scratch(&mut self) -> Option<&mut ScratchPool> {
         self.mem.scratch()
     }
+}
 
+impl<M: RamBacking, B> FrameBacked for RamStore<M, B> {
     fn frames(&self, off: u64, len: u32, out: &mut Vec<(u64, u16, u16)>) -> bool {
         let mut off = off;
         let mut left = u64::from(len);
@@ -486,6 +507,9 @@ pub struct NullStore<B> {
     sectors: u64,
     done: Vec<Completion<B>>,
 }
+
+impl<B> FrameBacked for NullStore<B> {}
+impl<B> ScratchFrames for NullStore<B> {}
 
 impl<B> NullStore<B> {
     pub fn new(sectors: u64) -> Self {

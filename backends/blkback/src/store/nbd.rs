@@ -41,7 +41,46 @@ pub trait Transport {
 pub trait Connector {
     type T: Transport;
     /// A connection (possibly still being established) to `uri`'s server, or why not.
-    fn connect(&mut self, uri: &nbd::uri::NbdUri) -> Result<Self::T, String>;
+    fn connect(&mut self, uri: &nbd::uri::NbdUri) -> Result<Self::T, ConnectError>;
+}
+
+/// Why no connection to an NBD server could be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The driver domain has no network (no vif; `built_without`: an image built without
+    /// the `net` feature).
+    NoNetwork {
+        /// Built without networking at all.
+        built_without: bool,
+    },
+    /// The host is not an IPv4 address (the driver domain resolves no names).
+    NotIpv4(String),
+    /// The vif has not connected yet.
+    NotUp,
+    /// DHCP has given no address yet.
+    NoAddress,
+    /// The stack has no socket left.
+    NoSocket,
+    /// The server refused the connection (`host:port`).
+    Refused(String),
+}
+
+impl core::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConnectError::NoNetwork { built_without: true } => f.write_str(
+                "the driver domain has no network (give it a vif; an image built without the `net` feature has none)",
+            ),
+            ConnectError::NoNetwork { built_without: false } => {
+                f.write_str("the driver domain has no network (give it a vif)")
+            }
+            ConnectError::NotIpv4(h) => write!(f, "`{h}` is not an IPv4 address (the driver domain resolves no names)"),
+            ConnectError::NotUp => f.write_str("the network is not up yet (the vif has not connected)"),
+            ConnectError::NoAddress => f.write_str("the network has no address yet (no DHCP lease)"),
+            ConnectError::NoSocket => f.write_str("the network cannot open a connection"),
+            ConnectError::Refused(key) => write!(f, "{key}: connection refused"),
+        }
+    }
 }
 
 /// A connector for a driver domain without a network: every `nbd://` target is refused.
@@ -72,10 +111,8 @@ impl Transport for Unreachable {
 
 impl Connector for NoNetwork {
     type T = Unreachable;
-    fn connect(&mut self, _: &nbd::uri::NbdUri) -> Result<Unreachable, String> {
-        Err(String::from(
-            "the driver domain has no network (give it a vif; an image built without the `net` feature has none)",
-        ))
+    fn connect(&mut self, _: &nbd::uri::NbdUri) -> Result<Unreachable, ConnectError> {
+        Err(ConnectError::NoNetwork { built_without: true })
     }
 }
 
@@ -537,6 +574,9 @@ impl<B: Page> Sink for Deliver<'_, B> {
         }
     }
 }
+
+impl<T, B> super::FrameBacked for NbdStore<T, B> {}
+impl<T, B> super::ScratchFrames for NbdStore<T, B> {}
 
 impl<T: Transport, B: Page> BlockStore<B> for NbdStore<T, B> {
     fn info(&self) -> DiskInfo {

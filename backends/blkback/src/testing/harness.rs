@@ -34,7 +34,7 @@ impl Harness {
     }
 
     /// `attach` with any store.
-    pub fn attach_store<S: BlockStore<Rc<FakeMapping>>>(
+    pub fn attach_store<S: crate::store::Store<Rc<FakeMapping>>>(
         &mut self,
         dom: DomId,
         devid: u32,
@@ -52,7 +52,7 @@ impl Harness {
     }
 
     /// Runs the handshake to Connected on both sides.
-    pub fn connect<S: BlockStore<Rc<FakeMapping>>>(
+    pub fn connect<S: crate::store::Store<Rc<FakeMapping>>>(
         &mut self,
         dev: &mut Device<FakeMapping, S>,
         fe: &mut MockFrontend,
@@ -65,7 +65,7 @@ impl Harness {
     }
 
     /// Pushes the frontend's requests, runs the backend, collects responses.
-    pub fn run<S: BlockStore<Rc<FakeMapping>>>(
+    pub fn run<S: crate::store::Store<Rc<FakeMapping>>>(
         &mut self,
         dev: &mut Device<FakeMapping, S>,
         fe: &mut MockFrontend,
@@ -85,7 +85,7 @@ impl Harness {
         out
     }
 
-    pub fn update<S: BlockStore<Rc<FakeMapping>>>(
+    pub fn update<S: crate::store::Store<Rc<FakeMapping>>>(
         &mut self,
         dev: &mut Device<FakeMapping, S>,
     ) -> crate::device::UpdateOutcome {

@@ -52,6 +52,6 @@ mod prelude {
     pub(super) use crate::abi::{decode_response, encode_request, encode_segment, Abi, RawBody, RawRequest, MAX_SLOT};
     pub(super) use crate::device::{Device, DeviceConfig};
     pub(super) use crate::hv::*;
-    pub(super) use crate::store::{BlockStore, RamBacking, RamStore, ScratchPool};
+    pub(super) use crate::store::{RamBacking, RamStore, ScratchPool};
     pub(super) use xen_ring::FrontRing;
 }

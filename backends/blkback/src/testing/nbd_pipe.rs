@@ -7,7 +7,7 @@ use core::cell::{Cell, RefCell};
 use nbd::testing::{Server, ServerOpts};
 use nbd::uri::NbdUri;
 
-use crate::store::nbd::{Connector, Transport};
+use crate::store::nbd::{ConnectError, Connector, Transport};
 
 /// A byte pipe to a server: sends at most `max_send` bytes a call; replies are held back
 /// while `hold` is set.
@@ -94,10 +94,10 @@ pub struct PipeConnector {
 
 impl Connector for PipeConnector {
     type T = Pipe;
-    fn connect(&mut self, uri: &NbdUri) -> Result<Pipe, String> {
+    fn connect(&mut self, uri: &NbdUri) -> Result<Pipe, ConnectError> {
         let key = format!("{}:{}", uri.host, uri.port);
         if self.refuse.contains(&uri.host) {
-            return Err(format!("{key}: connection refused"));
+            return Err(ConnectError::Refused(key));
         }
         let p = Pipe::new(self.opts.unwrap_or_default(), self.size.max(1 << 20));
         if self.dead.contains(&uri.host) {
