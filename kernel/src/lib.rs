@@ -182,7 +182,7 @@ pub fn boot(start_info: u64) -> Runtime {
         _ => warn!("no PV console: output goes to Xen's debug port only"),
     }
     let (maj, min) = hvm::xen_version().unwrap_or((0, 0));
-    info!("xen-blkback-rs {VERSION}: Rust PVH driver domain on Xen {maj}.{min}");
+    info!("Rust PVH runtime {VERSION} on Xen {maj}.{min}");
     info!(
         "memory: {} MiB RAM, {} MiB free after heap; heap {} KiB; grant region at {:#x}",
         mem::ram_bytes() >> 20,
@@ -218,11 +218,11 @@ pub fn boot(start_info: u64) -> Runtime {
     if let Err(e) = gnttab::init() {
         fatal(e);
     }
-    // Said once: disks served with `path=swap` copy on a hypervisor without the op.
+    // Said once, probed at boot (what the application does with it is its own business).
     if gnttab::swap_available() {
-        info!("GNTTABOP_swap_frame: available (patched hypervisor): path=swap disks exchange frames");
+        info!("GNTTABOP_swap_frame: available (patched hypervisor)");
     } else {
-        info!("GNTTABOP_swap_frame: not available (stock hypervisor): path=swap disks copy instead");
+        info!("GNTTABOP_swap_frame: not available (stock hypervisor)");
     }
     let domid =
         xs.read(0, "domid").ok().and_then(|d| d.parse::<u16>().ok()).unwrap_or_else(|| fatal("cannot read our domid"));

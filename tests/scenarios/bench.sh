@@ -225,7 +225,7 @@ teardown() {
     sleep "${SETTLE_S:-20}"
 }
 
-RAM= NBD=
+RAM='' NBD=''
 for b in $BACKENDS; do
     case $b in *-nbd) NBD="$NBD $b" ;; *) RAM="$RAM $b" ;; esac
 done

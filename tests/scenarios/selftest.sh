@@ -59,7 +59,6 @@ sed -e "s/@CMDLINE@//" -e "s/^name = .*/name = \"$dom\"/" -e "s|/boot/xen-blkbac
 xl create /tmp/$dom.cfg || fail "xl create $dom"
 wait_for 30 grep -q "blkback: serving" "$log" || fail "$dom never started serving"
 grep -q "network:" "$log" && fail "the image without networking brought up a network"
-DD=$(xl domid $dom)
 load_mod xen-blkfront || fail "xen-blkfront"
 xl block-attach 0 "format=raw, vdev=xvdb, access=rw, backend=$dom, target=ram:8M" || fail "attach a RAM disk"
 wait_for 30 xs_is /local/domain/0/device/vbd/51728/state 4 || fail "the RAM disk did not connect"

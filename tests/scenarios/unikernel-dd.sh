@@ -13,7 +13,7 @@ stats_settle() { sleep 1.3; }
 attach0() {
     xl block-attach 0 "format=raw, vdev=$1, access=$3, backend=$UK, target=$4" || fail "xl block-attach $1"
     wait_for 30 xs_is "/local/domain/0/device/vbd/$2/state" 4 ||
-        fail "$1: dom0 frontend state $(xenstore-read /local/domain/0/device/vbd/$2/state) != 4 (backend: $(xenstore-read $(be 0 $2)/state))"
+        fail "$1: dom0 frontend state $(xenstore-read /local/domain/0/device/vbd/$2/state) != 4 (backend: $(xenstore-read "$(be 0 "$2")/state"))"
     wait_for 10 test -b "/dev/$1" || fail "/dev/$1 did not appear"
 }
 detach0() {

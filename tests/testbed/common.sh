@@ -7,7 +7,10 @@
 
 export PATH=/usr/lib/xen-4.17/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
+# Read by fail/error in dom0-init.sh (this file is sourced there and in every domU).
+# shellcheck disable=SC2034
 CURRENT_STEP=boot
+# shellcheck disable=SC2034
 step() { CURRENT_STEP="$*"; echo "STEP $*"; }
 info() { echo "INFO $*"; }
 metric() { echo "METRIC $1 $2"; }

@@ -4,7 +4,8 @@ use crate::sh::{self, Result};
 
 /// Host packages: QEMU for the test bed, busybox for the images, Xen's public headers
 /// for the layout check, gcc for that check's C probe, binutils to strip the image.
-pub const HOST_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "libxen-dev", "gcc", "binutils"];
+pub const HOST_PACKAGES: &[&str] =
+    &["qemu-system-x86", "busybox-static", "libxen-dev", "gcc", "binutils", "shellcheck"];
 
 fn installed(pkg: &str) -> bool {
     sh::output(sh::cmd("dpkg-query").args(["-W", "-f=${Status}", pkg]))

@@ -73,6 +73,25 @@ fn dispatch(args: &[String]) -> Result<i32> {
     }
 }
 
+/// shellcheck over every script of the test bed (POSIX sh, as busybox runs them), at
+/// severity warning: style notes (quoting a number, `A && B || C`) are left to review.
+fn shellcheck() -> Result<()> {
+    let mut scripts = Vec::new();
+    for dir in ["tests/testbed", "tests/testbed/roles", "tests/scenarios"] {
+        let rd = std::fs::read_dir(sh::root().join(dir)).map_err(|e| format!("{dir}: {e}"))?;
+        for entry in rd.flatten() {
+            if entry.path().extension().is_some_and(|x| x == "sh") {
+                scripts.push(entry.path());
+            }
+        }
+    }
+    scripts.sort();
+    if scripts.is_empty() {
+        return Err(String::from("no scripts found under tests/"));
+    }
+    sh::run(sh::cmd("shellcheck").current_dir(sh::root()).args(["-s", "sh", "-S", "warning"]).args(&scripts))
+}
+
 /// `cargo xtask test`: the whole suite, as CI runs it. Ends with one
 /// `N passed, M failed` line.
 fn cmd_test() -> Result<i32> {
@@ -109,6 +128,11 @@ fn cmd_test() -> Result<i32> {
         let r = sh::run(sh::cmd(cargo).current_dir(sh::root()).arg("clippy").args(args).args(["--", "-D", "warnings"]));
         check(name, r);
     }
+    // Broken intra-doc links fail (as rust-vmm's CI runs it).
+    let mut doc = sh::cmd(cargo);
+    doc.current_dir(sh::root()).args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
+    check("docs", sh::run(&mut doc));
+    check("shellcheck", shellcheck());
     check("host tests", sh::run(sh::cmd(cargo).current_dir(sh::root()).args(["test", "--workspace"])));
     match images::build() {
         Ok(images) => {

@@ -1,22 +1,29 @@
 //! The blkif backend engine: everything a block backend does between Xen's mechanisms and
 //! a disk, as safe Rust over small traits (`hv`), so it runs and is tested on the host.
 //!
-//! - [`hv`]: the traits the kernel implements with hypercalls (grants, event channels,
-//!   xenstore, shared pages) and the split-phase [`store::BlockStore`].
-//! - [`abi`]: decoding ring slots (native x86_64 and x86_32 layouts) into plain values.
+//! Data plane:
+//! - [`abi`]: decoding ring slots (native x86_64 and x86_32 layouts) into plain values; the
+//!   ring itself is `xen_ring::BackRing`, every index the frontend writes checked.
 //! - [`request`]: validation of one copied request into a [`request::Request`].
-//! - [`ring`]: the shared ring per `io/ring.h`, with every index the frontend writes checked.
+//! - [`engine`]: one connected frontend: ring passes, batched grant work, data paths
+//!   (map, persistent, copy, swap, noop), responses, statistics; [`persistent`]: the pool
+//!   of kept grants; [`stats`]: the counters.
+//! - [`store`]: the split-phase [`store::BlockStore`] and its capabilities
+//!   ([`store::FrameBacked`], [`store::ScratchFrames`]); RAM (frames or a boot module), null
+//!   and NBD stores; [`store::any`] builds one from a [`target`].
+//!
+//! Control plane:
 //! - [`xenbus`]: the backend's xenbus state machine, a pure function.
 //! - [`config`]: parsing the frontend's xenstore keys against what was advertised.
-//! - [`engine`]: one connected frontend: ring passes, batched grant work, data paths
-//!   (map, persistent, copy), responses, statistics.
 //! - [`device`]: one vbd: the state machine's actions carried out against xenstore.
 //! - [`service`]: the driver domain's blkback: discovery under `backend/vbd`, the device
-//!   table, refused targets, detach, boot-module reuse, statistics.
+//!   table and its watch routing, linger and removal, the statistics trickle.
+//! - [`budget`]: every heap and pool number and formula, one owner.
+//! - [`error`]: what can refuse or fail a device, with the errno of its error node.
 //! - [`target`]: parsing `target=` (the backend's `params`).
-//! - [`store`]: RAM (frames or a boot module) and null stores.
 //! - [`text`]: frontend strings escaped and cut before they reach a message.
-//! - `testing` (feature `test-utils`): fake hypervisor and a Linux-like mock frontend.
+//! - `testing` (feature `test-utils`): the mock Linux-like frontend and harness over
+//!   `xen_hv::fake`.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(clippy::arithmetic_side_effects)]

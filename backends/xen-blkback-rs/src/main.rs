@@ -66,6 +66,7 @@ kernel::entry!(run);
 
 fn run(rt: Runtime) -> ! {
     let Runtime { cmdline, domid, mut xenstore, modules } = rt;
+    kernel::info!("xen-blkback-rs {}: Rust PVH driver domain", env!("CARGO_PKG_VERSION"));
     let cfg = Config::parse(&cmdline);
     for w in &cfg.ignored {
         kernel::warn!("{w}");
@@ -113,6 +114,12 @@ fn run(rt: Runtime) -> ! {
         d.max_indirect_segments
     );
     let (mut g, mut ev) = (Gnttab, evtchn::Evtchn);
+    // The swap path's fallback, said once (the runtime probed the op at boot).
+    if gnttab::swap_available() {
+        kernel::info!("blkback: `:swap` RAM disks exchange frames");
+    } else {
+        kernel::info!("blkback: `:swap` RAM disks copy instead (no GNTTABOP_swap_frame)");
+    }
     let mut ports = Vec::new();
     // Loop iterations and sleeps, published with the other counters.
     let (mut loops, mut polls) = (0u64, 0u64);
