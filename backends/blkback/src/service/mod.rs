@@ -2,6 +2,7 @@
 //! (`service`), each device's timers (`entry`), and the statistics trickle (`publish`).
 //! The heap and pool budget is [`crate::budget`]; building a store from `target=` is
 //! [`crate::store::any`].
+mod discovery;
 mod entry;
 mod publish;
 #[allow(clippy::module_inception)]

@@ -18,14 +18,12 @@ use alloc::vec::Vec;
 use super::entry::Entry;
 use super::publish::StatsPublisher;
 use crate::budget::Budget;
-use crate::device::{self, Backing, Device, DeviceConfig};
+use crate::device::Device;
 use crate::engine::DataPath;
-use crate::error::DeviceError;
 use crate::hv::{DomId, EventChannel, EvtchnPort, Frames, Grants, Region, StoreErr, XenStore};
-use crate::store::any::{self, AnyStore, Resources};
+use crate::store::any::AnyStore;
 use crate::store::nbd::Connector;
 use crate::store::BlockStore;
-use crate::target;
 use crate::text::quote;
 
 /// Watch events one turn of the loop handles at most (the rest wait for the next turn).
@@ -59,8 +57,8 @@ impl Default for Defaults {
     }
 }
 
-type Store<G, F, R, C> = AnyStore<<F as Frames>::Frame, R, <C as Connector>::T, Rc<<G as Grants>::Mapping>>;
-type Dev<G, F, R, C> = Device<<G as Grants>::Mapping, Store<G, F, R, C>>;
+pub(super) type Store<G, F, R, C> = AnyStore<<F as Frames>::Frame, R, <C as Connector>::T, Rc<<G as Grants>::Mapping>>;
+pub(super) type Dev<G, F, R, C> = Device<<G as Grants>::Mapping, Store<G, F, R, C>>;
 
 /// A log line the service wants shown (the caller decides where lines go).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,26 +72,26 @@ pub enum Note {
 
 /// The service over the hypervisor `G` (grants), frames `F` and boot modules `R`.
 pub struct Service<G: Grants, F: Frames, R: Region, C: Connector> {
-    base: String,
-    data: String,
-    defaults: Defaults,
-    devices: BTreeMap<String, Entry<Dev<G, F, R, C>>>,
-    frames: F,
+    pub(super) base: String,
+    pub(super) data: String,
+    pub(super) defaults: Defaults,
+    pub(super) devices: BTreeMap<String, Entry<Dev<G, F, R, C>>>,
+    pub(super) frames: F,
     /// Opens connections to NBD servers.
-    net: C,
+    pub(super) net: C,
     /// Boot modules; `None` while a device serves it.
-    modules: Vec<Option<R>>,
+    pub(super) modules: Vec<Option<R>>,
     /// Log lines since the caller last took them.
-    notes: Vec<Note>,
+    pub(super) notes: Vec<Note>,
     /// Watch events with tokens that are not ours (the caller's own watches).
-    foreign: Vec<crate::hv::WatchEvent>,
-    debug: bool,
+    pub(super) foreign: Vec<crate::hv::WatchEvent>,
+    pub(super) debug: bool,
     /// The heap and pool budget (the free heap is read through the driver domain's
     /// allocator; without one, unbounded: host tests).
-    budget: Budget,
+    pub(super) budget: Budget,
     /// A frontend waits for heap: look again at this time.
-    heap_retry: Option<u64>,
-    stats: StatsPublisher,
+    pub(super) heap_retry: Option<u64>,
+    pub(super) stats: StatsPublisher,
 }
 
 impl<G: Grants, F: Frames, R: Region, C: Connector> core::fmt::Debug for Service<G, F, R, C> {
@@ -131,7 +129,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
     }
 
     /// Persistent-pool entries the kept pools may still grow by (kept aside for them).
-    fn unfilled_pools(&self) -> usize {
+    pub(super) fn unfilled_pools(&self) -> usize {
         let unfilled = self.devices.values().filter_map(|e| e.dev.connection());
         unfilled.map(|c| c.persistent_cap().saturating_sub(c.persistent_len())).sum()
     }
@@ -179,13 +177,13 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         core::mem::take(&mut self.notes)
     }
 
-    fn info(&mut self, s: String) {
+    pub(super) fn info(&mut self, s: String) {
         self.notes.push(Note::Info(s));
     }
-    fn warn(&mut self, s: String) {
+    pub(super) fn warn(&mut self, s: String) {
         self.notes.push(Note::Warn(s));
     }
-    fn error(&mut self, s: String) {
+    pub(super) fn error(&mut self, s: String) {
         self.notes.push(Note::Error(s));
     }
 
@@ -261,109 +259,14 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         self.debug = on;
     }
 
-    fn rescan<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, now: u64) {
-        let mut seen: Vec<String> = Vec::new();
-        for fe in xs.directory(&self.base).unwrap_or_default() {
-            for dev in xs.directory(&format!("{}/{fe}", self.base)).unwrap_or_default() {
-                seen.push(format!("{}/{fe}/{dev}", self.base));
-            }
-        }
-        for be in &seen {
-            if !self.devices.contains_key(be) {
-                self.add(xs, g, ev, be.clone(), now);
-            }
-        }
-        let gone: Vec<String> = self.devices.keys().filter(|k| !seen.contains(k)).cloned().collect();
-        for be in gone {
-            if let Some(mut e) = self.devices.remove(&be) {
-                self.stats.forget(&e.dev.stats_dir());
-                if e.dev.connection().is_some() {
-                    self.warn(format!("{be}: directory removed while connected: disconnecting"));
-                }
-                e.dev.force_disconnect(g, ev);
-                for p in e.dev.watches() {
-                    let _ = xs.unwatch(&p, &be);
-                }
-                e.dev.remove_own_nodes(xs);
-                self.retire(*e.dev);
-            }
-            self.info(format!("{be}: gone"));
-        }
-    }
-
-    /// A device is gone: its boot module can be served again (its contents stay).
-    fn retire(&mut self, dev: Dev<G, F, R, C>) {
-        if let Some(AnyStore::Module(s, n)) = dev.into_store() {
-            if let Some(slot) = self.modules.get_mut(n) {
-                *slot = Some(s.into_backing().into_region());
-            }
-        }
-    }
-
-    fn add<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, be: String, now: u64) {
-        // A device costs heap (its state, its RAM disk's frame list) that the frontends
-        // already connected may need: without spare heap the toolstack is told no (where
-        // libxl looks) and nothing is kept; the next rescan tries again.
-        if let Err(e) = self.budget.admit_device(self.unfilled_pools()) {
-            let why = e.to_string();
-            // Said once per device, not at every rescan.
-            if xs.read(&format!("{be}/hotplug-error")).ok().flatten().as_deref() == Some(why.as_str()) {
-                return;
-            }
-            let pairs =
-                [(format!("{be}/hotplug-error"), why.clone()), (format!("{be}/hotplug-status"), "error".into())];
-            let _ = xs.write_all(&pairs);
-            self.error(format!("{be}: {why}"));
-            return;
-        }
-        let mut cfg = DeviceConfig::default();
-        cfg.adv.max_indirect_segments = self.defaults.max_indirect_segments;
-        // The toolstack's keys first: a device that cannot be served takes no store (no RAM
-        // disk allocated, no boot module lent).
-        let params = xs.read(&format!("{be}/params")).ok().flatten().unwrap_or_default();
-        let spare_heap = self.budget.spare(self.unfilled_pools());
-        let built = device::toolstack_keys(xs, &be).and_then(|(_, _, read_only)| {
-            let t = target::parse(&params).map_err(|err| DeviceError::Target { params: params.clone(), err })?;
-            let mut res = Resources {
-                frames: &mut self.frames,
-                modules: &mut self.modules,
-                net: &mut self.net,
-                spare_heap,
-                nbd_window_ns: self.defaults.nbd_window_ns,
-            };
-            let store =
-                any::open(&t, read_only, &mut res).map_err(|err| DeviceError::Store { params: params.clone(), err })?;
-            Ok((t, store))
-        });
-        let dev = match built {
-            Ok((t, store)) => {
-                cfg.path = t.effective_path(self.defaults.path);
-                cfg.adv.persistent = t.persistent.unwrap_or(self.defaults.persistent);
-                cfg.pool_max = t.pool;
-                let dev = Device::new(xs, &be, Backing::Store(store), cfg);
-                self.info(format!(
-                    "{be}: {} ({}), frontend {}, {:?} path",
-                    t.kind,
-                    if dev.read_only() { "read-only" } else { "read-write" },
-                    dev.fe_dom,
-                    cfg.path
-                ));
-                dev
-            }
-            Err(e) => {
-                self.error(format!("{be}: {e}"));
-                Device::new(xs, &be, Backing::Refused(e), cfg)
-            }
-        };
-        if let Err(e) = dev.watch(xs, &be) {
-            self.error(format!("{be}: watch: {e}"));
-        }
-        let ready_seen = dev.store().is_none_or(BlockStore::ready);
-        self.devices.insert(be.clone(), Entry::new(dev, ready_seen));
-        self.update(xs, g, ev, &be, now);
-    }
-
-    fn update<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, be: &str, now: u64) {
+    pub(super) fn update<X: XenStore, E: EventChannel>(
+        &mut self,
+        xs: &mut X,
+        g: &mut G,
+        ev: &mut E,
+        be: &str,
+        now: u64,
+    ) {
         // What a connection made now may keep: the domain's budget less the other
         // connections' reservations (a frontend cannot grow the heap past it by connecting).
         let reserved: usize =
