@@ -1,120 +1,18 @@
-//! A store on an NBD server (`nbd://host[:port]/export`): blkif I/O becomes NBD commands on
-//! one connection, many in flight, replies matched by cookie and their data written straight
-//! into the frontend's mapped pages. The connection itself is the caller's ([`Transport`]: a
-//! TCP socket of the driver domain's network stack); this type is sans-I/O like the client.
-//!
-//! Mapping (`doc/proto.md`): READ and WRITE split at the server's maximum payload; a write
-//! with a preflush sends FLUSH and WRITE together (NBD's FLUSH covers every write completed
-//! before it, and the request completes only when both have); FUA is `NBD_CMD_FLAG_FUA` when
-//! offered, else the WRITE and, after its reply, a FLUSH; a discard is WRITE_ZEROES (so it
-//! reads back as zeroes, like the RAM store) or TRIM; a read-only export is a read-only disk.
-//!
-//! Cancelling (the frontend went): held I/O comes back at once; the payload of writes
-//! already on their way is copied out of the frontend's pages first, so the byte stream to
-//! the server stays whole, and late replies are dropped by cookie.
+//! The NBD store itself: held I/O, the connection's phases (handshake, ready, lost and
+//! reconnecting with backoff, failed), replay after a reconnect, the fail window, the output
+//! queue with payloads streamed from the frontend's pages, and the reply sink.
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use nbd::client::{Client, Command, ReplyError, Sink};
 use nbd::handshake::{Export, Handshake};
-use nbd::wire::{EPERM, FLAG_SEND_FLUSH, FLAG_SEND_FUA, FLAG_SEND_TRIM, FLAG_SEND_WRITE_ZEROES};
+use nbd::wire::{EPERM, FLAG_SEND_FLUSH, FLAG_SEND_TRIM, FLAG_SEND_WRITE_ZEROES};
 
-use super::{BlockStore, Completion, DiskInfo, IoOp, StoreError, StoreIo};
+use super::commands::commands;
+use super::transport::Transport;
 use crate::hv::Page;
-
-/// A byte stream to the server.
-pub trait Transport {
-    fn is_open(&self) -> bool;
-    /// Starts a new connection to the same server after this one was lost; `false` if
-    /// none can be started now.
-    fn reconnect(&mut self) -> bool;
-    /// The time, in ns (the stack's clock).
-    fn now_ns(&self) -> u64;
-    /// Queues bytes to send; returns how many were taken (0 when the buffer is full).
-    fn send(&mut self, data: &[u8]) -> usize;
-    /// Hands received bytes to `f`, which returns how many it consumed.
-    fn recv(&mut self, f: &mut dyn FnMut(&[u8]) -> usize);
-}
-
-/// Opens byte streams to NBD servers (the driver domain's TCP/IP stack).
-pub trait Connector {
-    type T: Transport;
-    /// A connection (possibly still being established) to `uri`'s server, or why not.
-    fn connect(&mut self, uri: &nbd::uri::NbdUri) -> Result<Self::T, ConnectError>;
-}
-
-/// Why no connection to an NBD server could be started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectError {
-    /// The driver domain has no network (no vif; `built_without`: an image built without
-    /// the `net` feature).
-    NoNetwork {
-        /// Built without networking at all.
-        built_without: bool,
-    },
-    /// The host is not an IPv4 address (the driver domain resolves no names).
-    NotIpv4(String),
-    /// The vif has not connected yet.
-    NotUp,
-    /// DHCP has given no address yet.
-    NoAddress,
-    /// The stack has no socket left.
-    NoSocket,
-    /// The server refused the connection (`host:port`).
-    Refused(String),
-}
-
-impl core::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ConnectError::NoNetwork { built_without: true } => f.write_str(
-                "the driver domain has no network (give it a vif; an image built without the `net` feature has none)",
-            ),
-            ConnectError::NoNetwork { built_without: false } => {
-                f.write_str("the driver domain has no network (give it a vif)")
-            }
-            ConnectError::NotIpv4(h) => write!(f, "`{h}` is not an IPv4 address (the driver domain resolves no names)"),
-            ConnectError::NotUp => f.write_str("the network is not up yet (the vif has not connected)"),
-            ConnectError::NoAddress => f.write_str("the network has no address yet (no DHCP lease)"),
-            ConnectError::NoSocket => f.write_str("the network cannot open a connection"),
-            ConnectError::Refused(key) => write!(f, "{key}: connection refused"),
-        }
-    }
-}
-
-/// A connector for a driver domain without a network: every `nbd://` target is refused.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoNetwork;
-
-/// The transport of [`NoNetwork`]: none can exist.
-#[derive(Debug)]
-pub enum Unreachable {}
-
-impl Transport for Unreachable {
-    fn is_open(&self) -> bool {
-        match *self {}
-    }
-    fn send(&mut self, _: &[u8]) -> usize {
-        match *self {}
-    }
-    fn recv(&mut self, _: &mut dyn FnMut(&[u8]) -> usize) {
-        match *self {}
-    }
-    fn reconnect(&mut self) -> bool {
-        match *self {}
-    }
-    fn now_ns(&self) -> u64 {
-        match *self {}
-    }
-}
-
-impl Connector for NoNetwork {
-    type T = Unreachable;
-    fn connect(&mut self, _: &nbd::uri::NbdUri) -> Result<Unreachable, ConnectError> {
-        Err(ConnectError::NoNetwork { built_without: true })
-    }
-}
+use crate::store::{BlockStore, Completion, DiskInfo, FrameBacked, ScratchFrames, StoreError, StoreIo};
 
 /// Requests in flight on the connection at most.
 const MAX_INFLIGHT: usize = 256;
@@ -396,51 +294,16 @@ impl<T: Transport, B: Page> NbdStore<T, B> {
     /// Sends the commands of a held I/O.
     fn start(&mut self, tag: u64) {
         let (Some(e), Some(h)) = (self.export, self.held.get_mut(&tag)) else { return };
-        let len = io_len(&h.io);
-        let offset = h.io.sector.saturating_mul(512);
-        let max = e.block.max_payload.min(1 << 20) & !511;
-        let mut cmds: Vec<(Command, u32)> = Vec::new();
-        let split = |cmds: &mut Vec<(Command, u32)>, total: u64, mk: &dyn Fn(u64, u32) -> Command| {
-            let mut at = 0u64;
-            while at < total {
-                let n = u32::try_from(total.saturating_sub(at).min(u64::from(max.max(512)))).unwrap_or(512);
-                cmds.push((mk(offset.saturating_add(at), n), u32::try_from(at).unwrap_or(0)));
-                at = at.saturating_add(u64::from(n));
-            }
-        };
-        match h.io.op {
-            IoOp::Read => split(&mut cmds, u64::from(len), &|o, n| Command::Read { offset: o, length: n }),
-            IoOp::Write { preflush, fua } => {
-                let native_fua = fua && e.has(FLAG_SEND_FUA);
-                if preflush && e.has(FLAG_SEND_FLUSH) {
-                    cmds.push((Command::Flush, 0));
-                }
-                split(&mut cmds, u64::from(len), &|o, n| Command::Write { offset: o, length: n, fua: native_fua });
-                h.then_flush = fua && !native_fua && e.has(FLAG_SEND_FLUSH);
-            }
-            IoOp::Flush => {
-                if e.has(FLAG_SEND_FLUSH) {
-                    cmds.push((Command::Flush, 0));
-                }
-            }
-            IoOp::Discard { .. } => {
-                let total = h.io.nr_sectors.saturating_mul(512);
-                if e.has(FLAG_SEND_WRITE_ZEROES) {
-                    split(&mut cmds, total, &|o, n| Command::WriteZeroes { offset: o, length: n, no_hole: false });
-                } else if e.has(FLAG_SEND_TRIM) {
-                    split(&mut cmds, total, &|o, n| Command::Trim { offset: o, length: n });
-                }
-            }
-        }
-        if cmds.is_empty() {
+        let plan = commands(h.io.op, h.io.sector, h.io.nr_sectors, io_len(&h.io), &e);
+        h.then_flush = plan.then_flush;
+        if plan.cmds.is_empty() {
             // Nothing to ask the server (a flush it has no cache for): done.
             if let Some(h) = self.held.remove(&tag) {
                 self.done.push((h.io, Ok(0)));
             }
             return;
         }
-        let pairs: Vec<(Command, u32)> = cmds;
-        self.issue_at(tag, &pairs);
+        self.issue_at(tag, &plan.cmds);
     }
 
     fn issue(&mut self, tag: u64, cmds: &[Command]) {
@@ -575,8 +438,8 @@ impl<B: Page> Sink for Deliver<'_, B> {
     }
 }
 
-impl<T, B> super::FrameBacked for NbdStore<T, B> {}
-impl<T, B> super::ScratchFrames for NbdStore<T, B> {}
+impl<T, B> FrameBacked for NbdStore<T, B> {}
+impl<T, B> ScratchFrames for NbdStore<T, B> {}
 
 impl<T: Transport, B: Page> BlockStore<B> for NbdStore<T, B> {
     fn info(&self) -> DiskInfo {
