@@ -11,9 +11,9 @@ use xen_sys_mini::io::blkif::VDISK_READONLY;
 use xen_sys_mini::io::xenbus::XenbusState;
 
 use crate::budget::Budget;
-use crate::config::{self, parse_u32, Advertised};
 use crate::engine::{ConnectParams, Connection, DataPath, PassReport};
 use crate::error::{DeviceError, ToolstackError};
+use crate::frontend_keys::{self, parse_u32, Advertised};
 use crate::hv::{DomId, EventChannel, EvtchnPort, Grants, Page, XenStore};
 use crate::request::Limits;
 use crate::store::{BlockStore, Store};
@@ -341,7 +341,7 @@ impl<M: Page, S: Store<Rc<M>>> Device<M, S> {
         let Backing::Store(store) = &mut self.backing else {
             return Err(DeviceError::NoStore);
         };
-        let fc = config::read_frontend(xs, &self.fe, &self.cfg.adv).map_err(DeviceError::Frontend)?;
+        let fc = frontend_keys::read_frontend(xs, &self.fe, &self.cfg.adv).map_err(DeviceError::Frontend)?;
         // Admission: the connection's rings and one request of the advertised maximum must
         // fit in the heap left now, or the frontend is refused and every other guest goes on.
         Budget::admit_connection(self.heap_room, fc.queues.len(), usize::from(self.cfg.adv.max_indirect_segments))?;

@@ -8,8 +8,8 @@ use xen_ring::RingError;
 use xen_sys_mini::errno::{EBUSY, ECONNREFUSED, EINVAL, EIO, ENOENT, ENOMEM};
 
 use crate::budget::HeapUse;
-use crate::config::ConfigError;
 use crate::engine::ConnError;
+use crate::frontend_keys::ConfigError;
 use crate::hv::StoreErr;
 use crate::store::nbd::ConnectError;
 use crate::target::TargetError;

@@ -14,14 +14,14 @@
 //!
 //! Control plane:
 //! - [`xenbus`]: the backend's xenbus state machine, a pure function.
-//! - [`config`]: parsing the frontend's xenstore keys against what was advertised.
+//! - [`frontend_keys`]: parsing the frontend's xenstore keys against what was advertised.
 //! - [`device`]: one vbd: the state machine's actions carried out against xenstore.
 //! - [`service`]: the driver domain's blkback: discovery under `backend/vbd`, the device
 //!   table and its watch routing, linger and removal, the statistics trickle.
 //! - [`budget`]: every heap and pool number and formula, one owner.
 //! - [`error`]: what can refuse or fail a device, with the errno of its error node.
 //! - [`target`]: parsing `target=` (the backend's `params`).
-//! - [`text`]: frontend strings escaped and cut before they reach a message.
+//! - [`quote`]: frontend strings escaped and cut before they reach a message.
 //! - `testing` (feature `test-utils`): the mock Linux-like frontend and harness over
 //!   `xen_hv::fake`.
 #![no_std]
@@ -35,11 +35,12 @@ pub use xen_hv as hv;
 
 pub mod abi;
 pub mod budget;
-pub mod config;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod frontend_keys;
 pub mod persistent;
+pub mod quote;
 pub mod request;
 pub mod service;
 pub mod stats;
@@ -47,5 +48,4 @@ pub mod store;
 pub mod target;
 #[cfg(feature = "test-utils")]
 pub mod testing;
-pub mod text;
 pub mod xenbus;

@@ -1,5 +1,5 @@
 //! The binary's network wiring (feature `net`): the vif `device/vif/0` and its TCP/IP
-//! stack, driven from the loop. The logic is in `xen_blkback_rs::net`, netfront, smoltcp.
+//! stack, driven from the loop. The logic is in `xen_blkback_rs::netstack`, netfront, smoltcp.
 use alloc::format;
 use alloc::rc::Rc;
 use core::cell::RefCell;
@@ -10,7 +10,7 @@ use kernel::hv::{EvtchnPort, WatchEvent};
 use kernel::mem::{FrameAllocator, SharedPage};
 use kernel::xenstore::XenStore;
 use netfront::vif::{Vif, VifConfig};
-use xen_blkback_rs::net::{Addressing, NetConnector, NetStack};
+use xen_blkback_rs::netstack::{Addressing, NetConnector, NetStack};
 use xen_blkback_rs::{Config, Ipv4Config};
 
 /// The watch token of the vif's backend state.

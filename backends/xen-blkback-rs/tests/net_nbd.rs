@@ -21,7 +21,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{
     DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address,
 };
-use xen_blkback_rs::net::{Addressing, Ipv4Config, NetStack, TcpStream};
+use xen_blkback_rs::netstack::{Addressing, Ipv4Config, NetStack, TcpStream};
 use xen_hv::fake::*;
 
 /// dom0's side of the vif: frames from our TX ring, frames into our RX ring.

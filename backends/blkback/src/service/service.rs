@@ -21,10 +21,10 @@ use crate::budget::Budget;
 use crate::device::Device;
 use crate::engine::DataPath;
 use crate::hv::{DomId, EventChannel, EvtchnPort, Frames, Grants, Region, StoreErr, XenStore};
+use crate::quote::quote;
 use crate::store::any::AnyStore;
 use crate::store::nbd::Connector;
 use crate::store::BlockStore;
-use crate::text::quote;
 
 /// Watch events one turn of the loop handles at most (the rest wait for the next turn).
 pub const MAX_EVENTS_PER_TURN: usize = 64;

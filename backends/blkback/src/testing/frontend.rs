@@ -129,11 +129,11 @@ impl MockFrontend {
     }
 
     pub fn backend_state(&self, xs: &FakeXenStore) -> Option<u32> {
-        xs.get(&format!("{}/state", self.be)).and_then(crate::config::parse_u32)
+        xs.get(&format!("{}/state", self.be)).and_then(crate::frontend_keys::parse_u32)
     }
 
     fn be_u32(&self, xs: &FakeXenStore, k: &str) -> u32 {
-        xs.get(&format!("{}/{k}", self.be)).and_then(crate::config::parse_u32).unwrap_or(0)
+        xs.get(&format!("{}/{k}", self.be)).and_then(crate::frontend_keys::parse_u32).unwrap_or(0)
     }
 
     /// blkfront's `talk_to_blkback`: rings, grants, event channels, keys, Initialised.

@@ -48,7 +48,7 @@ pub enum ConfigError {
     BadValue(String),
     TooManyQueues(u32),
     RingOrderTooBig(u32),
-    /// The frontend's value, quoted and cut (`text::quote`).
+    /// The frontend's value, quoted and cut (`quote::quote`).
     UnknownProtocol(String),
     Store(String),
 }
@@ -122,7 +122,7 @@ pub fn read_frontend<X: XenStore>(xs: &mut X, fe: &str, adv: &Advertised) -> Res
     }
     let protocol = read(xs, &format!("{fe}/protocol"))?;
     let abi = Abi::from_protocol(protocol.as_deref())
-        .map_err(|_| ConfigError::UnknownProtocol(crate::text::quote(&protocol.unwrap_or_default())))?;
+        .map_err(|_| ConfigError::UnknownProtocol(crate::quote::quote(&protocol.unwrap_or_default())))?;
     let persistent = adv.persistent && read_u32(xs, &format!("{fe}/feature-persistent"))?.unwrap_or(0) == 1;
     let grant_swap = (read_u32(xs, &format!("{fe}/feature-grant-swap"))?.unwrap_or(0) & 3) as u8;
     let mut queues = Vec::new();
