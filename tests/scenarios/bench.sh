@@ -41,9 +41,10 @@ fe_run() {
 if [ "$FRONTEND" = domu ]; then
     step "the frontend: a Linux PVH domU (CPU 0)"
     cat /boot/domu.cpio /boot/fe-extra.cpio > /tmp/domu-bench.cpio
-    sed -e '/^disk/d' -e 's/^name = .*/name = "bench-fe"/' -e 's/^cpus = .*/cpus = "0"/' \
-        -e 's|^ramdisk = .*|ramdisk = "/tmp/domu-bench.cpio"|' -e 's/role=fe"/role=benchfe"/' \
-        /etc/xen/testbed/fe-linux.cfg > /tmp/bench-fe.cfg
+    # The domU template without its disk (the bench attaches disks itself).
+    render fe-linux /tmp/bench-fe.cfg NAME=bench-fe CPUS=0 RAMDISK=/tmp/domu-bench.cpio ROLE=benchfe \
+        BACKEND=none TARGET=none || fail "render bench-fe"
+    sed -i '/^disk/d' /tmp/bench-fe.cfg
     follow_console bench-fe
     xl create /tmp/bench-fe.cfg || fail "xl create bench-fe"
     FE_NAME=bench-fe FE_DOM=$(xl domid bench-fe)
@@ -51,27 +52,14 @@ if [ "$FRONTEND" = domu ]; then
     grep -m1 "benchfe ready" /var/log/xen/console/guest-bench-fe.log | sed 's/^/  /'
 fi
 
-# Each backend's disk in dom0: its vdev and the device id blkfront uses for it.
-VDEVS="xvdb xvdc xvdd xvde xvdf xvdg xvdh xvdi xvdj xvdk xvdl"
-vdev_of() { _i=0; for _b in $BACKENDS; do _i=$((_i + 1)); [ "$_b" = "$1" ] && break; done; echo "$VDEVS" | cut -d' ' -f"$_i"; }
-devid_of() {
-    case $(vdev_of "$1") in
-        xvdb) echo 51728 ;; xvdc) echo 51744 ;; xvdd) echo 51760 ;; xvde) echo 51776 ;;
-        xvdf) echo 51792 ;; xvdg) echo 51808 ;; xvdh) echo 51824 ;; xvdi) echo 51840 ;;
-        xvdj) echo 51856 ;; xvdk) echo 51872 ;; xvdl) echo 51888 ;;
-    esac
-}
-# The driver domain that serves a backend.
-dom_of() {
-    case $1 in
-        linux) echo linux-dd ;;
-        linux-nbd) echo linux-nbd ;;
-        uk-nbd) echo uk-nbd ;;
-        uk-*) echo uk-dd ;;
-        dom0-null) echo - ;;
-        bench-fe) echo bench-fe ;;
-    esac
-}
+# The backends, from xtask's typed table (bench.rs `BACKENDS`), one line each: name, driver
+# domain (- for none), vdev and device id in the frontend, target.
+TABLE=/scenario/backends.tsv
+col_of() { awk -v b="$1" -v f="$2" '$1 == b { print $f }' "$TABLE"; }
+dom_of() { col_of "$1" 2; }
+vdev_of() { col_of "$1" 3; }
+devid_of() { col_of "$1" 4; }
+target_of() { col_of "$1" 5; }
 # Both driver domains get the same tsc_mode (the test bed's QEMU has no invariant TSC: with
 # "default" Xen emulates the TSC of PVH guests and every rdtsc is a world switch).
 with_tsc() { sed -e '/^tsc_mode/d' "$1"; echo "tsc_mode = \"$TSC_MODE\""; }
@@ -229,7 +217,6 @@ RAM='' NBD=''
 for b in $BACKENDS; do
     case $b in *-nbd) NBD="$NBD $b" ;; *) RAM="$RAM $b" ;; esac
 done
-UKT="ram:$((SPAN_MIB + 32))M"
 
 if [ -n "$RAM" ]; then
     DOMS=
@@ -240,11 +227,13 @@ if [ -n "$RAM" ]; then
         load_mod null_blk queue_mode=2 irqmode=0 memory_backed=0 gb=1 nr_devices=1 || fail "null_blk"
         wait_for 10 test -b /dev/nullb0 || fail "/dev/nullb0 missing" ;;
     esac
-    uk_ram=$(echo $RAM | tr ' ' '\n' | grep -E -c '^uk-(persistent|pool1056|map|copy|swap)$' || true)
+    # RAM disks of the unikernel (each needs its memory).
+    uk_ram=0
+    for b in $RAM; do case $(target_of "$b") in ram:*) uk_ram=$((uk_ram + 1)) ;; esac; done
     if [ "$uk_disks" -gt 0 ]; then
         # One unikernel, a disk per data path: memory for each RAM disk plus its own 96 MiB.
-        sed -e "s/@CMDLINE@/path=map persistent=1 indirect=256/" \
-            -e "s/^memory = .*/memory = $((96 + uk_ram * (SPAN_MIB + 32)))/" /etc/xen/testbed/uk-dd.cfg > /tmp/uk.cfg
+        render uk-dd /tmp/uk.cfg CMDLINE="path=map persistent=1 indirect=256" \
+            MEMORY=$((96 + uk_ram * (SPAN_MIB + 32))) || fail "render uk-dd"
         with_tsc /tmp/uk.cfg > /tmp/uk-bench.cfg
         create_dd uk-dd /tmp/uk-bench.cfg "blkback: serving"
         DOMS="$DOMS uk-dd"
@@ -255,20 +244,7 @@ if [ -n "$RAM" ]; then
         DOMS="$DOMS linux-dd" ;;
     esac
     for b in $RAM; do
-        case $b in
-            linux) attach linux /dev/ram0 ;;
-            uk-persistent) attach "$b" "$UKT" ;;
-            uk-pool1056) attach "$b" "$UKT:pool=1056" ;;
-            uk-map) attach "$b" "$UKT:nopersist" ;;
-            uk-copy) attach "$b" "$UKT:copy:nopersist" ;;
-            # Exchanges need the frontend's bounce pages: persistent grants stay on.
-            uk-swap) attach "$b" "$UKT:swap" ;;
-            uk-null) attach "$b" "null:$((SPAN_MIB + 32))M" ;;
-            uk-noop) attach "$b" "null:$((SPAN_MIB + 32))M:noop" ;;
-            uk-noop-np) attach "$b" "null:$((SPAN_MIB + 32))M:noop:nopersist" ;;
-            dom0-null) ;;
-            *) error "unknown backend $b" ;;
-        esac
+        [ "$(dom_of "$b")" = - ] || attach "$b" "$(target_of "$b")"
     done
     run_group "$RAM"
     teardown "$RAM"
@@ -292,20 +268,14 @@ if [ -n "$NBD" ]; then
                 create_dd linux-nbd /tmp/linux-nbd-bench.cfg DD-READY ;;
             uk-nbd)
                 # The NBD test config with the bench's engine settings and the default window.
-                sed -e 's/^cmdline = .*/cmdline = "ip=192.0.2.2\/24 path=map persistent=1 indirect=256"/' \
-                    /etc/xen/testbed/uk-nbd.cfg > /tmp/uk-nbd.cfg
+                render uk-nbd /tmp/uk-nbd.cfg CMDLINE="ip=192.0.2.2/24 path=map persistent=1 indirect=256" ||
+                    fail "render uk-nbd"
                 with_tsc /tmp/uk-nbd.cfg > /tmp/uk-nbd-bench.cfg
                 create_dd uk-nbd /tmp/uk-nbd-bench.cfg "blkback: serving" ;;
         esac
         DOMS="$DOMS $b"
     done
-    # Both export the same file: one disk at a time.
-    for b in $NBD; do
-        case $b in
-            linux-nbd) attach "$b" /dev/nbd0 ;;
-            uk-nbd) attach "$b" "nbd://192.0.2.1/disk0" ;;
-        esac
-    done
+    for b in $NBD; do attach "$b" "$(target_of "$b")"; done
     run_group "$NBD"
     teardown "$NBD"
 fi

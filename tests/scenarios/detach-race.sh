@@ -8,14 +8,9 @@
 # is never probed (Initialising for good). On a stuck round this script dumps the blocked
 # tasks (sysrq w) to show exactly that.
 UK=uk-dd
-LOG=/var/log/xen/console/guest-$UK.log
-follow_console $UK
-sed "s/@CMDLINE@//" /etc/xen/testbed/uk-dd.cfg > /tmp/uk-dd.cfg
-xl create /tmp/uk-dd.cfg || fail "xl create"
-wait_for 60 grep -q "blkback: serving" "$LOG" || fail "serving"
-DD=$(xl domid $UK)
+uk_create $UK
 load_mod xen-blkfront || fail blkfront
-BE=/local/domain/$DD/backend/vbd/0/51728
+BE=$(be 0 51728)
 FE=/local/domain/0/device/vbd/51728
 xl block-attach 0 "format=raw, vdev=xvdb, access=rw, backend=$UK, target=ram:64M" || fail attach
 wait_for 30 xs_is $FE/state 4 || fail "first connect"

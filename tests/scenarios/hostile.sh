@@ -9,20 +9,14 @@
 # Pass: the good frontend's p99 during the attack stays under a bound, its data verifies,
 # the driver domain is alive, its console shows the hostile value escaped and cut.
 UK=uk-dd
-LOG=/var/log/xen/console/guest-$UK.log
-be() { echo "/local/domain/$DD/backend/vbd/$1/$2"; }
 p99() { sed -n 's/.*"lat_p99_us":\([0-9]*\).*/\1/p' "$1"; }
 lmax() { sed -n 's/.*"lat_max_us":\([0-9]*\).*/\1/p' "$1"; }
 # The driver domain's longest xenstore wait in one turn of its loop so far (statistics
 # are written once a second: wait for the next write).
-xs_turn() { sleep 2; xenstore-read "/local/domain/$DD/data/blkback/xs_turn_max_us"; }
+xs_turn() { sleep 2; global xs_turn_max_us; }
 
 step "create the driver domain, attach a good disk and a discard target to dom0"
-follow_console $UK
-sed "s/@CMDLINE@//" /etc/xen/testbed/uk-dd.cfg > /tmp/uk-dd.cfg
-xl create /tmp/uk-dd.cfg || fail "xl create $UK"
-wait_for 60 grep -q "blkback: serving" "$LOG" || fail "the driver domain never started serving"
-DD=$(xl domid $UK)
+uk_create $UK
 load_mod xen-blkfront || fail "xen-blkfront"
 for d in "xvdb 51728" "xvdc 51744"; do
     set -- $d

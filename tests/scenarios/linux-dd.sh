@@ -23,14 +23,8 @@ for bs in 4096 65536 1048576; do
 done
 
 step "a Linux domU uses a disk of the driver domain"
-follow_console fe-linux
-sed -e 's/@BACKEND@/linux-dd/' -e 's|@TARGET@|/dev/ram1|' /etc/xen/testbed/fe-linux.cfg > /tmp/fe.cfg
-xl create /tmp/fe.cfg || fail "xl create fe-linux"
-FE=$(xl domid fe-linux)
-wait_for 60 xs_is /local/domain/$FE/device/vbd/51712/state 4 ||
-    fail "domU frontend never reached Connected"
-wait_for 120 grep -q FE-RESULT /var/log/xen/console/guest-fe-linux.log || fail "domU gave no FE-RESULT"
-grep -q "FE-RESULT: PASS" /var/log/xen/console/guest-fe-linux.log || fail "domU: $(grep FE-RESULT /var/log/xen/console/guest-fe-linux.log)"
+fe_create linux-dd /dev/ram1
+fe_verdict 120
 info "domU $FE verified its disk"
 
 step "detach the dom0 disk"

@@ -6,7 +6,6 @@
 # past the window (errors, not a hang; other disks served; healing); a Linux domU on its own
 # NBD disk; a closed port and an unreachable server refused with their reason.
 UK=uk-nbd
-LOG=/var/log/xen/console/guest-$UK.log
 IMG=/tmp/disk0.img
 
 step "dom0: netback, a bridge, nbdkit"
@@ -19,16 +18,13 @@ start_nbdkit() {
 }
 start_nbdkit
 
-# create_uk [CFG]: start the driver domain; return once its vif is connected and it has an
-# address (static from ip=, or a DHCP lease).
+# create_uk [KEY=VALUE...]: start the driver domain from uk-nbd.cfg; return once its vif is
+# connected and it has an address (static from ip=, or a DHCP lease).
 create_uk() {
-    follow_console $UK
-    n0=$(grep -c "network: address 192" "$LOG" 2>/dev/null || true)
-    xl create "${1:-/etc/xen/testbed/uk-nbd.cfg}" || fail "xl create $UK"
-    wait_for 60 grep -q "blkback: serving" "$LOG" || fail "the driver domain never started serving"
+    n0=$(grep -c "network: address 192" "/var/log/xen/console/guest-$UK.log" 2>/dev/null || true)
+    uk_create $UK uk-nbd "$@"
     wait_for 60 sh -c "[ \$(grep -c 'network: address 192' '$LOG') -gt ${n0:-0} ]" ||
         fail "the driver domain got no address: $(grep 'network:' "$LOG" | tail -2)"
-    DD=$(xl domid $UK)
     wait_for 30 xs_is "/local/domain/$DD/device/vif/0/state" 4 || fail "vif frontend state $(xenstore-read /local/domain/$DD/device/vif/0/state)"
     wait_for 30 xs_is "/local/domain/0/backend/vif/$DD/0/state" 4 || fail "vif backend state $(xenstore-read /local/domain/0/backend/vif/$DD/0/state)"
     info "vif: request-rx-copy=$(xenstore-read /local/domain/$DD/device/vif/0/request-rx-copy) feature-rx-notify=$(xenstore-read /local/domain/$DD/device/vif/0/feature-rx-notify) bridge ports: $(ls /sys/class/net/xenbr0/brif/ | tr '\n' ' ')"
@@ -84,9 +80,8 @@ option lease 600
 EOF
 touch /tmp/udhcpd.leases
 udhcpd -f /tmp/udhcpd.conf >/tmp/udhcpd.out 2>&1 &
-sed -e 's/^cmdline = .*/cmdline = "nbd-timeout=8"/' /etc/xen/testbed/uk-nbd.cfg > /tmp/uk-nbd-dhcp.cfg
 sleep 2
-create_uk /tmp/uk-nbd-dhcp.cfg
+create_uk CMDLINE="nbd-timeout=8"
 grep -q "network: vif .*DHCPv4" "$LOG" || fail "the re-created domain did not ask DHCP"
 lease=$(grep "network: address" "$LOG" | tail -1)
 info "lease: ${lease#*network: address }"
@@ -98,7 +93,6 @@ umount /mnt/x
 e2fsck -fn /dev/xvdb >/dev/null 2>&1 || fail "e2fsck after re-create"
 
 step "nbdkit killed mid-I/O and restarted: I/O resumes, nothing lost"
-stat() { xenstore-read "/local/domain/$DD/data/blkback/vbd/0/51728/$1" 2>/dev/null || echo 0; }
 blkload --verify --dev /dev/xvdb --span-mib 16 --ops 150 --seed 12 >/tmp/v1.out 2>&1 &
 V=$!
 sleep 3
@@ -108,8 +102,8 @@ sleep 3
 start_nbdkit
 wait $V || fail "verification across the server restart failed: $(tail -2 /tmp/v1.out)"
 sleep 1.5
-info "nbd_reconnects=$(stat nbd_reconnects) nbd_replayed=$(stat nbd_replayed) errors=$(stat errors)"
-[ "$(stat nbd_reconnects)" -ge 1 ] || fail "no reconnection counted"
+info "nbd_reconnects=$(stat 0 51728 nbd_reconnects) nbd_replayed=$(stat 0 51728 nbd_replayed) errors=$(stat 0 51728 errors)"
+[ "$(stat 0 51728 nbd_reconnects)" -ge 1 ] || fail "no reconnection counted"
 
 step "the server stays away past the window: I/O errors, the driver domain serves on"
 kill -9 $NBDKIT; wait $NBDKIT 2>/dev/null
@@ -129,23 +123,18 @@ xl block-detach 0 xvde || fail "detach the RAM disk"
 step "the server returns: the disk heals without a re-attach"
 start_nbdkit
 wait_for 30 dd if=/dev/xvdb of=/dev/null bs=4096 count=1 iflag=direct || fail "the disk did not heal"
-info "nbd_timed_out=$(stat nbd_timed_out) nbd_reconnects=$(stat nbd_reconnects)"
+info "nbd_timed_out=$(stat 0 51728 nbd_timed_out) nbd_reconnects=$(stat 0 51728 nbd_reconnects)"
 
 step "a Linux domU uses its own NBD-backed disk (a second nbdkit)"
 dd if=/dev/zero of=/tmp/disk1.img bs=1048576 count=32 2>/dev/null || fail "second image"
 nbdkit --exit-with-parent -f -i 192.0.2.1 -p 10811 file file=/tmp/disk1.img >/tmp/nbdkit1.out 2>&1 &
 wait_for 10 grep -q . /proc/$!/status || fail "second nbdkit did not start"
-follow_console fe-linux
-sed -e "s/@BACKEND@/$UK/" -e 's|@TARGET@|nbd://192.0.2.1:10811/disk1|' /etc/xen/testbed/fe-linux.cfg > /tmp/fe.cfg
-xl create /tmp/fe.cfg || fail "xl create fe-linux"
-FE=$(xl domid fe-linux)
-wait_for 90 xs_is "/local/domain/$FE/device/vbd/51712/state" 4 || fail "domU frontend never Connected"
-wait_for 200 grep -q FE-RESULT /var/log/xen/console/guest-fe-linux.log || fail "domU gave no FE-RESULT"
-grep -q "FE-RESULT: PASS" /var/log/xen/console/guest-fe-linux.log || fail "domU: $(grep FE-RESULT /var/log/xen/console/guest-fe-linux.log)"
+fe_create $UK nbd://192.0.2.1:10811/disk1
+fe_verdict 200
 blkload --verify --dev /dev/xvdb --span-mib 8 --ops 20 --seed 14 || fail "dom0's NBD disk while the domU used its own"
 # The domU powers itself off after its verdict; destroy it if it has not yet.
 xl destroy fe-linux >/dev/null 2>&1
-wait_for 30 xs_gone "/local/domain/$DD/backend/vbd/$FE/51712" || fail "the domU's backend directory was not removed"
+wait_for 30 xs_gone "$(be "$FE" 51712)" || fail "the domU's backend directory was not removed"
 
 step "a closed port and an unreachable server end the attach with their reason"
 # no_server ADDR VDEV DEVID: attach, then expect the backend Closed with a hotplug-error.

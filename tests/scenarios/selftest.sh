@@ -32,7 +32,7 @@ for how in ud2 panic; do
     dom=uk-crash-$how
     log=/var/log/xen/console/guest-$dom.log
     follow_console "$dom"
-    sed -e "s/@CMDLINE@/crashtest=$how/" -e "s/@NAME@/$dom/" /etc/xen/testbed/uk-crash.cfg > /tmp/$dom.cfg
+    render uk-crash "/tmp/$dom.cfg" NAME="$dom" CMDLINE="crashtest=$how" || fail "render uk-crash"
     xl create /tmp/$dom.cfg || fail "xl create $dom"
     wait_for 30 sh -c "xl list $dom 2>/dev/null | awk 'NR == 2 { exit !(\$5 ~ /c/) }'" ||
         fail "the domain was not reported crashed after $how: $(xl list $dom 2>&1 | tail -n 1)"
@@ -52,12 +52,8 @@ done
 # a RAM disk, and refuses an nbd:// disk with the reason instead of failing later.
 step "the image without networking serves a RAM disk and refuses nbd://"
 dom=uk-nonet
-log=/var/log/xen/console/guest-$dom.log
-follow_console $dom
-sed -e "s/@CMDLINE@//" -e "s/^name = .*/name = \"$dom\"/" -e "s|/boot/xen-blkback-rs|/boot/xen-blkback-rs-nonet|" \
-    -e "s/^memory = .*/memory = 48/" /etc/xen/testbed/uk-dd.cfg > /tmp/$dom.cfg
-xl create /tmp/$dom.cfg || fail "xl create $dom"
-wait_for 30 grep -q "blkback: serving" "$log" || fail "$dom never started serving"
+uk_create $dom uk-dd KERNEL=/boot/xen-blkback-rs-nonet MEMORY=48
+log=$LOG
 grep -q "network:" "$log" && fail "the image without networking brought up a network"
 load_mod xen-blkfront || fail "xen-blkfront"
 xl block-attach 0 "format=raw, vdev=xvdb, access=rw, backend=$dom, target=ram:8M" || fail "attach a RAM disk"

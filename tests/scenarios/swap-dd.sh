@@ -5,13 +5,7 @@
 # stock hypervisor the probe fails and everything is copied. Data, ext4 and the domU's own
 # memory are checked from the frontends' side, the path taken from the backend's counters.
 UK=uk-dd
-LOG=/var/log/xen/console/guest-$UK.log
 read -r HV SUFFIX < /etc/testbed-hypervisor
-
-be() { echo "/local/domain/$DD/backend/vbd/$1/$2"; }
-stat() { xenstore-read "/local/domain/$DD/data/blkback/vbd/$1/$2/$3" 2>/dev/null || echo 0; }
-global() { xenstore-read "/local/domain/$DD/data/blkback/$1" 2>/dev/null || echo -1; }
-stats_settle() { sleep 1.3; }
 
 step "the hypervisor is the $HV one"
 banner=$(xl dmesg | grep -m1 "Xen version")
@@ -40,11 +34,7 @@ fi
 wait_for 20 sh -c '! xl list uk-selftest >/dev/null 2>&1' || fail "uk-selftest still running"
 
 step "create the unikernel driver domain"
-follow_console $UK
-sed "s/@CMDLINE@/path=map persistent=1 indirect=256/" /etc/xen/testbed/uk-dd.cfg > /tmp/uk-dd.cfg
-xl create /tmp/uk-dd.cfg || fail "xl create $UK"
-wait_for 60 grep -q "blkback: serving" "$LOG" || fail "the driver domain never started serving"
-DD=$(xl domid $UK)
+uk_create $UK uk-dd CMDLINE="path=map persistent=1 indirect=256"
 grep "GNTTABOP_swap_frame" "$LOG" | head -n 1 | sed 's/^/INFO console: /'
 if [ "$HV" = patched ]; then
     grep -q "GNTTABOP_swap_frame: available" "$LOG" || fail "the unikernel did not find the op on the patched hypervisor"
@@ -74,15 +64,8 @@ else
 fi
 
 step "a Linux PVH domU on a swap disk: 512 B to 4 MiB, ext4 + fsck, its own memory intact"
-follow_console fe-linux
-sed -e "s/@BACKEND@/$UK/" -e 's|@TARGET@|ram:64M:swap|' -e 's/role=fe"/role=swapfe"/' \
-    /etc/xen/testbed/fe-linux.cfg > /tmp/fe.cfg
-xl create /tmp/fe.cfg || fail "xl create fe-linux"
-FE=$(xl domid fe-linux)
-FELOG=/var/log/xen/console/guest-fe-linux.log
-wait_for 60 xs_is "/local/domain/$FE/device/vbd/51712/state" 4 || fail "domU frontend never Connected"
-wait_for 300 grep -q FE-RESULT "$FELOG" || fail "domU gave no FE-RESULT"
-grep -q "FE-RESULT: PASS" "$FELOG" || fail "domU: $(grep FE-RESULT "$FELOG")"
+fe_create $UK ram:64M:swap swapfe
+fe_verdict 300
 stats_settle
 m1=$(stat "$FE" 51712 swap_mode) s1=$(stat "$FE" 51712 swapped) f1=$(stat "$FE" 51712 swap_fallbacks)
 z1=$(stat "$FE" 51712 swap_zeroed) k1=$(stat "$FE" 51712 swap_calls) d1=$(stat "$FE" 51712 swap_direct)

@@ -2,13 +2,7 @@
 # blkfront in dom0 and in a PVH domU use disks it serves; every claim is checked from the
 # frontends' side (data, filesystem) and from the backend's statistics in xenstore.
 UK=uk-dd
-LOG=/var/log/xen/console/guest-$UK.log
 
-be() { echo "/local/domain/$DD/backend/vbd/$1/$2"; }
-# stat FE DEVID NAME: a counter the backend publishes (every second) for that vbd.
-stat() { xenstore-read "/local/domain/$DD/data/blkback/vbd/$1/$2/$3" 2>/dev/null || echo 0; }
-global() { xenstore-read "/local/domain/$DD/data/blkback/$1" 2>/dev/null || echo -1; }
-stats_settle() { sleep 1.3; }
 # attach0 VDEV DEVID ACCESS TARGET: attach to dom0 and wait until Linux really has it.
 attach0() {
     xl block-attach 0 "format=raw, vdev=$1, access=$3, backend=$UK, target=$4" || fail "xl block-attach $1"
@@ -22,16 +16,10 @@ detach0() {
 }
 
 step "create the unikernel driver domain"
-follow_console $UK
 # A 4 MiB image with known contents, given to the driver domain as its boot module.
 dd if=/dev/urandom of=/tmp/module.img bs=1048576 count=4 2>/dev/null
-sed "s/@CMDLINE@/path=map persistent=1 indirect=256/" /etc/xen/testbed/uk-dd.cfg > /tmp/uk-dd.cfg
-echo 'ramdisk = "/tmp/module.img"' >> /tmp/uk-dd.cfg
-t0=$(now_ms)
-xl create /tmp/uk-dd.cfg || fail "xl create $UK"
-wait_for 60 grep -q "blkback: serving" "$LOG" || fail "the driver domain never started serving"
-metric uk.create_to_serving_s "$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN { printf "%.2f", (b - a) / 1000 }')"
-DD=$(xl domid $UK)
+uk_create $UK uk-dd CMDLINE="path=map persistent=1 indirect=256" '+ramdisk = "/tmp/module.img"'
+metric uk.create_to_serving_s "$(awk -v ms="$CREATE_MS" 'BEGIN { printf "%.2f", ms / 1000 }')"
 info "$UK is domain $DD, $(xl list $UK | awk 'NR == 2 { print $3 }') MiB"
 
 step "attach a RAM disk to dom0"
@@ -143,20 +131,14 @@ wait_for 15 xs_gone "$(be 0 51776)" || fail "the refused device's directory stay
 test -b /dev/xvde && fail "/dev/xvde appeared for a refused target"
 
 step "a Linux domU uses a disk of the unikernel"
-follow_console fe-linux
-sed -e "s/@BACKEND@/$UK/" -e 's|@TARGET@|ram:64M|' -e 's/role=fe"/role=fe fe_loop=1"/' \
-    /etc/xen/testbed/fe-linux.cfg > /tmp/fe.cfg
-xl create /tmp/fe.cfg || fail "xl create fe-linux"
-FE=$(xl domid fe-linux)
-wait_for 60 xs_is "/local/domain/$FE/device/vbd/51712/state" 4 || fail "domU frontend never Connected"
-wait_for 150 grep -q FE-RESULT /var/log/xen/console/guest-fe-linux.log || fail "domU gave no FE-RESULT"
-grep -q "FE-RESULT: PASS" /var/log/xen/console/guest-fe-linux.log || fail "domU: $(grep FE-RESULT /var/log/xen/console/guest-fe-linux.log)"
+fe_create $UK ram:64M "fe fe_loop=1"
+fe_verdict 150
 
 step "dom0 and the domU at once"
 blkload --verify --dev /dev/xvdb --span-mib 32 --ops 60 --seed 13 || fail "dom0's disk while the domU writes to its own"
 
 step "destroy the domU in the middle of its I/O"
-wait_for 30 grep -q FE-LOOP /var/log/xen/console/guest-fe-linux.log || fail "domU I/O loop did not start"
+wait_for 30 grep -q FE-LOOP "$FELOG" || fail "domU I/O loop did not start"
 sleep 2
 w0=$(stat "$FE" 51712 wr_req)
 stats_settle

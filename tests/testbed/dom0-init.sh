@@ -48,6 +48,8 @@ pass() { echo "Test result: SUCCESS"; finish; }
 fail() { echo "Test result: FAILURE: $CURRENT_STEP: $*"; finish; }
 error() { echo "Test result: ERROR: $CURRENT_STEP: $*"; finish; }
 
+# The scenarios' verbs (driver domains and guests from templates, counters).
+. /lib/testbed/dom0.sh
 . /scenario/run.sh
 echo "Test result: ERROR: the scenario ended without a result"
 finish

@@ -30,20 +30,101 @@ use crate::testbed::{self, Outcome, Run};
 /// `null_blk` in dom0, no driver domain), `uk-noop` and `uk-noop-np` (frontend and
 /// transport: the unikernel answers every request without touching its grants, with and
 /// without persistent grants negotiated).
-const BACKENDS: &[&str] = &[
-    "linux",
-    "uk-persistent",
-    "uk-pool1056",
-    "uk-map",
-    "uk-copy",
-    "uk-swap",
-    "uk-null",
-    "uk-noop",
-    "uk-noop-np",
-    "dom0-null",
-    "linux-nbd",
-    "uk-nbd",
+const BACKENDS: &[Backend] = &[
+    Backend { name: "linux", server: Server::Linux("linux-dd"), target: Target::Fixed("/dev/ram0") },
+    Backend { name: "uk-persistent", server: Server::Unikernel("uk-dd"), target: Target::Ram("") },
+    Backend { name: "uk-pool1056", server: Server::Unikernel("uk-dd"), target: Target::Ram(":pool=1056") },
+    Backend { name: "uk-map", server: Server::Unikernel("uk-dd"), target: Target::Ram(":nopersist") },
+    Backend { name: "uk-copy", server: Server::Unikernel("uk-dd"), target: Target::Ram(":copy:nopersist") },
+    // Exchanges need the frontend's bounce pages: persistent grants stay on.
+    Backend { name: "uk-swap", server: Server::Unikernel("uk-dd"), target: Target::Ram(":swap") },
+    Backend { name: "uk-null", server: Server::Unikernel("uk-dd"), target: Target::Null("") },
+    Backend { name: "uk-noop", server: Server::Unikernel("uk-dd"), target: Target::Null(":noop") },
+    Backend { name: "uk-noop-np", server: Server::Unikernel("uk-dd"), target: Target::Null(":noop:nopersist") },
+    Backend { name: "dom0-null", server: Server::Dom0, target: Target::None },
+    // Both export the same file in dom0 (one nbdkit): one disk at a time.
+    Backend { name: "linux-nbd", server: Server::Linux("linux-nbd"), target: Target::Fixed("/dev/nbd0") },
+    Backend { name: "uk-nbd", server: Server::Unikernel("uk-nbd"), target: Target::Fixed("nbd://192.0.2.1/disk0") },
 ];
+
+/// One backend of the bench: its name in the table, what serves it, and the disk it serves.
+#[derive(Debug, Clone, Copy)]
+struct Backend {
+    name: &'static str,
+    server: Server,
+    target: Target,
+}
+
+/// What serves a backend's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// A Linux PVH driver domain (its xl name).
+    Linux(&'static str),
+    /// The unikernel (its xl name; one domain serves every RAM-disk path as a disk each).
+    Unikernel(&'static str),
+    /// No driver domain: the load on `null_blk` in dom0 (the frontend's own ceiling).
+    Dom0,
+}
+
+impl Server {
+    /// The driver domain to create, pause and unpause, if there is one.
+    fn driver_domain(self) -> Option<&'static str> {
+        match self {
+            Server::Linux(d) | Server::Unikernel(d) => Some(d),
+            Server::Dom0 => None,
+        }
+    }
+
+    /// The domain whose CPU the backend's work is charged to (dom0 itself for `dom0-null`).
+    fn cpu_domain(self) -> &'static str {
+        self.driver_domain().unwrap_or("Domain-0")
+    }
+}
+
+/// The disk a backend attaches (`target=` of `xl block-attach`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// As written (a device of the Linux driver domain, an NBD URI).
+    Fixed(&'static str),
+    /// A unikernel RAM disk the size of the region plus 32 MiB, with these options.
+    Ram(&'static str),
+    /// A unikernel null disk of that size, with these options.
+    Null(&'static str),
+    /// Nothing attached (`dom0-null` measures dom0's `null_blk`).
+    None,
+}
+
+impl Target {
+    fn render(self, span_mib: u32) -> String {
+        let mib = span_mib + 32;
+        match self {
+            Target::Fixed(t) => t.to_string(),
+            Target::Ram(o) => format!("ram:{mib}M{o}"),
+            Target::Null(o) => format!("null:{mib}M{o}"),
+            Target::None => String::from("-"),
+        }
+    }
+}
+
+fn backend(name: &str) -> Option<&'static Backend> {
+    BACKENDS.iter().find(|b| b.name == name)
+}
+
+/// The table bench.sh reads (`/scenario/backends.tsv`), one backend a line: name, driver
+/// domain (`-`: none), vdev and device id in the frontend (in the order given), target.
+fn backend_table(selected: &[String], span_mib: u32) -> Result<String> {
+    let mut out = String::new();
+    for (i, name) in selected.iter().enumerate() {
+        let b = backend(name).ok_or_else(|| format!("unknown backend `{name}`"))?;
+        // xvdb, xvdc, ...: blkfront's device id is 202 << 8 | (disk index << 4).
+        let idx = u8::try_from(i + 1).ok().filter(|i| *i < 26).ok_or("at most 25 backends")?;
+        let vdev = format!("xvd{}", char::from(b'a' + idx));
+        let devid = (202u32 << 8) | (u32::from(idx) << 4);
+        let dom = b.server.driver_domain().unwrap_or("-");
+        out.push_str(&format!("{}\t{dom}\t{vdev}\t{devid}\t{}\n", b.name, b.target.render(span_mib)));
+    }
+    Ok(out)
+}
 
 /// The backend a row is compared with: the Linux driver domain doing the same job.
 fn baseline<'a>(b: &str, backends: &'a [String]) -> Option<&'a String> {
@@ -74,17 +155,6 @@ const SPAN_MIB: u32 = 128;
 /// Workloads also run once per backend with blkload's psync threads instead of io_uring:
 /// a cross-check of the load tool (the two should agree where dom0 is not the limit).
 const CROSSCHECK: &str = "randread:4096:32";
-
-/// The driver domain that serves a backend (the unikernel's RAM-disk paths are disks of one
-/// domain).
-fn dom_of(b: &str) -> &str {
-    match b {
-        "linux" => "linux-dd",
-        "linux-nbd" | "uk-nbd" => b,
-        "dom0-null" => "Domain-0",
-        _ => "uk-dd",
-    }
-}
 
 /// A host binary and every library `ldd` resolves for it, at their own paths, for the
 /// dom0 overlay.
@@ -141,7 +211,7 @@ pub fn build_blkload() -> Result<std::path::PathBuf> {
 }
 
 pub fn cmd_bench(args: &[String]) -> Result<i32> {
-    let mut backends: Vec<String> = BACKENDS.iter().map(|s| (*s).to_string()).collect();
+    let mut backends: Vec<String> = BACKENDS.iter().map(|b| b.name.to_string()).collect();
     let mut seconds = 5u32;
     let mut repeats = 3u32;
     let mut tsc = String::from("default");
@@ -161,8 +231,9 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
                     continue;
                 }
                 backends = v.split(',').map(str::to_string).collect();
-                if let Some(b) = backends.iter().find(|b| !BACKENDS.contains(&b.as_str())) {
-                    return Err(format!("unknown backend `{b}`; available: {}", BACKENDS.join(", ")));
+                if let Some(b) = backends.iter().find(|b| backend(b).is_none()) {
+                    let all: Vec<&str> = BACKENDS.iter().map(|b| b.name).collect();
+                    return Err(format!("unknown backend `{b}`; available: {}", all.join(", ")));
                 }
             }
             "--only" => {
@@ -226,6 +297,10 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         ("usr/bin/blkload".into(), Entry::File { src: blkload.clone(), mode: 0o755 }),
         ("boot/xen-blkback-rs".into(), Entry::File { src: uk.clone(), mode: 0o644 }),
         ("scenario/bench.env".into(), Entry::Data { data: env.into_bytes(), mode: 0o644 }),
+        (
+            "scenario/backends.tsv".into(),
+            Entry::Data { data: backend_table(&backends, SPAN_MIB)?.into_bytes(), mode: 0o644 },
+        ),
     ];
     if domu {
         // blkload for the domU: a second initramfs the script appends to the domU's (Linux
@@ -316,7 +391,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
             }
             w.insert(key, Value::Object(cell));
         }
-        let dom = dom_of(b);
+        let dom = backend(b).map_or("-", |x| x.server.cpu_domain());
         let fig = |k: &str| -> Value {
             report.metric(k).and_then(|s| s.parse::<f64>().ok()).map_or(Value::Null, |x| json!(x))
         };
@@ -551,4 +626,24 @@ fn chart_svg(backends: &[String], r: &BTreeMap<String, Value>, title: &str) -> S
     s += &format!("<text x=\"{left}\" y=\"{}\" fill=\"#555555\">throughput (IOPS) relative to the Linux driver domain doing the same job ({}); O_DIRECT from dom0, driver domain alone on its CPU</text>\n", h - 8.0, if backends.iter().any(|b| b.ends_with("-nbd")) {"linux, linux-nbd"} else {"linux"});
     s += "</svg>\n";
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_names_each_backend_its_domain_disk_and_target() {
+        let sel: Vec<String> = ["linux", "uk-pool1056", "dom0-null", "uk-nbd"].iter().map(|s| s.to_string()).collect();
+        let t = backend_table(&sel, 128).unwrap();
+        let rows: Vec<Vec<&str>> = t.lines().map(|l| l.split('\t').collect()).collect();
+        assert_eq!(rows[0], ["linux", "linux-dd", "xvdb", "51728", "/dev/ram0"]);
+        assert_eq!(rows[1], ["uk-pool1056", "uk-dd", "xvdc", "51744", "ram:160M:pool=1056"]);
+        assert_eq!(rows[2], ["dom0-null", "-", "xvdd", "51760", "-"]);
+        assert_eq!(rows[3], ["uk-nbd", "uk-nbd", "xvde", "51776", "nbd://192.0.2.1/disk0"]);
+        assert!(backend_table(&["nope".to_string()], 128).is_err());
+        // dom0-null has no driver domain, but its CPU is dom0's.
+        assert_eq!(backend("dom0-null").map(|b| b.server.cpu_domain()), Some("Domain-0"));
+        assert_eq!(backend("uk-noop").map(|b| b.server.cpu_domain()), Some("uk-dd"));
+    }
 }

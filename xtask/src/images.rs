@@ -442,6 +442,7 @@ impl Builder {
         self.common(&mut a)?;
         let tb = sh::root().join("tests/testbed");
         a.file("init", &tb.join("dom0-init.sh"), 0o755);
+        a.file("lib/testbed/dom0.sh", &tb.join("dom0.sh"), 0o644);
         self.xen_tools(&mut a, &["xl", "xenstored", "xenconsoled", "xen-init-dom0", "xenstore-control"])?;
         // nbdkit with the plugin and filters the scenarios use.
         self.elf(&mut a, "usr/bin/nbdkit", &self.root.join("usr/bin/nbdkit"))?;

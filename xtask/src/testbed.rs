@@ -312,3 +312,47 @@ pub fn summarize(report: &Report) {
         report.testbed_faults
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(lines: &[&str]) -> Parsed {
+        let mut p = Parsed::default();
+        for l in lines {
+            p.absorb(l);
+        }
+        p
+    }
+
+    #[test]
+    fn steps_metrics_and_the_first_result_line_count() {
+        let p = parse(&[
+            "STEP create the driver domain",
+            "INFO uk-dd is domain 1",
+            "METRIC uk.create_to_serving_s 0.52 ",
+            "STEP attach",
+            "Test result: FAILURE: attach: xvdb not Connected",
+            "Test result: SUCCESS",
+        ]);
+        assert_eq!(p.steps, ["create the driver domain", "attach"]);
+        assert_eq!(p.metrics, [("uk.create_to_serving_s".to_string(), "0.52".to_string())]);
+        assert_eq!(p.result, Some(Outcome::Failure("attach: xvdb not Connected".into())));
+        assert_eq!(p.faults, 0);
+    }
+
+    #[test]
+    fn guests_lines_carry_no_protocol_but_their_faults_count() {
+        let p = parse(&[
+            "[fe-linux] Test result: SUCCESS",
+            "[fe-linux] STEP not dom0's",
+            "[fe-linux] busybox[42]: segfault at 0 ip 0",
+            "Test result: ERROR: xenstored did not start",
+        ]);
+        assert!(p.steps.is_empty());
+        assert_eq!(p.faults, 1);
+        assert_eq!(p.result, Some(Outcome::Error("xenstored did not start".into())));
+        assert_eq!(parse(&["Test result: MAYBE"]).result, Some(Outcome::Error("unknown result line: MAYBE".into())));
+        assert_eq!(parse(&["STEP x"]).result, None, "no result line: the harness reports a crash");
+    }
+}

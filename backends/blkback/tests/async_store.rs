@@ -135,8 +135,7 @@ fn requests_on_the_ring_at_close_are_served_and_answered() {
     let mut h = Harness::new();
     let (mut dev, mut fe) = h.attach(5, 51712, 1 << 20, false, DeviceConfig::default(), FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
-    let ids: Vec<u64> =
-        (0..6u64).map(|i| fe.rw(&h.xs, &mut h.g, true, i * 16, 8192, Some(&pattern(i, 8192)), 0)).collect();
+    let ids: Vec<u64> = (0..6u64).map(|i| fe.write(&h.xs, &mut h.g, i * 16, &pattern(i, 8192))).collect();
     fe.push();
     // Closed before the backend looked at the ring. First sight: the frontend is notified
     // (to flush what it still has queued) and the connection kept.

@@ -368,7 +368,7 @@ fn frontends_past_the_heap_are_refused_or_throttled_and_the_domain_goes_on() {
         let depth = if n == 0 { 32 } else { 4 };
         for k in 0..depth {
             let i = k % 4;
-            let id = fe.rw(&b.xs.0, &mut b.g, false, i * 2048, MIB, None, 0);
+            let id = fe.read(&b.xs.0, &mut b.g, i * 2048, MIB);
             want.insert((fe.dom, id), pattern(u64::from(fe.dom) * 10 + i, MIB));
         }
         fe.push();

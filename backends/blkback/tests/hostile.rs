@@ -149,8 +149,8 @@ fn each_malformed_request_gets_its_exact_error_and_the_device_keeps_serving() {
         assert_eq!(h.g.counters().ro_violations, 0);
         // Still serving, data intact.
         let data = pattern(77, 8192);
-        fe.rw(&h.xs, &mut h.g, true, 100, data.len(), Some(&data), 0);
-        fe.rw(&h.xs, &mut h.g, false, 100, data.len(), None, 0);
+        fe.write(&h.xs, &mut h.g, 100, &data);
+        fe.read(&h.xs, &mut h.g, 100, data.len());
         let done = h.run(&mut dev, &mut fe);
         assert!(done.iter().all(|d| d.status == BLKIF_RSP_OKAY));
         assert!(done.iter().any(|d| d.data == data));
@@ -215,7 +215,7 @@ fn req_prod_overflow_disconnects_that_frontend_only() {
     assert!(h.xs.get(&format!("{}/error", bad.be)).is_none(), "an error node inside the backend directory");
     assert_eq!(bad.release_rings(&mut h.g), 0, "the broken frontend's ring is unmapped");
     // The neighbour keeps working.
-    good.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    good.read(&h.xs, &mut h.g, 0, 4096);
     let done = h.run(&mut good_dev, &mut good);
     assert!(done[0].data == data, "neighbour's data changed");
     assert_eq!(good_dev.state(), XenbusState::Connected);
@@ -255,8 +255,8 @@ fn a_request_rewritten_after_publishing_is_acted_on_once() {
     let st = dev.connection().map(|c| c.stats).unwrap_or_default();
     assert_eq!(st.wr_sect, 8, "acted on one segment, not eleven");
     // The data is at sector 8, and sector 2000 is untouched.
-    fe.rw(&h.xs, &mut h.g, false, 8, 4096, None, 0);
-    fe.rw(&h.xs, &mut h.g, false, 2000, 4096, None, 0);
+    fe.read(&h.xs, &mut h.g, 8, 4096);
+    fe.read(&h.xs, &mut h.g, 2000, 4096);
     let mut back = h.run(&mut dev, &mut fe);
     back.sort_by_key(|d| d.id);
     assert!(back[0].data == data, "data not at the sector first published");
@@ -303,8 +303,8 @@ fn an_indirect_page_rewritten_after_reading_cannot_change_the_segments() {
     let done = h.run(&mut dev, &mut fe);
     assert_eq!(done[0].status, BLKIF_RSP_OKAY);
     assert_eq!(ind.reads(), 1, "descriptors read once");
-    fe.rw(&h.xs, &mut h.g, false, 0, 6 * 4096, None, 0);
-    fe.rw(&h.xs, &mut h.g, false, 48, 6 * 4096, None, 0);
+    fe.read(&h.xs, &mut h.g, 0, 6 * 4096);
+    fe.read(&h.xs, &mut h.g, 48, 6 * 4096);
     let mut back = h.run(&mut dev, &mut fe);
     back.sort_by_key(|d| d.id);
     let got: Vec<u8> = back.into_iter().flat_map(|d| d.data).collect();
@@ -334,7 +334,7 @@ fn a_flood_of_bogus_requests_leaves_another_frontend_correct() {
         // Interleaved good I/O, verified.
         let data = pattern(1000 + round, 8192);
         good.rw(&h.xs, &mut h.g, true, round * 16, 8192, Some(&data), 0);
-        good.rw(&h.xs, &mut h.g, false, round * 16, 8192, None, 0);
+        good.read(&h.xs, &mut h.g, round * 16, 8192);
         let done = h.run(&mut good_dev, &mut good);
         assert!(done.iter().all(|d| d.status == BLKIF_RSP_OKAY));
         assert!(done.iter().any(|d| d.data == data), "round {round}: neighbour's data corrupted");
@@ -395,7 +395,7 @@ fn whole_disk_discards_are_zeroed_piecewise_and_do_not_stall_a_neighbour() {
     let data = pattern(9, 4096);
     let last = fe_a.rw(&h.xs, &mut h.g, true, 8, 4096, Some(&data), 0);
     fe_a.push();
-    let read = fe_b.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    let read = fe_b.read(&h.xs, &mut h.g, 0, 4096);
     fe_b.push();
 
     // One turn of the service loop: each device once.
@@ -467,10 +467,10 @@ fn a_turn_is_bounded_by_work_so_big_requests_do_not_starve_a_neighbour() {
     assert!(h.connect(&mut b, &mut fe_b));
     let big = pattern(1, 16 * MIB);
     for _ in 0..4 {
-        fe_a.rw(&h.xs, &mut h.g, true, 0, big.len(), Some(&big), 0);
+        fe_a.write(&h.xs, &mut h.g, 0, &big);
     }
     fe_a.push();
-    fe_b.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    fe_b.read(&h.xs, &mut h.g, 0, 4096);
     fe_b.push();
 
     let r = a.process(&mut h.xs, &mut h.g, &mut h.ev);
@@ -516,8 +516,8 @@ fn garbage_on_one_queue_does_not_starve_another() {
     }
     // The mock frontend spreads its requests over the queues: the first goes to queue 0
     // (behind the garbage), the second to queue 1.
-    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
-    let on_q1 = fe.rw(&h.xs, &mut h.g, false, 8, 4096, None, 0);
+    fe.read(&h.xs, &mut h.g, 0, 4096);
+    let on_q1 = fe.read(&h.xs, &mut h.g, 8, 4096);
     fe.push();
     dev.process(&mut h.xs, &mut h.g, &mut h.ev);
     let done = fe.complete(&mut h.g);

@@ -60,7 +60,7 @@ fn data_lands_in_the_export_and_reads_back() {
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].status, BLKIF_RSP_OKAY);
         assert_eq!(server.borrow().disk[2048 * 512..2048 * 512 + len], data[..], "the export does not hold the write");
-        fe.rw(&h.xs, &mut h.g, false, 2048, len, None, 0);
+        fe.read(&h.xs, &mut h.g, 2048, len);
         let done = h.run(&mut dev, &mut fe);
         assert_eq!(done[0].status, BLKIF_RSP_OKAY);
         assert_eq!(done[0].data, data);
@@ -96,7 +96,7 @@ fn flush_and_discard_reach_the_server() {
     let (s, server, _) = store(opts(), 1 << 20);
     let (mut dev, mut fe) = attach(&mut h, s, false);
     assert_eq!(h.xs.get(&format!("{}/feature-discard", fe.be)), Some("1"));
-    fe.rw(&h.xs, &mut h.g, true, 0, 8192, Some(&pattern(1, 8192)), 0);
+    fe.write(&h.xs, &mut h.g, 0, &pattern(1, 8192));
     h.run(&mut dev, &mut fe);
     fe.simple(BLKIF_OP_FLUSH_DISKCACHE, 0, 0, false);
     fe.simple(BLKIF_OP_DISCARD, 0, 8, false);
@@ -117,7 +117,7 @@ fn server_errors_reach_the_guest_and_read_only_exports_are_read_only() {
     let (s, _, _) = store(o, 1 << 20);
     let (mut dev, mut fe) = attach(&mut h, s, false);
     assert_eq!(h.xs.get(&format!("{}/info", fe.be)), Some(&*VDISK_READONLY.to_string()));
-    fe.rw(&h.xs, &mut h.g, true, 0, 4096, Some(&pattern(2, 4096)), 0);
+    fe.write(&h.xs, &mut h.g, 0, &pattern(2, 4096));
     let done = h.run(&mut dev, &mut fe);
     assert_eq!(done[0].status, BLKIF_RSP_ERROR, "a write reached a read-only export");
     // The server itself refuses a range the client thinks exists: an error for that
@@ -126,8 +126,8 @@ fn server_errors_reach_the_guest_and_read_only_exports_are_read_only() {
     let (s, server, _) = store(opts(), 1 << 20);
     let (mut dev, mut fe) = attach(&mut h, s, false);
     server.borrow_mut().disk.truncate(512 * 1024);
-    fe.rw(&h.xs, &mut h.g, false, 1500, 4096, None, 0);
-    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    fe.read(&h.xs, &mut h.g, 1500, 4096);
+    fe.read(&h.xs, &mut h.g, 0, 4096);
     let mut done = h.run(&mut dev, &mut fe);
     done.sort_by_key(|d| d.id);
     assert_eq!(done.len(), 2);
@@ -143,8 +143,8 @@ fn a_frontend_gone_mid_io_leaves_nothing_mapped_and_no_half_request() {
     let (mut dev, mut fe) = attach(&mut h, s, true);
     hold.set(true);
     let data = pattern(4, 256 * 1024);
-    fe.rw(&h.xs, &mut h.g, true, 0, data.len(), Some(&data), 0);
-    fe.rw(&h.xs, &mut h.g, false, 1024, 8192, None, 0);
+    fe.write(&h.xs, &mut h.g, 0, &data);
+    fe.read(&h.xs, &mut h.g, 1024, 8192);
     assert!(h.run(&mut dev, &mut fe).is_empty(), "answered while the server was held");
     assert!(h.g.counters().mapped_now > 1);
     fe.set_state(&mut h.xs, XenbusState::Closing);
@@ -216,21 +216,21 @@ fn past_the_window_the_guest_gets_errors_and_the_disk_heals_when_the_server_retu
     let (mut dev, mut fe) = attach(&mut h, s, false);
     up.set(false);
     closed.set(true);
-    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    fe.read(&h.xs, &mut h.g, 0, 4096);
     let done = turns(&mut h, &mut dev, &mut fe, &clock, 800);
     assert!(done.is_empty(), "failed before the window ended");
     let done = turns(&mut h, &mut dev, &mut fe, &clock, 800);
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].status, BLKIF_RSP_ERROR, "no error after the window");
     // New I/O fails at once while the server stays away; the device stays connected.
-    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    fe.read(&h.xs, &mut h.g, 0, 4096);
     let done = turns(&mut h, &mut dev, &mut fe, &clock, 100);
     assert_eq!(done.first().map(|d| d.status), Some(BLKIF_RSP_ERROR));
     assert_eq!(dev.state(), XenbusState::Connected);
     // The server comes back: the disk works again without a re-attach.
     up.set(true);
     let _ = turns(&mut h, &mut dev, &mut fe, &clock, 6000);
-    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    fe.read(&h.xs, &mut h.g, 0, 4096);
     let done = turns(&mut h, &mut dev, &mut fe, &clock, 500);
     assert_eq!(done.first().map(|d| d.status), Some(BLKIF_RSP_OKAY), "the disk did not heal");
     let c = dev.store().map(BlockStore::counters).unwrap_or_default();

@@ -121,7 +121,7 @@ fn a_pass_of_direct_requests_costs_one_map_and_one_unmap() {
     let (mut dev, mut fe) = h.attach(2, 51712, 8 * MIB, false, cfg(), FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
     for i in 0..20u64 {
-        fe.rw(&h.xs, &mut h.g, true, i * 88, 11 * 4096, Some(&pattern(i, 11 * 4096)), 0);
+        fe.write(&h.xs, &mut h.g, i * 88, &pattern(i, 11 * 4096));
     }
     let before = h.g.counters();
     let done = h.run(&mut dev, &mut fe);
@@ -147,7 +147,7 @@ fn indirect_requests_up_to_4096_segments_cost_two_maps_and_one_unmap() {
     let mid = pattern(8, 256 * 4096);
     let small = pattern(9, 12 * 4096);
     // The 16 MiB request is a turn's work on its own (`TURN_SEGMENTS`): one pass.
-    fe.rw(&h.xs, &mut h.g, true, 0, big.len(), Some(&big), 0);
+    fe.write(&h.xs, &mut h.g, 0, &big);
     let before = h.g.counters();
     let done = h.run(&mut dev, &mut fe);
     ok(&done);
@@ -157,8 +157,8 @@ fn indirect_requests_up_to_4096_segments_cost_two_maps_and_one_unmap() {
     assert_eq!(after.map_ops - before.map_ops, 8 + 4096);
     assert_eq!(after.unmap_calls - before.unmap_calls, 1);
     // The other two share a pass: still two map calls and one unmap.
-    fe.rw(&h.xs, &mut h.g, true, 40000, mid.len(), Some(&mid), 0);
-    fe.rw(&h.xs, &mut h.g, true, 60000, small.len(), Some(&small), 0);
+    fe.write(&h.xs, &mut h.g, 40000, &mid);
+    fe.write(&h.xs, &mut h.g, 60000, &small);
     let before = h.g.counters();
     let done = h.run(&mut dev, &mut fe);
     ok(&done);
@@ -170,7 +170,7 @@ fn indirect_requests_up_to_4096_segments_cost_two_maps_and_one_unmap() {
     let st = dev.connection().map(|c| c.stats).unwrap_or_default();
     assert_eq!(st.indirect_req, 3);
     // Read back the big one through an indirect READ.
-    fe.rw(&h.xs, &mut h.g, false, 0, big.len(), None, 0);
+    fe.read(&h.xs, &mut h.g, 0, big.len());
     let done = h.run(&mut dev, &mut fe);
     ok(&done);
     assert!(done[0].data == big, "16 MiB indirect read differs");
@@ -185,8 +185,8 @@ fn indirect_segment_count_above_the_advertised_limit_is_refused() {
     let opts = FrontendOpts { max_segments: 4096, ..Default::default() };
     let (mut dev, mut fe) = h.attach(2, 51712, 8 * MIB, false, c, opts);
     assert!(h.connect(&mut dev, &mut fe));
-    fe.rw(&h.xs, &mut h.g, true, 0, 33 * 4096, Some(&pattern(1, 33 * 4096)), 0);
-    fe.rw(&h.xs, &mut h.g, true, 0, 32 * 4096, Some(&pattern(1, 32 * 4096)), 0);
+    fe.write(&h.xs, &mut h.g, 0, &pattern(1, 33 * 4096));
+    fe.write(&h.xs, &mut h.g, 0, &pattern(1, 32 * 4096));
     let done = h.run(&mut dev, &mut fe);
     let mut st: Vec<i16> = done.iter().map(|d| d.status).collect();
     st.sort();
@@ -201,7 +201,7 @@ fn persistent_path_maps_nothing_once_warm() {
     assert!(h.connect(&mut dev, &mut fe));
     let data = pattern(3, 8 * 4096);
     for i in 0..4u64 {
-        fe.rw(&h.xs, &mut h.g, true, i * 64, data.len(), Some(&data), 0);
+        fe.write(&h.xs, &mut h.g, i * 64, &data);
     }
     ok(&h.run(&mut dev, &mut fe));
     let warm = h.g.counters();
@@ -238,7 +238,7 @@ fn persistent_pool_is_bounded() {
     assert!(h.connect(&mut dev, &mut fe));
     // 3 x 11 pages in flight at once: 33 distinct grants, more than the cap.
     for i in 0..3u64 {
-        fe.rw(&h.xs, &mut h.g, true, i * 100, 11 * 4096, Some(&pattern(i, 11 * 4096)), 0);
+        fe.write(&h.xs, &mut h.g, i * 100, &pattern(i, 11 * 4096));
     }
     ok(&h.run(&mut dev, &mut fe));
     assert!(dev.connection().map_or(0, |c| c.persistent_len()) <= 16);
@@ -272,7 +272,7 @@ fn copy_path_moves_data_with_one_copy_call_and_no_mapping() {
     }
     // And back.
     for (i, d) in data.iter().enumerate() {
-        fe.rw(&h.xs, &mut h.g, false, i as u64 * 100, d.len(), None, 0);
+        fe.read(&h.xs, &mut h.g, i as u64 * 100, d.len());
         let done = h.run(&mut dev, &mut fe);
         ok(&done);
         assert!(done[0].data == *d);
@@ -287,7 +287,7 @@ fn flush_discard_and_secure_discard() {
     let (mut dev, mut fe) = h.attach(2, 51712, 8 * MIB, false, cfg(), FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
     let d = pattern(5, 40 * 1024);
-    fe.rw(&h.xs, &mut h.g, true, 0, d.len(), Some(&d), 0);
+    fe.write(&h.xs, &mut h.g, 0, &d);
     ok(&h.run(&mut dev, &mut fe));
     fe.simple(BLKIF_OP_FLUSH_DISKCACHE, 0, 0, false);
     fe.simple(BLKIF_OP_DISCARD, 16, 32, false);
@@ -296,7 +296,7 @@ fn flush_discard_and_secure_discard() {
     ok(&done);
     let st = dev.connection().map(|c| c.stats).unwrap_or_default();
     assert_eq!((st.f_req, st.ds_req), (1, 2));
-    fe.rw(&h.xs, &mut h.g, false, 0, d.len(), None, 0);
+    fe.read(&h.xs, &mut h.g, 0, d.len());
     let got = h.run(&mut dev, &mut fe).remove(0).data;
     let mut want = d.clone();
     want[16 * 512..48 * 512].fill(0);
@@ -321,8 +321,8 @@ fn read_only_disk() {
     assert!(h.connect(&mut dev, &mut fe));
     assert_eq!(h.xs.get(&format!("{}/info", fe.be)), Some("4"), "VDISK_READONLY");
     assert_eq!(h.xs.get(&format!("{}/feature-discard", fe.be)), Some("0"));
-    let w = fe.rw(&h.xs, &mut h.g, true, 0, 4096, Some(&pattern(1, 4096)), 0);
-    let r = fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    let w = fe.write(&h.xs, &mut h.g, 0, &pattern(1, 4096));
+    let r = fe.read(&h.xs, &mut h.g, 0, 4096);
     let d = fe.simple(BLKIF_OP_DISCARD, 0, 8, false);
     let done = h.run(&mut dev, &mut fe);
     let status = |id| done.iter().find(|x| x.id == id).map(|x| x.status);
@@ -341,7 +341,7 @@ fn inflight_pool_bound_leaves_requests_on_the_ring() {
     let (mut dev, mut fe) = h.attach(2, 51712, 8 * MIB, false, c, FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
     for i in 0..20u64 {
-        fe.rw(&h.xs, &mut h.g, true, i * 8, 4096, Some(&pattern(i, 4096)), 0);
+        fe.write(&h.xs, &mut h.g, i * 8, &pattern(i, 4096));
     }
     fe.push();
     // One process call: MAX_ROUNDS passes of at most 4 requests each.
@@ -362,7 +362,7 @@ fn close_reconnect_detach_and_directory_removal() {
     let (mut dev, mut fe) =
         h.attach(2, 51712, 4 * MIB, false, cfg(), FrontendOpts { persistent: true, ..Default::default() });
     assert!(h.connect(&mut dev, &mut fe));
-    fe.rw(&h.xs, &mut h.g, true, 0, 8192, Some(&pattern(1, 8192)), 0);
+    fe.write(&h.xs, &mut h.g, 0, &pattern(1, 8192));
     ok(&h.run(&mut dev, &mut fe));
     // The frontend closes: the backend disconnects and releases everything.
     fe.set_state(&mut h.xs, XenbusState::Closing);
@@ -379,7 +379,7 @@ fn close_reconnect_detach_and_directory_removal() {
     h.update(&mut dev);
     assert_eq!(dev.state(), XenbusState::InitWait);
     assert!(h.connect(&mut dev, &mut fe));
-    fe.rw(&h.xs, &mut h.g, false, 0, 8192, None, 0);
+    fe.read(&h.xs, &mut h.g, 0, 8192);
     assert!(h.run(&mut dev, &mut fe)[0].data == pattern(1, 8192));
     // libxl detaches: online=0, backend state=5; blkfront closes; we go Closed and ask
     // for our directory to be removed.
@@ -410,7 +410,7 @@ fn frontend_domain_destroyed_mid_io_releases_everything() {
         h.attach(2, 51712, 4 * MIB, false, cfg(), FrontendOpts { persistent: true, ..Default::default() });
     assert!(h.connect(&mut dev, &mut fe));
     for i in 0..8u64 {
-        fe.rw(&h.xs, &mut h.g, true, i * 16, 8192, Some(&pattern(i, 8192)), 0);
+        fe.write(&h.xs, &mut h.g, i * 16, &pattern(i, 8192));
     }
     fe.push();
     // The domain dies with requests on the ring: its directory disappears.
@@ -429,8 +429,8 @@ fn statistics_are_published() {
     let mut h = Harness::new();
     let (mut dev, mut fe) = h.attach(2, 51712, 4 * MIB, false, cfg(), FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
-    fe.rw(&h.xs, &mut h.g, true, 0, 8192, Some(&pattern(1, 8192)), 0);
-    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
+    fe.write(&h.xs, &mut h.g, 0, &pattern(1, 8192));
+    fe.read(&h.xs, &mut h.g, 0, 4096);
     fe.simple(BLKIF_OP_FLUSH_DISKCACHE, 0, 0, false);
     ok(&h.run(&mut dev, &mut fe));
     dev.publish_stats(&mut h.xs).unwrap();
@@ -450,12 +450,12 @@ fn notifications_follow_rsp_event() {
     let (mut dev, mut fe) = h.attach(2, 51712, 4 * MIB, false, cfg(), FrontendOpts::default());
     assert!(h.connect(&mut dev, &mut fe));
     let port = fe.ports[0];
-    fe.rw(&h.xs, &mut h.g, true, 0, 4096, Some(&pattern(1, 4096)), 0);
+    fe.write(&h.xs, &mut h.g, 0, &pattern(1, 4096));
     ok(&h.run(&mut dev, &mut fe));
     assert_eq!(h.ev.notifications(fe.dom, port), 1, "rsp_event asked for a notification");
     // The frontend did not consume: rsp_event not advanced → no further notification is
     // needed for responses it has not asked about... after consuming it asks again.
-    fe.rw(&h.xs, &mut h.g, true, 8, 4096, Some(&pattern(2, 4096)), 0);
+    fe.write(&h.xs, &mut h.g, 8, &pattern(2, 4096));
     ok(&h.run(&mut dev, &mut fe));
     assert_eq!(h.ev.notifications(fe.dom, port), 2);
 }
@@ -474,12 +474,12 @@ fn discards_and_writes_in_one_pass_keep_ring_order_on_every_path() {
         let b = pattern(2, 8 * 4096);
         // One pass: discard, then a write over it; a write, then a discard over that.
         fe.simple(BLKIF_OP_DISCARD, 0, 64, false);
-        fe.rw(&h.xs, &mut h.g, true, 0, a.len(), Some(&a), 0);
-        fe.rw(&h.xs, &mut h.g, true, 1000, b.len(), Some(&b), 0);
+        fe.write(&h.xs, &mut h.g, 0, &a);
+        fe.write(&h.xs, &mut h.g, 1000, &b);
         fe.simple(BLKIF_OP_DISCARD, 1000, 64, false);
         ok(&h.run(&mut dev, &mut fe));
-        fe.rw(&h.xs, &mut h.g, false, 0, a.len(), None, 0);
-        fe.rw(&h.xs, &mut h.g, false, 1000, b.len(), None, 0);
+        fe.read(&h.xs, &mut h.g, 0, a.len());
+        fe.read(&h.xs, &mut h.g, 1000, b.len());
         let mut back = h.run(&mut dev, &mut fe);
         back.sort_by_key(|d| d.id);
         assert!(back[0].data == a, "{path:?}: a discard earlier in the ring wiped a later write");
@@ -500,8 +500,8 @@ fn the_noop_path_answers_without_touching_any_grant() {
     let before = h.g.counters();
     let data = pattern(3, MIB);
     fe.rw(&h.xs, &mut h.g, true, 0, MIB, Some(&data), 0);
-    fe.rw(&h.xs, &mut h.g, false, 0, 4096, None, 0);
-    fe.rw(&h.xs, &mut h.g, false, 8 * MIB as u64 / 512, 4096, None, 0);
+    fe.read(&h.xs, &mut h.g, 0, 4096);
+    fe.read(&h.xs, &mut h.g, 8 * MIB as u64 / 512, 4096);
     let done = h.run(&mut dev, &mut fe);
     assert_eq!(done.len(), 3);
     assert_eq!(done.iter().filter(|d| d.status == BLKIF_RSP_OKAY).count(), 2, "the read past the end is refused");

@@ -85,7 +85,7 @@ impl Bed {
         let done = fe.complete(&mut self.g);
         assert_eq!(done.len(), 1, "write not answered");
         assert_eq!(done[0].status, BLKIF_RSP_OKAY);
-        fe.rw(&self.xs, &mut self.g, false, sector, data.len(), None, 0);
+        fe.read(&self.xs, &mut self.g, sector, data.len());
         fe.push();
         self.settle();
         let mut done = fe.complete(&mut self.g);
@@ -226,7 +226,7 @@ fn a_boot_module_is_served_in_place_and_reused_after_detach() {
     b.connect(&mut fe);
     assert_eq!(fe.sectors(&b.xs), 128);
     // Its contents are the image; a write lands in it.
-    fe.rw(&b.xs, &mut b.g, false, 0, 4096, None, 0);
+    fe.read(&b.xs, &mut b.g, 0, 4096);
     fe.push();
     b.settle();
     assert_eq!(fe.complete(&mut b.g)[0].data, image[..4096]);
@@ -254,7 +254,7 @@ fn a_boot_module_is_served_in_place_and_reused_after_detach() {
     // Attached again (the scenario's re-attach): the earlier write is still there.
     let mut fe2 = b.attach(5, 51712, "module", "w");
     b.connect(&mut fe2);
-    fe2.rw(&b.xs, &mut b.g, false, 8, 4096, None, 0);
+    fe2.read(&b.xs, &mut b.g, 8, 4096);
     fe2.push();
     b.settle();
     assert_eq!(fe2.complete(&mut b.g)[0].data, data, "the module lost a write across re-attach");
@@ -272,7 +272,7 @@ fn a_frontend_that_disappears_is_dropped_and_cleaned_up_by_the_toolstack() {
     let cfg = b.svc.device(&other.be).map(|d| *d.config()).expect("device");
     assert_eq!((cfg.path, cfg.adv.persistent), (DataPath::Map, false));
     // Requests in flight when the domain dies.
-    fe.rw(&b.xs, &mut b.g, true, 0, 4096, Some(&pattern(1, 4096)), 0);
+    fe.write(&b.xs, &mut b.g, 0, &pattern(1, 4096));
     fe.push();
     // The domain is destroyed: its xenstore directory and grants vanish.
     b.xs.remove_tree("/local/domain/5");
@@ -430,7 +430,7 @@ fn a_watch_event_flood_costs_one_update_per_turn_and_never_starves_io() {
     }
     assert!(b.xs.events.len() <= xen_hv::EVENT_QUEUE_CAP + 4, "{} events queued", b.xs.events.len());
 
-    good.rw(&b.xs, &mut b.g, false, 0, 4096, None, 0);
+    good.read(&b.xs, &mut b.g, 0, 4096);
     good.push();
     let r0 = b.xs.requests;
     let queued = b.xs.events.len();
@@ -568,7 +568,7 @@ fn a_closed_frontend_that_never_goes_idle_is_dropped_after_the_linger_limit() {
     let mut served = 0;
     let mut t = 0;
     while t < LINGER_MAX_NS + LINGER_IDLE_NS && b.svc.device(&be).is_some_and(|d| d.connection().is_some()) {
-        fe.rw(&b.xs, &mut b.g, false, 0, 4096, None, 0);
+        fe.read(&b.xs, &mut b.g, 0, 4096);
         fe.push();
         b.now += step;
         t += step;

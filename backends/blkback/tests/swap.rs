@@ -112,9 +112,9 @@ fn a_large_request_is_exchanged_in_rounds_of_the_scratch_pool() {
     let (mut dev, mut fe) = setup(&mut h, 16, opts, None);
     assert!(h.connect(&mut dev, &mut fe));
     let d = pattern(99, 64 * 4096);
-    fe.rw(&h.xs, &mut h.g, true, 0, d.len(), Some(&d), 0);
+    fe.write(&h.xs, &mut h.g, 0, &d);
     ok(&h.run(&mut dev, &mut fe));
-    fe.rw(&h.xs, &mut h.g, false, 0, d.len(), None, 0);
+    fe.read(&h.xs, &mut h.g, 0, d.len());
     let done = h.run(&mut dev, &mut fe);
     ok(&done);
     assert!(done[0].data == d);
@@ -204,7 +204,7 @@ fn a_grant_mapped_elsewhere_is_copied_not_exchanged() {
         h.g.granted_refs(FE).into_iter().map(|gref| xen_hv::MapReq { dom: FE, gref, readonly: true }).collect();
     let pinned = h.g.map_as(BACKEND, &reqs);
     let before = stats(&dev);
-    fe.rw(&h.xs, &mut h.g, false, 8, 4096, None, 0);
+    fe.read(&h.xs, &mut h.g, 8, 4096);
     let done = h.run(&mut dev, &mut fe);
     ok(&done);
     assert!(done[0].data == d, "the copied fallback returned the data");
@@ -230,7 +230,7 @@ fn scratch_frames_holding_another_frontends_data_are_zeroed_first() {
     }
     assert!(h.connect(&mut dev, &mut fe));
     // A 512-byte READ hands the frontend a whole scratch frame.
-    fe.rw(&h.xs, &mut h.g, false, 0, 512, None, 0);
+    fe.read(&h.xs, &mut h.g, 0, 512);
     ok(&h.run(&mut dev, &mut fe));
     let st = stats(&dev);
     assert_eq!((st.swapped, st.swap_zeroed), (1, 1));
@@ -238,7 +238,7 @@ fn scratch_frames_holding_another_frontends_data_are_zeroed_first() {
         assert!(!p.get(0, 4096).windows(64).any(|w| w == &secret[..64]), "domain 9's data reached domain 2");
     }
     // The same frame back to the same frontend needs no zeroing.
-    fe.rw(&h.xs, &mut h.g, false, 0, 512, None, 0);
+    fe.read(&h.xs, &mut h.g, 0, 512);
     ok(&h.run(&mut dev, &mut fe));
     assert_eq!(stats(&dev).swap_zeroed, 1);
 }
@@ -251,7 +251,7 @@ fn whole_page_writes_go_straight_into_the_disk_frames() {
     assert!(h.connect(&mut dev, &mut fe));
     // 8 pages at a frame-aligned sector: each a whole-page WRITE onto a whole disk frame.
     let d = pattern(5, 8 * 4096);
-    fe.rw(&h.xs, &mut h.g, true, 64, d.len(), Some(&d), 0);
+    fe.write(&h.xs, &mut h.g, 64, &d);
     ok(&h.run(&mut dev, &mut fe));
     let st = stats(&dev);
     assert_eq!((st.swapped, st.swap_direct), (8, 8), "exchanged with the disk's frames");
@@ -264,11 +264,11 @@ fn whole_page_writes_go_straight_into_the_disk_frames() {
     assert_eq!((st.swapped, st.swap_direct), (9, 8));
     assert_eq!(st.copy_ops - copies_before, 2, "two disk pieces copied from the scratch frame");
     // Everything reads back.
-    fe.rw(&h.xs, &mut h.g, false, 64, d.len(), None, 0);
+    fe.read(&h.xs, &mut h.g, 64, d.len());
     let done = h.run(&mut dev, &mut fe);
     ok(&done);
     assert!(done[0].data == d);
-    fe.rw(&h.xs, &mut h.g, false, 1000 * 8 + 1, 4096, None, 0);
+    fe.read(&h.xs, &mut h.g, 1000 * 8 + 1, 4096);
     let done = h.run(&mut dev, &mut fe);
     ok(&done);
     assert!(done[0].data == d[..4096]);

@@ -333,6 +333,16 @@ impl MockFrontend {
         id
     }
 
+    /// Queues a WRITE of `data` at `sector` (one request, as `rw`); returns its id.
+    pub fn write(&mut self, xs: &FakeXenStore, g: &mut FakeGrants, sector: u64, data: &[u8]) -> u64 {
+        self.rw(xs, g, true, sector, data.len(), Some(data), 0)
+    }
+
+    /// Queues a READ of `len` bytes at `sector` (one request, as `rw`); returns its id.
+    pub fn read(&mut self, xs: &FakeXenStore, g: &mut FakeGrants, sector: u64, len: usize) -> u64 {
+        self.rw(xs, g, false, sector, len, None, 0)
+    }
+
     /// Queues FLUSH_DISKCACHE (no data) or DISCARD.
     pub fn simple(&mut self, operation: u8, sector: u64, nr_sectors: u64, secure: bool) -> u64 {
         let id = self.next_id;
