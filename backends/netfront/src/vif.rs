@@ -11,6 +11,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
+use xen_hv::Count;
 
 use xen_hv::{
     DomId, EventChannel, EvtchnAlloc, EvtchnPort, GrantAccess, GrantError, GrantRef, SharedFrame, SharedFrames,
@@ -264,7 +265,7 @@ impl<S: SharedFrame> Vif<S> {
             self.disconnect(g, ev);
             return Err(e.into());
         }
-        self.stats.connects = self.stats.connects.saturating_add(1);
+        self.stats.connects.inc();
         self.conn = Some(conn);
         Ok(())
     }
@@ -376,7 +377,7 @@ impl<S: SharedFrame> Vif<S> {
             return Ok(false);
         }
         let Some(id) = c.tx_free.pop() else {
-            self.stats.tx_full = self.stats.tx_full.saturating_add(1);
+            self.stats.tx_full.inc();
             return Ok(false);
         };
         let Some(b) = c.tx_bufs.get(usize::from(id)) else { return Ok(false) };
@@ -386,8 +387,8 @@ impl<S: SharedFrame> Vif<S> {
         if c.tx.push_requests_and_check_notify()? {
             ev.notify(c.port);
         }
-        self.stats.tx_packets = self.stats.tx_packets.saturating_add(1);
-        self.stats.tx_bytes = self.stats.tx_bytes.saturating_add(frame.len() as u64);
+        self.stats.tx_packets.inc();
+        self.stats.tx_bytes.add_sat(frame.len() as u64);
         Ok(true)
     }
 
@@ -417,16 +418,16 @@ impl<S: SharedFrame> Vif<S> {
             let status = i16::from_le_bytes([rsp[2], rsp[3]]);
             if status == NETIF_RSP_NULL {
                 // The answer to an extra-info slot: we send none.
-                self.stats.bad_responses = self.stats.bad_responses.saturating_add(1);
+                self.stats.bad_responses.inc();
                 continue;
             }
             // An id we did not send, or one already free: a lying backend.
             if usize::from(id) >= c.tx_bufs.len() || c.tx_free.contains(&id) {
-                self.stats.bad_responses = self.stats.bad_responses.saturating_add(1);
+                self.stats.bad_responses.inc();
                 continue;
             }
             if status != NETIF_RSP_OKAY {
-                self.stats.tx_errors = self.stats.tx_errors.saturating_add(1);
+                self.stats.tx_errors.inc();
             }
             c.tx_free.push(id);
         }
@@ -478,8 +479,8 @@ impl<S: SharedFrame> Vif<S> {
                         }
                         sink(dst);
                         n = n.saturating_add(1);
-                        self.stats.rx_packets = self.stats.rx_packets.saturating_add(1);
-                        self.stats.rx_bytes = self.stats.rx_bytes.saturating_add(len as u64);
+                        self.stats.rx_packets.inc();
+                        self.stats.rx_bytes.add_sat(len as u64);
                     }
                     Err(true) => self.stats.bad_responses = self.stats.bad_responses.saturating_add(1),
                     Err(false) => self.stats.rx_dropped = self.stats.rx_dropped.saturating_add(1),

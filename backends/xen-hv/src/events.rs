@@ -12,6 +12,7 @@
 //!
 //! A token with nothing queued is always queued, so the length stays within `cap` plus the
 //! number of watches (which the watcher bounds).
+use crate::Count;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -54,13 +55,13 @@ impl EventQueue {
 
     pub fn push(&mut self, e: WatchEvent) {
         if self.q.contains(&e) {
-            self.merged = self.merged.saturating_add(1);
+            self.merged.inc();
             return;
         }
         if self.q.len() >= self.cap {
             if let Some(x) = self.q.iter_mut().find(|x| x.token == e.token) {
                 x.path = common_ancestor(&x.path, &e.path);
-                self.merged = self.merged.saturating_add(1);
+                self.merged.inc();
                 return;
             }
         }

@@ -14,6 +14,7 @@ extern crate alloc;
 #[cfg(feature = "fake")]
 pub mod fake;
 
+mod count;
 mod events;
 mod evtchn;
 mod frames;
@@ -21,6 +22,7 @@ mod grants;
 mod page;
 mod xenstore;
 
+pub use count::Count;
 pub use events::{EventQueue, EVENT_QUEUE_CAP};
 pub use evtchn::*;
 pub use frames::*;

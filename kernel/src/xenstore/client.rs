@@ -1,5 +1,6 @@
 //! The ring client (see the module's documentation).
 use alloc::string::{String, ToString};
+use xen_hv::Count;
 
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -188,7 +189,7 @@ impl XenStore {
                 Incoming::Reply(p) => {
                     // The loop waits for xenstored here: what a turn spends on xenstore.
                     let rtt = time::system_time_ns().saturating_sub(start);
-                    self.waited_ns = self.waited_ns.saturating_add(rtt);
+                    self.waited_ns.add_sat(rtt);
                     self.rtt_max_ns = self.rtt_max_ns.max(rtt);
                     return Ok(p);
                 }

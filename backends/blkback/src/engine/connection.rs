@@ -1,4 +1,5 @@
 //! The connection: see the module's documentation (`engine`).
+use crate::hv::Count;
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -297,15 +298,15 @@ impl<M: Page> Connection<M> {
             let before = self.stats.heap_waits;
             let (reqs, rsps) = self.pass(g, store, &mut turn, &mut heap)?;
             report.heap_wait |= self.stats.heap_waits != before;
-            report.requests = report.requests.saturating_add(reqs);
-            report.responses = report.responses.saturating_add(rsps);
+            report.requests.add_sat(reqs);
+            report.responses.add_sat(rsps);
             // Publish, notify, and look once more before going idle. A store with work of
             // its own (a discard being zeroed) needs another pass too.
             let mut more = store.has_work();
             for q in &mut self.queues {
                 if q.ring.push_responses_and_check_notify()? {
                     ev.notify(q.port);
-                    self.stats.notifications = self.stats.notifications.saturating_add(1);
+                    self.stats.notifications.inc();
                 }
                 if q.ring.final_check_for_requests()? && q.inflight < self.max_inflight {
                     more = true;
@@ -331,7 +332,7 @@ impl<M: Page> Connection<M> {
         G: Grants<Mapping = M>,
         S: crate::store::Store<Rc<M>>,
     {
-        self.stats.passes = self.stats.passes.saturating_add(1);
+        self.stats.passes.inc();
         self.path.next_pass();
         let misses_before = self.stats.persistent_misses;
         let mut ans = Answers::new(self.queues.len());
@@ -368,8 +369,8 @@ impl<M: Page> Connection<M> {
         unmap.extend(self.path.make_room(self.stats.persistent_misses > misses_before));
         // 5. One unmap batch for everything transient of this pass.
         if !unmap.is_empty() {
-            self.stats.unmap_calls = self.stats.unmap_calls.saturating_add(1);
-            self.stats.unmap_ops = self.stats.unmap_ops.saturating_add(unmap.len() as u64);
+            self.stats.unmap_calls.inc();
+            self.stats.unmap_ops.add_sat(unmap.len() as u64);
             g.unmap(unmap);
         }
         self.push_answers(ans, n_taken)
@@ -419,18 +420,18 @@ impl<M: Page> Connection<M> {
             let avail = q.ring.unconsumed()? as usize;
             let room = self.max_inflight.saturating_sub(q.inflight);
             if avail > room {
-                self.stats.oo_req = self.stats.oo_req.saturating_add(1);
+                self.stats.oo_req.inc();
             }
             for _ in 0..avail.min(room) {
                 if seg_budget == 0 {
                     // The segment budget of this pass is spent: the rest waits on the ring.
-                    self.stats.oo_req = self.stats.oo_req.saturating_add(1);
+                    self.stats.oo_req.inc();
                     break;
                 }
                 if *heap < worst || taken.try_reserve(1).is_err() {
                     // No heap for one more request: it waits on the ring (nothing is lost;
                     // the frontend is throttled, not refused).
-                    self.stats.heap_waits = self.stats.heap_waits.saturating_add(1);
+                    self.stats.heap_waits.inc();
                     break 'queues;
                 }
                 let Some(slot) = q.ring.take::<MAX_SLOT>()? else { break };

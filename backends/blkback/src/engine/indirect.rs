@@ -1,6 +1,7 @@
 //! Indirect requests (`BLKIF_OP_INDIRECT`, `io/blkif.h`): their segment descriptors live in
 //! up to eight granted pages. Every indirect page of a pass is mapped in **one** batch, each
 //! page's descriptors are copied out once, and only the copy is decoded and validated.
+use crate::hv::Count;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
@@ -46,7 +47,7 @@ impl<M: Page> Connection<M> {
         }
         for (ti, t) in taken.iter().enumerate() {
             if let Segments::Indirect { pages: refs, .. } = &t.req.segs {
-                self.stats.indirect_req = self.stats.indirect_req.saturating_add(1);
+                self.stats.indirect_req.inc();
                 for (pi, &gref) in refs.iter().enumerate() {
                     let hit = self.path.pool_get(gref);
                     if hit.is_none() {

@@ -3,6 +3,7 @@
 //! ([`Resolved`], after its indirect pages were read), handed to the store ([`InFlight`]),
 //! and answered. Every request, valid or not, leaves through [`Answers::answer`] (cf. Linux
 //! blkback's `make_response`): the only place that builds a response and counts it.
+use crate::hv::Count;
 use alloc::vec::Vec;
 
 use xen_sys_mini::io::blkif::{BLKIF_RSP_ERROR, BLKIF_RSP_OKAY};
@@ -83,7 +84,7 @@ impl Answers {
     pub fn answer(&mut self, stats: &mut Stats, queue: usize, id: u64, rsp_op: u8, outcome: Outcome) {
         let status = match outcome {
             Outcome::Done { op, sectors, cpu_bytes } => {
-                stats.cpu_bytes = stats.cpu_bytes.saturating_add(cpu_bytes);
+                stats.cpu_bytes.add_sat(cpu_bytes);
                 match op {
                     Op::Read => stats.rd_sect = stats.rd_sect.saturating_add(sectors),
                     Op::Write | Op::Flush | Op::Barrier => stats.wr_sect = stats.wr_sect.saturating_add(sectors),
@@ -96,11 +97,11 @@ impl Answers {
                 e.status()
             }
             Outcome::Failed => {
-                stats.err_io = stats.err_io.saturating_add(1);
+                stats.err_io.inc();
                 BLKIF_RSP_ERROR
             }
             Outcome::NoMemory => {
-                stats.err_nomem = stats.err_nomem.saturating_add(1);
+                stats.err_nomem.inc();
                 BLKIF_RSP_ERROR
             }
         };

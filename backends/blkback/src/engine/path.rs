@@ -7,6 +7,7 @@
 //!   pool, only misses mapped; warm passes make no grant hypercall.
 //! - **Copy**: `GNTTABOP_copy` between the frontend's grants and the store's frames, one
 //!   call per batch limit; no data page is mapped.
+use crate::hv::Count;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
@@ -127,8 +128,8 @@ impl<M: Page> Connection<M> {
         if reqs.is_empty() {
             return;
         }
-        self.stats.map_calls = self.stats.map_calls.saturating_add(1);
-        self.stats.map_ops = self.stats.map_ops.saturating_add(reqs.len() as u64);
+        self.stats.map_calls.inc();
+        self.stats.map_ops.add_sat(reqs.len() as u64);
         for (&(wi, si), (r, res)) in owners.iter().zip(reqs.iter().zip(g.map(reqs))) {
             let Ok(m) = res else { continue };
             let rc = self.path.keep(r.gref, m);
@@ -175,10 +176,10 @@ impl<M: Page> Connection<M> {
             for (si, s) in w.segs.iter().enumerate() {
                 let hit = self.path.pool_get(s.gref);
                 if hit.is_some() {
-                    self.stats.persistent_hits = self.stats.persistent_hits.saturating_add(1);
+                    self.stats.persistent_hits.inc();
                 } else {
                     if keep {
-                        self.stats.persistent_misses = self.stats.persistent_misses.saturating_add(1);
+                        self.stats.persistent_misses.inc();
                     }
                     reqs.push(MapReq { dom: self.dom, gref: s.gref, readonly });
                     owners.push((wi, si));
@@ -292,8 +293,8 @@ impl<M: Page> Connection<M> {
     ) {
         let limit = g.copy_batch_limit().max(1);
         for (chunk, owners) in ops.chunks(limit).zip(owner.chunks(limit)) {
-            self.stats.copy_calls = self.stats.copy_calls.saturating_add(1);
-            self.stats.copy_ops = self.stats.copy_ops.saturating_add(chunk.len() as u64);
+            self.stats.copy_calls.inc();
+            self.stats.copy_ops.add_sat(chunk.len() as u64);
             for (res, &wi) in g.copy(chunk).into_iter().zip(owners) {
                 if res.is_err() {
                     if let Some(f) = failed.get_mut(wi) {

@@ -13,6 +13,7 @@
 //! hypervisor refuses is copied instead (per segment); `bad_domain` (a PV frontend such as
 //! dom0) turns exchanges off for the connection. Rings and indirect pages are never
 //! exchanged. Requests other than READ and WRITE go to the copy path, in ring order.
+use crate::hv::Count;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
@@ -230,7 +231,7 @@ impl<M: Page> Connection<M> {
         // a store without one is served by the copy path) is copied, never dropped.
         for s in round.iter().skip(n) {
             if failed.get(s.wi).is_some_and(Option::is_none) {
-                self.stats.swap_fallbacks = self.stats.swap_fallbacks.saturating_add(1);
+                self.stats.swap_fallbacks.inc();
                 s.copies(|offset| CopyPtr::Gref { dom, gref: s.gref, offset }, &mut ops, &mut owner);
             }
         }
@@ -248,11 +249,11 @@ impl<M: Page> Connection<M> {
             .collect();
         if !zeroing.is_empty() {
             let zops: Vec<CopyOp> = zeroing.iter().map(|z| z.1).collect();
-            self.stats.copy_calls = self.stats.copy_calls.saturating_add(1);
-            self.stats.copy_ops = self.stats.copy_ops.saturating_add(zops.len() as u64);
+            self.stats.copy_calls.inc();
+            self.stats.copy_ops.add_sat(zops.len() as u64);
             for ((i, _), r) in zeroing.iter().zip(g.copy(&zops)) {
                 if r.is_ok() {
-                    self.stats.swap_zeroed = self.stats.swap_zeroed.saturating_add(1);
+                    self.stats.swap_zeroed.inc();
                     if let Some(c) = clean.get_mut(*i) {
                         *c = true;
                     }
@@ -286,14 +287,14 @@ impl<M: Page> Connection<M> {
         let mut results = if picked.is_empty() {
             Vec::new().into_iter()
         } else {
-            self.stats.swap_calls = self.stats.swap_calls.saturating_add(1);
+            self.stats.swap_calls.inc();
             g.swap(&picked).into_iter()
         };
         for (i, (s, t)) in round.iter().zip(&todo).enumerate() {
             if !*t {
                 // A frame that could not be cleaned: this segment is copied.
                 if failed.get(s.wi).is_some_and(Option::is_none) {
-                    self.stats.swap_fallbacks = self.stats.swap_fallbacks.saturating_add(1);
+                    self.stats.swap_fallbacks.inc();
                     s.copies(|offset| CopyPtr::Gref { dom, gref: s.gref, offset }, &mut ops, &mut owner);
                 }
                 continue;
@@ -303,11 +304,11 @@ impl<M: Page> Connection<M> {
             match r {
                 Ok(()) if s.direct().is_some() => {
                     // The data is on the disk: nothing to copy, no scratch frame used.
-                    self.stats.swapped = self.stats.swapped.saturating_add(1);
-                    self.stats.swap_direct = self.stats.swap_direct.saturating_add(1);
+                    self.stats.swapped.inc();
+                    self.stats.swap_direct.inc();
                 }
                 Ok(()) => {
-                    self.stats.swapped = self.stats.swapped.saturating_add(1);
+                    self.stats.swapped.inc();
                     // Holds the frontend's former frame now (or, for a READ, what it
                     // gave back): this frontend's data only.
                     if let Some(p) = store.scratch().and_then(|p| p.pages.get_mut(i)) {
@@ -318,7 +319,7 @@ impl<M: Page> Connection<M> {
                     }
                 }
                 Err(e) => {
-                    self.stats.swap_fallbacks = self.stats.swap_fallbacks.saturating_add(1);
+                    self.stats.swap_fallbacks.inc();
                     if e == GrantError::Status(gntst::BAD_DOMAIN) {
                         // A PV frontend (dom0): Xen will refuse every exchange with it.
                         self.swap_mode = SwapMode::BadDomain;

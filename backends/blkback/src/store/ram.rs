@@ -1,5 +1,6 @@
 //! RAM stores: the memory behind them (`RamBacking`: a `Vec<u8>`, frames of ours) and the
 //! store over it (`RamStore`: reads and writes at once, discards zeroed piecewise).
+use crate::hv::Count;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
@@ -196,7 +197,7 @@ impl<M: RamBacking, B: Page> RamStore<M, B> {
         // Discarded sectors read back as zeroes (secure or not).
         self.mem.zero(*next, n);
         *next = next.saturating_add(n);
-        self.zeroed = self.zeroed.saturating_add(n);
+        self.zeroed.add_sat(n);
         if *next >= *end {
             if let Some((io, ..)) = self.zeroing.pop_front() {
                 self.done.push((io, Ok(0)));

@@ -1,4 +1,5 @@
 //! The grant tables of every domain, enforcing what Xen enforces.
+use crate::Count;
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
@@ -64,7 +65,7 @@ impl Page for FakeMapping {
     fn write(&self, off: usize, src: &[u8]) -> Result<(), MemError> {
         if self.readonly {
             let mut s = self.shared.borrow_mut();
-            s.c.ro_violations = s.c.ro_violations.saturating_add(1);
+            s.c.ro_violations.inc();
             return Err(MemError::ReadOnly);
         }
         self.page.write(off, src)
@@ -85,7 +86,7 @@ impl Drop for FakeMapping {
     fn drop(&mut self) {
         if !self.unmapped.get() {
             let mut s = self.shared.borrow_mut();
-            s.c.leaked = s.c.leaked.saturating_add(1);
+            s.c.leaked.inc();
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The NBD store itself: held I/O, the connection's phases (handshake, ready, lost and
 //! reconnecting with backoff, failed), replay after a reconnect, the fail window, the output
 //! queue with payloads streamed from the frontend's pages, and the reply sink.
+use crate::hv::Count;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -193,7 +194,7 @@ impl<T: Transport, B: Page> NbdStore<T, B> {
         self.waiting.clear();
         for (&tag, h) in self.held.iter_mut() {
             if h.pieces > 0 {
-                self.counters.replayed = self.counters.replayed.saturating_add(1);
+                self.counters.replayed.inc();
             }
             h.pieces = 0;
             h.error = None;
@@ -211,7 +212,7 @@ impl<T: Transport, B: Page> NbdStore<T, B> {
         }
         self.waiting.clear();
         for (_, h) in core::mem::take(&mut self.held) {
-            self.counters.timed_out = self.counters.timed_out.saturating_add(1);
+            self.counters.timed_out.inc();
             self.done.push((h.io, Err(StoreError::Io)));
         }
     }
@@ -266,7 +267,7 @@ impl<T: Transport, B: Page> NbdStore<T, B> {
                 return;
             }
             if self.expected.is_some() {
-                self.counters.reconnects = self.counters.reconnects.saturating_add(1);
+                self.counters.reconnects.inc();
             }
             self.expected = Some(seen);
             self.lost_at = None;
