@@ -390,3 +390,28 @@ fn frontends_past_the_heap_are_refused_or_throttled_and_the_domain_goes_on() {
     assert!(waits > 0, "no turn waited for heap: the throttle was not exercised");
     assert!(live() <= HEAP);
 }
+
+/// The budget's charge for a connection (`Budget::connect_heap_bytes`: the rings'
+/// bookkeeping per queue and one request of the advertised maximum) covers what making the
+/// connection allocates, for 1 to 4 queues and rings of 1 to 16 pages; and admission says
+/// no below it, with ENOMEM for the error node.
+#[test]
+fn a_connection_allocates_no_more_than_the_budget_charges() {
+    use blkback::budget::Budget;
+    for (queues, order) in [(1u32, 0u32), (2, 2), (4, 4)] {
+        let mut h = Harness::new();
+        let opts = FrontendOpts { queues, ring_page_order: order, max_segments: 256, ..Default::default() };
+        let (mut dev, mut fe) = h.attach(2, 51712, 4 * MIB, false, DeviceConfig::default(), opts);
+        fe.connect(&mut h.xs, &mut h.g, &mut h.ev);
+        let before = live();
+        PEAK.with(|c| c.set(before));
+        armed(|| h.update(&mut dev));
+        assert!(fe.connected(&mut h.xs), "{queues} queues, order {order}: not connected");
+        let used = PEAK.with(Cell::get) - before;
+        let charged = Budget::connect_heap_bytes(queues as usize, 256);
+        assert!(used <= charged, "{queues} queues, order {order}: connecting took {used} B, charged {charged}");
+        let short = Budget::admit_connection(charged - 1, queues as usize, 256).unwrap_err();
+        assert_eq!(short.errno(), xen_sys_mini::errno::ENOMEM);
+        assert_eq!(Budget::admit_connection(charged, queues as usize, 256), Ok(()));
+    }
+}

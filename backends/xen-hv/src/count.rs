@@ -23,7 +23,7 @@ macro_rules! count {
     )*};
 }
 
-count!(u32, u64, usize);
+count!(u16, u32, u64, usize);
 
 #[cfg(test)]
 mod tests {
