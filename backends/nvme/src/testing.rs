@@ -170,7 +170,7 @@ struct Cq {
 /// Injected faults.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
-    /// Fetch no commands (a hung controller).
+    /// Fetch no commands (a hung controller, until the next reset).
     pub stall: bool,
     /// Report `CSTS.CFS`.
     pub fatal: bool,
@@ -294,6 +294,9 @@ impl MockController {
     }
 
     fn disable(&mut self) {
+        // A reset is what un-hangs a stalled controller (the fault models a hang a reset
+        // cures, the case the driver's timeout exists for).
+        self.faults.stall = false;
         self.sqs.clear();
         self.cqs.clear();
         self.csts &= !regs::CSTS_RDY;

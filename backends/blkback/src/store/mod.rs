@@ -10,6 +10,7 @@ pub mod any;
 mod module;
 pub mod nbd;
 mod null;
+pub mod nvme;
 mod ram;
 mod traits;
 

@@ -58,6 +58,13 @@ pub struct FakeMapping {
     unmapped: Cell<bool>,
 }
 
+impl FakeMapping {
+    /// The granted page itself (what a device's DMA reaches through the IOMMU).
+    pub fn mem(&self) -> &MemPage {
+        &self.page
+    }
+}
+
 impl Page for FakeMapping {
     fn read(&self, off: usize, dst: &mut [u8]) -> Result<(), MemError> {
         self.page.read(off, dst)
