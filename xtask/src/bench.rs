@@ -327,6 +327,7 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         extra,
         timeout: Duration::from_secs(300 + 150 * backends.len() as u64 + cells * (u64::from(seconds) + 8)),
         verbose: false,
+        nvme: None,
     };
     let report = testbed::boot(&images, &run)?;
     testbed::summarize(&report);

@@ -72,6 +72,10 @@ const MODULES: &[&str] = &[
     // ext4's checksums need a crc32c driver (a soft dependency, not in `depends=`).
     "crc32c_generic",
     "loop",
+    // The passthrough test bed (nvme-pt): dom0 drives the controller, then hands it to
+    // xen-pciback for a driver domain.
+    "nvme",
+    "xen-pciback",
     // dom0's side of the driver domain's vif: netback and the bridge it joins.
     "xen-netback",
     "bridge",

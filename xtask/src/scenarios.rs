@@ -38,6 +38,9 @@ pub struct Scenario {
     /// The hypervisor it boots; the script finds which in `/etc/testbed-hypervisor`
     /// (`stock`, or `patched <vendor suffix>`).
     pub hypervisor: Hypervisor,
+    /// The machine gets an emulated VT-d and an NVMe controller (`docs/testbed.md`, "PCI
+    /// passthrough"); only the scenarios that use them pay for them.
+    pub nvme: bool,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -50,6 +53,7 @@ pub const SCENARIOS: &[Scenario] = &[
         blkload: false,
         nonet: false,
         hypervisor: Hypervisor::Stock,
+        nvme: false,
     },
     Scenario {
         name: "selftest",
@@ -60,6 +64,7 @@ pub const SCENARIOS: &[Scenario] = &[
         blkload: true,
         nonet: true,
         hypervisor: Hypervisor::Stock,
+        nvme: false,
     },
     Scenario {
         name: "unikernel-dd",
@@ -71,6 +76,7 @@ pub const SCENARIOS: &[Scenario] = &[
         blkload: true,
         nonet: false,
         hypervisor: Hypervisor::Stock,
+        nvme: false,
     },
     Scenario {
         name: "nbd-dd",
@@ -81,6 +87,7 @@ pub const SCENARIOS: &[Scenario] = &[
         blkload: true,
         nonet: false,
         hypervisor: Hypervisor::Stock,
+        nvme: false,
     },
     Scenario {
         name: "hostile",
@@ -91,6 +98,7 @@ pub const SCENARIOS: &[Scenario] = &[
         blkload: true,
         nonet: false,
         hypervisor: Hypervisor::Stock,
+        nvme: false,
     },
     Scenario {
         name: "detach-race",
@@ -101,6 +109,7 @@ pub const SCENARIOS: &[Scenario] = &[
         blkload: true,
         nonet: false,
         hypervisor: Hypervisor::Stock,
+        nvme: false,
     },
     Scenario {
         name: "selfcheck-fail",
@@ -111,6 +120,7 @@ pub const SCENARIOS: &[Scenario] = &[
         blkload: true,
         nonet: false,
         hypervisor: Hypervisor::Stock,
+        nvme: false,
     },
     Scenario {
         name: "swap-dd",
@@ -121,6 +131,7 @@ pub const SCENARIOS: &[Scenario] = &[
         blkload: true,
         nonet: false,
         hypervisor: Hypervisor::Patched,
+        nvme: false,
     },
     Scenario {
         name: "swap-dd-stock",
@@ -131,8 +142,24 @@ pub const SCENARIOS: &[Scenario] = &[
         blkload: true,
         nonet: false,
         hypervisor: Hypervisor::Stock,
+        nvme: false,
+    },
+    Scenario {
+        name: "nvme-pt",
+        about: "the passthrough test bed: Xen enables the emulated VT-d, dom0 drives the NVMe controller through it (data on the backing file, checked from the host), xen-pciback makes it assignable",
+        timeout_s: 300,
+        expect: Expect::Success,
+        unikernel: false,
+        blkload: false,
+        nonet: false,
+        hypervisor: Hypervisor::Stock,
+        nvme: true,
     },
 ];
+
+/// What `nvme-pt` writes at the controller's first 4 MiB (the host checks its backing
+/// file): this line, over and over.
+pub const NVME_PATTERN: &[u8] = b"nvme-pt: written by dom0 through the emulated VT-d\n";
 
 pub fn find(name: &str) -> Result<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name).ok_or_else(|| {
@@ -176,7 +203,9 @@ pub fn run(
     };
     extra.push(("etc/testbed-hypervisor".into(), crate::cpio::Entry::Data { data: which.into_bytes(), mode: 0o644 }));
     let images = &images;
-    let run = Run { name: sc.name, script, extra, timeout: Duration::from_secs(sc.timeout_s), verbose };
+    let nvme = if sc.nvme { Some(nvme_backing_file()?) } else { None };
+    let run =
+        Run { name: sc.name, script, extra, timeout: Duration::from_secs(sc.timeout_s), verbose, nvme: nvme.clone() };
     let mut report = testbed::boot(images, &run)?;
     testbed::summarize(&report);
     let lost = matches!(report.outcome, Outcome::Crash(_) | Outcome::Error(_)) && report.testbed_faults > 0;
@@ -192,9 +221,35 @@ pub fn run(
     Ok(report)
 }
 
+/// A fresh 64 MiB backing file for the emulated NVMe controller (zeroes), under
+/// `target/testbed/`: a real disk image that outlives the run.
+fn nvme_backing_file() -> Result<std::path::PathBuf> {
+    let p = images::cache_dir().join("nvme0.img");
+    let f = std::fs::File::create(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    f.set_len(64 << 20).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(p)
+}
+
+/// After `nvme-pt`: the backing file's first 4 MiB hold what dom0 wrote through the
+/// controller.
+fn check_nvme_backing_file() -> std::result::Result<(), String> {
+    let p = images::cache_dir().join("nvme0.img");
+    let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let want: Vec<u8> = NVME_PATTERN.iter().copied().cycle().take(4 << 20).collect();
+    match data.get(..want.len()) {
+        Some(got) if got == want.as_slice() => Ok(()),
+        Some(got) => {
+            let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+            Err(format!("the NVMe backing file differs from what dom0 wrote at byte {at}"))
+        }
+        None => Err(String::from("the NVMe backing file is short")),
+    }
+}
+
 /// Whether a report is what the scenario expects.
 pub fn judge(sc: &Scenario, report: &Report) -> std::result::Result<(), String> {
     match (sc.expect, &report.outcome) {
+        (Expect::Success, Outcome::Success) if sc.nvme => check_nvme_backing_file(),
         (Expect::Success, Outcome::Success) => Ok(()),
         (Expect::FailureContaining(t), Outcome::Failure(m)) if m.contains(t) => Ok(()),
         (Expect::Success, o) => Err(format!("{}: expected SUCCESS, got {o:?}", sc.name)),
@@ -208,6 +263,13 @@ pub fn cmd_scenario(name: &str, verbose: bool) -> Result<i32> {
     let sc = find(name)?;
     let images = images::build()?;
     let report = run(&images, sc, verbose, Vec::new())?;
+    if report.outcome == Outcome::Success {
+        // What the scenario asks of the host after the run (nvme-pt: the backing file).
+        if let Err(e) = judge(sc, &report) {
+            sh::say(format!("FAILURE after the run: {e}"));
+            return Ok(1);
+        }
+    }
     if report.outcome != Outcome::Success {
         testbed::print_tails(&report, 40);
         if let Some(s) = &report.last_step {

@@ -63,6 +63,9 @@ pub struct Run<'a> {
     pub timeout: Duration,
     /// Print every serial line (the demo), not just the protocol lines.
     pub verbose: bool,
+    /// The backing file of an emulated NVMe controller behind an emulated VT-d, if the
+    /// scenario wants one.
+    pub nvme: Option<PathBuf>,
 }
 
 /// Kills QEMU on every exit path, including a panic or an early return.
@@ -119,8 +122,17 @@ pub fn boot(images: &Images, run: &Run<'_>) -> Result<Report> {
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
         // No emulated NIC: q35 would get QEMU's default one with user-mode networking; the
         // test bed's only network is dom0's bridge for the driver domain's vif.
-        .args(["-nic", "none"])
-        .arg("-kernel")
+        .args(["-nic", "none"]);
+    if let Some(img) = &run.nvme {
+        // Intel VT-d with interrupt remapping (Xen 4.17 accepts QEMU's DMAR table) and an
+        // NVMe controller at 00:04.0: QEMU's xen-pt keeps a guest's slot 2 for graphics,
+        // so the controller stays off it (docs/testbed.md, "PCI passthrough").
+        qemu.args(["-device", "intel-iommu,intremap=on"])
+            .arg("-drive")
+            .arg(format!("file={},if=none,id=nv0,format=raw", img.display()))
+            .args(["-device", "nvme,drive=nv0,serial=nv0,addr=04.0"]);
+    }
+    qemu.arg("-kernel")
         .arg(&images.xen)
         .args(["-append", XEN_CMDLINE])
         .arg("-initrd")
