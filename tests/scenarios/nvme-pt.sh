@@ -41,4 +41,17 @@ xl pci-assignable-add "$BDF" || fail "xl pci-assignable-add $BDF"
 xl pci-assignable-list > /tmp/assignable 2>&1
 grep -q "00:04.0" /tmp/assignable || fail "not assignable: $(cat /tmp/assignable)"
 info "assignable: $(tr '\n' ' ' < /tmp/assignable)"
+
+step "a Linux HVM domU owns the controller: it reads dom0's bytes and writes its own"
+render fe-hvm /tmp/fe-hvm.cfg ROLE=nvmefe BDF="$BDF" || fail "render fe-hvm"
+follow_console fe-hvm
+FELOG=/var/log/xen/console/guest-fe-hvm.log
+t0=$(now_ms)
+xl create /tmp/fe-hvm.cfg || fail "xl create fe-hvm: $(tail -5 /var/log/xen/qemu-dm-fe-hvm.log 2>/dev/null | tr '\n' ' ')"
+wait_for 240 grep -q FE-RESULT "$FELOG" || fail "the HVM domU gave no FE-RESULT: $(tail -3 "$FELOG" 2>/dev/null | tr '\n' ' ')"
+metric nvme.hvm_create_to_result_s "$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }')"
+grep -q "FE-RESULT: PASS" "$FELOG" || fail "HVM domU: $(grep FE-RESULT "$FELOG")"
+# The domU powers itself off after its verdict; destroy it if it has not yet.
+xl destroy fe-hvm >/dev/null 2>&1
+wait_for 30 sh -c '! xl list fe-hvm >/dev/null 2>&1' || fail "fe-hvm still there"
 pass

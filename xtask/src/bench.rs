@@ -158,7 +158,7 @@ const CROSSCHECK: &str = "randread:4096:32";
 
 /// A host binary and every library `ldd` resolves for it, at their own paths, for the
 /// dom0 overlay.
-fn host_elf(bin: &str) -> Result<Vec<(String, Entry)>> {
+pub(crate) fn host_elf(bin: &str) -> Result<Vec<(String, Entry)>> {
     let mut out = vec![(bin.trim_start_matches('/').to_string(), Entry::File { src: bin.into(), mode: 0o755 })];
     let ldd = sh::stdout(sh::cmd("ldd").arg(bin))?;
     for line in ldd.lines() {
