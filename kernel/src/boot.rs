@@ -130,7 +130,9 @@ pub fn boot(start_info: u64) -> Runtime {
         arch::halt_forever();
     }
     // Copy the command line, modules and memory map out before memory is reused.
-    let boot = mem::read_boot_info(start_info).unwrap_or_else(|e| fatal(e));
+    let hvm = arch::started_by_multiboot();
+    let boot = if hvm { mem::read_multiboot_info(start_info) } else { mem::read_boot_info(start_info) };
+    let boot = boot.unwrap_or_else(|e| fatal(e));
     if let Err(e) = mem::init(&boot) {
         fatal(e);
     }
@@ -141,7 +143,7 @@ pub fn boot(start_info: u64) -> Runtime {
         _ => warn!("no PV console: output goes to Xen's debug port only"),
     }
     let (maj, min) = hvm::xen_version().unwrap_or((0, 0));
-    info!("Rust PVH runtime {VERSION} on Xen {maj}.{min}");
+    info!("Rust PVH runtime {VERSION} on Xen {maj}.{min}, started as {}", if hvm { "HVM (Multiboot)" } else { "PVH" });
     info!(
         "memory: {} MiB RAM, {} MiB free after heap; heap {} KiB; grant region at {:#x}",
         mem::ram_bytes() >> 20,

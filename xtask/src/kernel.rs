@@ -34,6 +34,7 @@ fn build_variant(net: bool) -> Result<PathBuf> {
     let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let entry = pvh_entry(&bytes)?;
     let loaded = load_size(&bytes)?;
+    multiboot_layout(&bytes)?;
     sh::say(format!(
         "image {} ({} KiB, unstripped: {}), {} KiB loaded, PVH entry (XEN_ELFNOTE_PHYS32_ENTRY) at {entry:#x}",
         elf.display(),
@@ -98,4 +99,37 @@ pub fn pvh_entry(b: &[u8]) -> Result<u64> {
         }
     }
     Err("no XEN_ELFNOTE_PHYS32_ENTRY note in a PT_NOTE segment: Xen would not boot it as PVH".into())
+}
+
+/// The Multiboot-1 header (a.out kludge) an HVM start goes through: found 4-byte aligned in
+/// the file's first 8 KiB, its checksum right, and the flat load it describes (the file
+/// from `offset - (header_addr - load_addr)`, `load_end_addr - load_addr` bytes, at
+/// `load_addr`) the same bytes at the same addresses as the ELF's PT_LOAD segments.
+fn multiboot_layout(b: &[u8]) -> Result<()> {
+    let at = (0..8192usize.min(b.len().saturating_sub(32)))
+        .step_by(4)
+        .find(|&i| u32_at(b, i).ok() == Some(0x1BAD_B002))
+        .ok_or("no Multiboot header in the image's first 8 KiB: an HVM start would not load it")?;
+    let f: Vec<u32> = (0..8).map(|k| u32_at(b, at + 4 * k)).collect::<Result<_>>()?;
+    let (magic, flags, sum, header, load, load_end, _bss_end, _entry) =
+        (f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]);
+    if magic.wrapping_add(flags).wrapping_add(sum) != 0 || flags & (1 << 16) == 0 {
+        return Err("the Multiboot header's checksum or a.out-kludge flag is wrong".into());
+    }
+    let start = (at as u64).checked_sub(u64::from(header - load)).ok_or("Multiboot load starts before the file")?;
+    if start + u64::from(load_end - load) > b.len() as u64 {
+        return Err("the Multiboot load runs past the end of the file".into());
+    }
+    let phoff = u64_at(b, 0x20)? as usize;
+    let phentsize = u16_at(b, 0x36)? as usize;
+    for i in 0..u16_at(b, 0x38)? as usize {
+        let o = phoff + i * phentsize;
+        let (ty, off, vaddr, filesz) = (u32_at(b, o)?, u64_at(b, o + 8)?, u64_at(b, o + 16)?, u64_at(b, o + 32)?);
+        if ty == 1 && filesz > 0 && vaddr.wrapping_sub(off) != u64::from(load).wrapping_sub(start) {
+            return Err(format!(
+                "PT_LOAD at {vaddr:#x} (file offset {off:#x}) is not where the Multiboot flat load puts it"
+            ));
+        }
+    }
+    Ok(())
 }

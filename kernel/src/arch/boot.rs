@@ -4,6 +4,18 @@
 //! pages, turn on PAE + SSE, set `EFER.LME`, enable paging, load a 64-bit GDT and far-jump to
 //! 64-bit code, which calls `kernel_main(start_info_paddr)` (in `lib.rs`).
 //!
+//! The same image boots as an HVM guest (a driver domain that owns a PCI device must be
+//! HVM: libxl refuses `pci=` for PVH). libxl hands an HVM guest's `kernel=` to its device
+//! model as `-kernel`, and QEMU's i386 loader takes an ELF64 only through a Multiboot-1
+//! header with the a.out kludge (flags bit 16: load and entry addresses in the header):
+//! the header below, first in `.text`, within the file's first 8 KiB. QEMU then loads the
+//! file from the header's offset minus `header_addr - load_addr` to `load_addr` (1 MiB),
+//! `load_end_addr - load_addr` bytes, zeroes up to `bss_end_addr`, and enters `mb_start32`
+//! in 32-bit protected mode, paging off, `%eax` = 0x2BADB002, `%ebx` = the Multiboot
+//! information (cmdline, modules, the E820 map hvmloader built). `xtask` checks that every
+//! PT_LOAD sits at `load_addr` + its file offset, so the flat load is the ELF's layout.
+//! `boot_protocol` says which entry ran (0 PVH, 1 Multiboot).
+//!
 //! Only built for the PVH target: the code refers to the linker script's symbols.
 use core::arch::global_asm;
 
@@ -34,11 +46,34 @@ global_asm!(
     r#"
     .pushsection .text.pvh_entry, "ax"
     .code32
+    /* Multiboot-1 header with the a.out kludge (flags: bit 1 memory map, bit 16 addresses). */
+    .balign 4
+    .global multiboot_header
+multiboot_header:
+    .long 0x1BADB002
+    .long 0x00010002
+    .long 0x100000000 - (0x1BADB002 + 0x00010002)
+    .long multiboot_header              /* header_addr */
+    .long __image_start                 /* load_addr */
+    .long __data_end                    /* load_end_addr: the file's content ends there */
+    .long __bss_end                     /* bss_end_addr */
+    .long mb_start32                    /* entry_addr */
+
+    .global mb_start32
+mb_start32:
+    cld
+    cli
+    mov %ebx, %esi                      /* multiboot_info paddr, kept in esi */
+    mov $1, %ebp                        /* boot_protocol: Multiboot */
+    jmp 0f
+
     .global pvh_start32
 pvh_start32:
     cld
     cli
     mov %ebx, %esi                      /* hvm_start_info paddr, kept in esi */
+    xor %ebp, %ebp                      /* boot_protocol: PVH */
+0:
 
     /* Zero .bss (boot stack and page tables live there). */
     mov $__bss_start, %edi
@@ -46,6 +81,7 @@ pvh_start32:
     sub %edi, %ecx
     xor %eax, %eax
     rep stosb
+    mov %ebp, boot_protocol
 
     mov $boot_stack_top, %esp
 
@@ -132,6 +168,9 @@ boot_gdt_ptr:
 boot_pml4:  .skip 4096
 boot_pdpt:  .skip 4096
 boot_pd:    .skip 4096 * 4
+    .global boot_protocol
+    .balign 4
+boot_protocol: .skip 4
     .balign 16
 boot_stack: .skip {stack}
     .global boot_stack_top
@@ -143,6 +182,7 @@ boot_stack_top:
 );
 
 unsafe extern "C" {
+    static boot_protocol: u32;
     static boot_pml4: u8;
     static __image_start: u8;
     static __image_end: u8;
@@ -154,6 +194,13 @@ pub fn image_range() -> (u64, u64) {
     let start = core::ptr::addr_of!(__image_start) as u64;
     let end = core::ptr::addr_of!(__image_end) as u64;
     (start, end)
+}
+
+/// Which entry the loader used: `false` PVH (`hvm_start_info`), `true` Multiboot (an HVM
+/// guest started by its device model).
+pub fn multiboot() -> bool {
+    // SAFETY: written once by the entry code before any Rust runs, never after.
+    unsafe { core::ptr::addr_of!(boot_protocol).read_volatile() == 1 }
 }
 
 /// The page-table root built at boot (identity-mapped, 4 KiB).

@@ -7,6 +7,15 @@ use core::arch::asm;
 #[cfg(target_os = "none")]
 pub mod boot;
 pub mod paging;
+
+/// Whether the image was entered through its Multiboot header (an HVM guest started by its
+/// device model) rather than Xen's PVH entry.
+pub fn started_by_multiboot() -> bool {
+    #[cfg(target_os = "none")]
+    return boot::multiboot();
+    #[cfg(not(target_os = "none"))]
+    false
+}
 pub mod traps;
 
 /// Writes one byte to an I/O port.

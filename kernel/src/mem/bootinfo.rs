@@ -78,3 +78,65 @@ pub fn read_boot_info(paddr: u64) -> Result<BootInfo, &'static str> {
     }
     Ok(b)
 }
+
+/// The Multiboot-1 information structure's fields we read (`multiboot.h` of the Multiboot
+/// specification 0.6.96): flags, then at 16 the command line, at 20/24 the modules, at
+/// 44/48 the memory map.
+const MB_FLAG_CMDLINE: u32 = 1 << 2;
+const MB_FLAG_MODS: u32 = 1 << 3;
+const MB_FLAG_MMAP: u32 = 1 << 6;
+
+/// Copies the start-of-day information of an HVM start (QEMU's Multiboot loader): the same
+/// `BootInfo` as a PVH start, from the Multiboot information at `paddr`.
+pub fn read_multiboot_info(paddr: u64) -> Result<BootInfo, &'static str> {
+    // SAFETY: the loader passes the paddr of its information structure, in our RAM below
+    // 4 GiB (identity-mapped); 52 bytes cover every field read.
+    let mbi = unsafe { SharedMem::new(paddr, 52) };
+    let word = |off: usize| mbi.read::<u32>(off).map_err(|_| "multiboot information unreadable");
+    let flags = word(0)?;
+    let mut cmdline: heapless::String<1024> =
+        if flags & MB_FLAG_CMDLINE != 0 { read_cstr(u64::from(word(16)?)) } else { heapless::String::new() };
+    // QEMU's loader puts the kernel's file name first (Multiboot's "boot loader" style):
+    // the application's command line is what follows.
+    if cmdline.starts_with('/') {
+        let rest: heapless::String<1024> = cmdline.split_once(' ').map(|(_, r)| r).unwrap_or("").chars().collect();
+        cmdline = rest;
+    }
+    let mut b = BootInfo { cmdline, memmap: heapless::Vec::new(), modules: heapless::Vec::new(), start_info: paddr };
+    if flags & MB_FLAG_MMAP != 0 {
+        let (len, addr) = (word(44)? as usize, u64::from(word(48)?));
+        // SAFETY: the loader's memory map, `mmap_length` bytes, in our RAM.
+        let mm = unsafe { SharedMem::new(addr, len) };
+        let mut off = 0usize;
+        // Entries: u32 size (of the rest), u64 base, u64 length, u32 type; the next at
+        // off + size + 4.
+        while off.saturating_add(24) <= len && b.memmap.len() < 64 {
+            let (Ok(size), Ok(base), Ok(length), Ok(kind)) =
+                (mm.read::<u32>(off), mm.read::<u64>(off + 4), mm.read::<u64>(off + 12), mm.read::<u32>(off + 20))
+            else {
+                break;
+            };
+            let _ = b.memmap.push(MemRange { start: base, end: base.saturating_add(length), kind });
+            off = off.saturating_add(size as usize).saturating_add(4);
+            if size < 20 {
+                break;
+            }
+        }
+    } else {
+        return Err("no memory map in the multiboot information");
+    }
+    if flags & MB_FLAG_MODS != 0 {
+        let (n, addr) = ((word(20)? as usize).min(8), u64::from(word(24)?));
+        // SAFETY: the loader's module list, `mods_count` entries of 16 bytes, in our RAM.
+        let ml = unsafe { SharedMem::new(addr, n * 16) };
+        for i in 0..n {
+            if let (Ok(start), Ok(end), Ok(s)) =
+                (ml.read::<u32>(i * 16), ml.read::<u32>(i * 16 + 4), ml.read::<u32>(i * 16 + 8))
+            {
+                let size = u64::from(end.saturating_sub(start));
+                let _ = b.modules.push((u64::from(start), size, read_cstr(u64::from(s))));
+            }
+        }
+    }
+    Ok(b)
+}

@@ -18,7 +18,7 @@ mod frames;
 pub mod heap;
 mod region;
 
-pub use bootinfo::{read_boot_info, BootInfo, MemRange};
+pub use bootinfo::{read_boot_info, read_multiboot_info, BootInfo, MemRange};
 pub use frames::{
     alloc_frame, free_bytes, free_frame, ram_bytes, take_modules, BootModule, FrameAllocator, Page, SharedPage,
 };
