@@ -143,7 +143,7 @@ pub fn boot(start_info: u64) -> Runtime {
         _ => warn!("no PV console: output goes to Xen's debug port only"),
     }
     let (maj, min) = hvm::xen_version().unwrap_or((0, 0));
-    info!("Rust PVH runtime {VERSION} on Xen {maj}.{min}, started as {}", if hvm { "HVM (Multiboot)" } else { "PVH" });
+    info!("Rust PVH runtime {VERSION} on Xen {maj}.{min}, entry: {}", if hvm { "Multiboot" } else { "PVH start info" });
     info!(
         "memory: {} MiB RAM, {} MiB free after heap; heap {} KiB; grant region at {:#x}",
         mem::ram_bytes() >> 20,

@@ -42,6 +42,26 @@ xl pci-assignable-list > /tmp/assignable 2>&1
 grep -q "00:04.0" /tmp/assignable || fail "not assignable: $(cat /tmp/assignable)"
 info "assignable: $(tr '\n' ' ' < /tmp/assignable)"
 
+step "the unikernel as an HVM driver domain (in hvmloader's place) serves a verified disk"
+render uk-hvm /tmp/uk-hvm.cfg || fail "render uk-hvm"
+follow_console uk-hvm
+LOG=/var/log/xen/console/guest-uk-hvm.log
+t0=$(now_ms)
+xl create /tmp/uk-hvm.cfg || fail "xl create uk-hvm: $(tail -5 /var/log/xen/qemu-dm-uk-hvm.log 2>/dev/null | tr '\n' ' ')"
+wait_for 120 grep -q "blkback: serving" "$LOG" || fail "the HVM unikernel never served: $(tail -3 "$LOG" | tr '\n' ' ')"
+metric uk.hvm_create_to_serving_s "$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }')"
+# shellcheck disable=SC2034 # read by be/stat/global (tests/testbed/dom0.sh)
+DD=$(xl domid uk-hvm)
+xl list -l uk-hvm | grep -q '"type": "hvm"' || fail "uk-hvm is not an HVM domain"
+load_mod xen-blkfront || fail "xen-blkfront"
+xl block-attach 0 "format=raw, vdev=xvdb, access=rw, backend=uk-hvm, target=ram:16M" || fail "attach to the HVM driver domain"
+wait_for 30 xs_is /local/domain/0/device/vbd/51728/state 4 || fail "dom0's disk from the HVM driver domain not Connected: backend $(xenstore-read "$(be 0 51728)/state")"
+wait_for 10 test -b /dev/xvdb || fail "/dev/xvdb did not appear"
+blkload --verify --dev /dev/xvdb --span-mib 8 --ops 40 --seed 21 || fail "the HVM driver domain's disk does not verify"
+xl block-detach 0 xvdb || fail "detach"
+wait_for 15 xs_gone "$(be 0 51728)" || fail "backend directory stayed after detach"
+xl destroy uk-hvm || fail "xl destroy uk-hvm"
+
 step "a Linux HVM domU owns the controller: it reads dom0's bytes and writes its own"
 render fe-hvm /tmp/fe-hvm.cfg ROLE=nvmefe BDF="$BDF" || fail "render fe-hvm"
 follow_console fe-hvm
