@@ -20,8 +20,7 @@ use core::fmt;
 use xen_hv::Count;
 
 use crate::cmd::{
-    admin, nvm, Command, Completion, IdentifyController, IdentifyNamespace, Status, CNS_CONTROLLER, CNS_NAMESPACE,
-    FEAT_NUM_QUEUES,
+    admin, nvm, Command, IdentifyController, IdentifyNamespace, Status, CNS_CONTROLLER, CNS_NAMESPACE, FEAT_NUM_QUEUES,
 };
 use crate::prp::{self, Piece, PrpError};
 use crate::queue::{BadCompletion, QueuePair, ENTRIES};
@@ -396,10 +395,10 @@ impl<M: Mmio, P: DmaPage> Controller<M, P> {
             self.state = State::Failed(Error::Status(c.status));
             return;
         }
-        self.admin_done(alloc, now, c);
+        self.admin_done(alloc, now);
     }
 
-    fn admin_done<A: DmaAlloc<Page = P>>(&mut self, alloc: &mut A, now: u64, c: Completion) {
+    fn admin_done<A: DmaAlloc<Page = P>>(&mut self, alloc: &mut A, now: u64) {
         match self.state {
             State::IdentifyController => {
                 let id = IdentifyController::decode(&self.read_buf());
@@ -434,8 +433,7 @@ impl<M: Mmio, P: DmaPage> Controller<M, P> {
                 }
             }
             State::SetQueues => {
-                // DW0: queues allocated, 0's based; at least one of each is what we need.
-                let _ = c.dw0;
+                // DW0 (the queues allocated, 0's based) is at least one of each: what we need.
                 let entries = self.admin.as_ref().map_or(2, QueuePair::entries);
                 let io = match self.io.take() {
                     Some(q) => {

@@ -58,7 +58,8 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         // A device costs heap (its state, its RAM disk's frame list) that the frontends
         // already connected may need: without spare heap the toolstack is told no (where
         // libxl looks) and nothing is kept; the next rescan tries again.
-        if let Err(e) = self.budget.admit_device(self.unfilled_pools()) {
+        let unfilled = self.unfilled_pools();
+        if let Err(e) = self.budget.admit_device(unfilled) {
             let why = e.to_string();
             // Said once per device, not at every rescan.
             if xs.read(&format!("{be}/hotplug-error")).ok().flatten().as_deref() == Some(why.as_str()) {
@@ -75,7 +76,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         // The toolstack's keys first: a device that cannot be served takes no store (no RAM
         // disk allocated, no boot module lent).
         let params = xs.read(&format!("{be}/params")).ok().flatten().unwrap_or_default();
-        let spare_heap = self.budget.spare(self.unfilled_pools());
+        let spare_heap = self.budget.spare(unfilled);
         let built = device::toolstack_keys(xs, &be).and_then(|(_, _, read_only)| {
             let t = target::parse(&params).map_err(|err| DeviceError::Target { params: params.clone(), err })?;
             let mut res = Resources {

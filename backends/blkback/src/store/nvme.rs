@@ -83,12 +83,13 @@ impl<M: Mmio, A: DmaAlloc> NvmeDevice<M, A> {
         &mut self.ctl
     }
 
-    fn submit(&mut self, mut cmd: Cmd) -> Result<u64, nvme::Error> {
+    /// Sends `cmd` under a tag of the device's; on failure the command comes back.
+    fn submit(&mut self, mut cmd: Cmd) -> Result<u64, (Cmd, nvme::Error)> {
         let tag = self.next;
         self.next = self.next.wrapping_add(1).max(1);
         cmd.tag = tag;
         let now = (self.clock)();
-        self.ctl.submit(&mut self.alloc, cmd, now).map(|()| tag).map_err(|(_, e)| e)
+        self.ctl.submit(&mut self.alloc, cmd, now).map(|()| tag)
     }
 }
 
@@ -256,7 +257,7 @@ impl<M: Mmio, A: DmaAlloc, B: Page> NvmeStore<M, A, B> {
                     (key, c, rest)
                 }
             };
-            let sent = self.dev.borrow_mut().submit(cmd.clone());
+            let sent = self.dev.borrow_mut().submit(cmd);
             match sent {
                 Ok(tag) => {
                     self.commands.inc();
@@ -269,7 +270,7 @@ impl<M: Mmio, A: DmaAlloc, B: Page> NvmeStore<M, A, B> {
                         self.waiting.push_front(r);
                     }
                 }
-                Err(nvme::Error::Busy | nvme::Error::NotReady)
+                Err((cmd, nvme::Error::Busy | nvme::Error::NotReady))
                     if !matches!(self.dev.borrow().ctl.state(), State::Failed(_)) =>
                 {
                     // No room (or a reset): send it later.
@@ -285,7 +286,7 @@ impl<M: Mmio, A: DmaAlloc, B: Page> NvmeStore<M, A, B> {
                     });
                     return;
                 }
-                Err(_) => self.finish(key, Some(StoreError::Io)),
+                Err((_, _)) => self.finish(key, Some(StoreError::Io)),
             }
         }
     }
