@@ -5,7 +5,7 @@ use alloc::string::String;
 use core::fmt;
 
 use xen_ring::RingError;
-use xen_sys_mini::errno::{EBUSY, ECONNREFUSED, EINVAL, EIO, ENOENT, ENOMEM};
+use xen_sys_mini::errno::{EBUSY, ECONNREFUSED, EINVAL, EIO, ENODEV, ENOENT, ENOMEM};
 
 use crate::budget::HeapUse;
 use crate::engine::ConnError;
@@ -148,6 +148,12 @@ pub enum OpenError {
     ModuleBusy(usize),
     /// The NBD server cannot be reached.
     Network(ConnectError),
+    /// The driver domain has no NVMe controller of that number (`found`: how many it has).
+    NoController { ctl: u8, found: usize },
+    /// The controller has no such namespace (or it has no blocks).
+    NoNamespace { ctl: u8, nsid: u32 },
+    /// The controller failed (bring-up, a fatal status, too many resets): why.
+    ControllerFailed { ctl: u8, why: String },
 }
 
 impl OpenError {
@@ -161,6 +167,8 @@ impl OpenError {
             OpenError::NoModule(_) => ENOENT,
             OpenError::ModuleBusy(_) => EBUSY,
             OpenError::Network(_) => ECONNREFUSED,
+            OpenError::NoController { .. } | OpenError::NoNamespace { .. } => ENODEV,
+            OpenError::ControllerFailed { .. } => EIO,
         }
     }
 }
@@ -180,6 +188,15 @@ impl fmt::Display for OpenError {
             OpenError::NoModule(n) => write!(f, "no boot module {n} (give the driver domain ramdisk=...)"),
             OpenError::ModuleBusy(n) => write!(f, "boot module {n} is already served"),
             OpenError::Network(e) => e.fmt(f),
+            OpenError::NoController { ctl, found: 0 } => write!(
+                f,
+                "no NVMe controller {ctl}: the driver domain owns none (an HVM driver domain with pci=[...] in its xl config)"
+            ),
+            OpenError::NoController { ctl, found } => {
+                write!(f, "no NVMe controller {ctl}: the driver domain owns {found} (numbered from 0)")
+            }
+            OpenError::NoNamespace { ctl, nsid } => write!(f, "NVMe controller {ctl} has no namespace {nsid}"),
+            OpenError::ControllerFailed { ctl, why } => write!(f, "NVMe controller {ctl} failed: {why}"),
         }
     }
 }

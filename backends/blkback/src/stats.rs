@@ -103,6 +103,9 @@ impl Stats {
             ("map_ops", v(self.map_ops)),
             ("unmap_calls", v(self.unmap_calls)),
             ("copy_calls", v(self.copy_calls)),
+            // Bytes our CPU moved between a frontend's pages and the store (0 on a store
+            // the device DMAs for: the zero-copy proof of `nvme-dd`).
+            ("cpu_bytes", v(self.cpu_bytes)),
             ("persistent_hits", v(self.persistent_hits)),
             ("heap_waits", v(self.heap_waits)),
             ("errors", v(self.errors())),

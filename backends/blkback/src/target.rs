@@ -29,6 +29,10 @@ pub enum TargetKind {
     Module(usize),
     /// `nbd://<host>[:<port>]/<export>`: an export on an NBD server.
     Nbd(nbd::uri::NbdUri),
+    /// `nvme:<n>[/<nsid>]`: namespace `nsid` (default 1) of the driver domain's NVMe
+    /// controller `n` (its controllers numbered from 0 in PCI order: with one `pci=` entry
+    /// in its xl config, `nvme:0`).
+    Nvme { ctl: u8, nsid: u32 },
 }
 
 impl fmt::Display for TargetKind {
@@ -38,6 +42,7 @@ impl fmt::Display for TargetKind {
             TargetKind::Null(s) => write!(f, "null disk {} MiB", s >> 20),
             TargetKind::Module(n) => write!(f, "boot module {n}"),
             TargetKind::Nbd(u) => write!(f, "NBD export `{}` on {}:{}", u.export, u.host, u.port),
+            TargetKind::Nvme { ctl, nsid } => write!(f, "NVMe controller {ctl} namespace {nsid}"),
         }
     }
 }
@@ -52,6 +57,8 @@ pub enum TargetError {
     UnknownKind(String),
     UnknownOption(String),
     BadUri(nbd::uri::UriError),
+    /// `nvme:` without a controller number, or a bad namespace id.
+    BadNvme(String),
 }
 
 impl fmt::Display for TargetError {
@@ -64,13 +71,17 @@ impl fmt::Display for TargetError {
             TargetError::UnknownKind(k) => {
                 write!(
                     f,
-                    "unknown target `{k}`: use ram:<size>, null:<size>, module[:<n>] or nbd://<host>[:<port>]/<export>"
+                    "unknown target `{k}`: use ram:<size>, null:<size>, module[:<n>], nvme:<n>[/<nsid>] or nbd://<host>[:<port>]/<export>"
                 )
             }
             TargetError::UnknownOption(o) => {
                 write!(f, "unknown target option `{o}` (copy, map, nopersist, persist, pool=<n>; noop for null; swap for ram)")
             }
             TargetError::BadUri(e) => write!(f, "{e}"),
+            TargetError::BadNvme(s) => write!(
+                f,
+                "bad NVMe target `{s}` (nvme:<controller>[/<namespace id>], e.g. nvme:0 or nvme:0/2; controllers count from 0, namespaces from 1)"
+            ),
         }
     }
 }
@@ -89,6 +100,22 @@ pub fn parse_size(s: &str) -> Option<u64> {
         return None;
     }
     num.parse::<u64>().ok()?.checked_mul(mul).filter(|&v| v >= 4096 && v % 512 == 0)
+}
+
+/// `<n>[/<nsid>]`: a controller number below 256 and a namespace id from 1 (NVMe reserves
+/// 0 and 0xffffffff, the broadcast id).
+fn parse_nvme(spec: &str) -> Option<TargetKind> {
+    let (ctl, nsid) = match spec.split_once('/') {
+        Some((c, n)) => (c, n),
+        None => (spec, "1"),
+    };
+    let digits = |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(ctl) || !digits(nsid) {
+        return None;
+    }
+    let ctl = ctl.parse::<u8>().ok()?;
+    let nsid = nsid.parse::<u32>().ok().filter(|&n| n != 0 && n != u32::MAX)?;
+    Some(TargetKind::Nvme { ctl, nsid })
 }
 
 /// Parses `target=`: `ram:64M`, `null:1G`, `module`, `module:1`, each optionally followed
@@ -119,6 +146,10 @@ pub fn parse(params: &str) -> Result<Target, TargetError> {
                 rest.next();
             }
             TargetKind::Module(n.unwrap_or(0))
+        }
+        "nvme" => {
+            let spec = rest.next().unwrap_or("");
+            parse_nvme(spec).ok_or_else(|| TargetError::BadNvme(String::from(spec)))?
         }
         other => return Err(TargetError::UnknownKind(String::from(other))),
     };
@@ -183,6 +214,22 @@ mod tests {
         assert_eq!(parse("nbd://192.0.2.1/disk0").map(|t| t.kind), Ok(TargetKind::Nbd(uri)));
         assert!(matches!(parse("nbd://h:x/e"), Err(TargetError::BadUri(_))));
         assert!(matches!(parse("nbds://h/e"), Err(TargetError::BadUri(_))));
+        assert_eq!(parse("nvme:0").map(|t| t.kind), Ok(TargetKind::Nvme { ctl: 0, nsid: 1 }));
+        assert_eq!(
+            parse("nvme:1/3:persist").map(|t| (t.kind, t.persistent)),
+            Ok((TargetKind::Nvme { ctl: 1, nsid: 3 }, Some(true)))
+        );
+    }
+
+    #[test]
+    fn nvme_targets_name_a_controller_and_a_real_namespace() {
+        for bad in
+            ["nvme", "nvme:", "nvme:x", "nvme:0/0", "nvme:0/4294967295", "nvme:256", "nvme:0/", "nvme:/1", "nvme:-1"]
+        {
+            assert!(matches!(parse(bad), Err(TargetError::BadNvme(_))), "{bad}");
+        }
+        // Options still follow, and only the valid ones.
+        assert_eq!(parse("nvme:0:swap"), Err(TargetError::UnknownOption("swap".into())));
     }
 
     #[test]

@@ -581,3 +581,98 @@ fn a_closed_frontend_that_never_goes_idle_is_dropped_after_the_linger_limit() {
     assert_eq!(b.g.counters().mapped_now, 0);
     assert_eq!(b.state(&be), Some("6"));
 }
+
+mod local {
+    //! `nvme:` targets: the service opens namespaces of the driver domain's own controllers
+    //! (here the `nvme` crate's mock controller, which enforces the spec) through
+    //! `LocalDisks`, and refuses the ones it does not have with a reason.
+    use super::*;
+    use blkback::store::local::NvmeDisks;
+    use blkback::store::nvme::NvmeDevice;
+    use nvme::testing::{Bus, MockController, MockNs};
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    thread_local! {
+        static NOW: Cell<u64> = const { Cell::new(1_000_000_000) };
+    }
+
+    fn now() -> u64 {
+        NOW.with(Cell::get)
+    }
+
+    type Mock = Rc<RefCell<MockController>>;
+
+    /// A bed whose driver domain owns one controller with namespaces of `blocks` 512-byte
+    /// blocks each, brought up as the binary does at boot.
+    fn bed(namespaces: &[u64]) -> (Bed, Mock) {
+        let bus = Bus::new();
+        let mut m = MockController::new(&bus, namespaces[0]);
+        m.namespaces = namespaces.iter().map(|&b| MockNs::new(b, 9)).collect();
+        let mock = Rc::new(RefCell::new(m));
+        let dev = NvmeDevice::new(mock.clone(), bus.clone(), now);
+        for _ in 0..100 {
+            dev.borrow_mut().poll();
+            NOW.with(|c| c.set(c.get() + 1_000_000));
+        }
+        assert_eq!(dev.borrow().controller().state(), nvme::State::Ready);
+        let mut b = Bed::new(vec![]);
+        // The IOMMU's view: a grant mapping is reachable at a bus address of its own.
+        let local = NvmeDisks::new(vec![dev], move |m: &Rc<FakeMapping>| Some(bus.map(m.mem())));
+        b.svc.set_local_disks(Box::new(local));
+        (b, mock)
+    }
+
+    #[test]
+    fn an_nvme_target_is_served_by_dma_into_the_frontends_pages_without_persistent_grants() {
+        let (mut b, mock) = bed(&[8192, 2048]);
+        let mut fe = b.attach(5, 51712, "nvme:0", "w");
+        let mut fe2 = b.attach(6, 51712, "nvme:0/2", "w");
+        b.connect(&mut fe);
+        b.connect(&mut fe2);
+        // Persistent grants are not offered: the device DMAs into the mapped pages, and a
+        // persistent pool would only add blkfront's copy into its pages.
+        assert_eq!(b.xs.get(&format!("{}/feature-persistent", fe.be)), Some("0"));
+        assert_eq!(fe.sectors(&b.xs), 8192);
+        assert_eq!(fe2.sectors(&b.xs), 2048);
+        let data = pattern(3, 11 * 4096);
+        assert_eq!(b.write_read(&mut fe, 100, &data), data);
+        let other = pattern(4, 4096);
+        assert_eq!(b.write_read(&mut fe2, 8, &other), other);
+        let m = mock.borrow();
+        assert_eq!(m.namespaces[0].data[100 * 512..100 * 512 + data.len()], data[..], "namespace 1");
+        assert_eq!(m.namespaces[1].data[8 * 512..8 * 512 + 4096], other[..], "namespace 2");
+        assert!(m.violations.is_empty(), "{:?}", m.violations);
+        drop(m);
+        // Zero copy, in the published counters: the device moved the bytes, the CPU none.
+        publish(&mut b);
+        let dir = b.svc.device(&fe.be).expect("device").stats_dir();
+        let n = |k: &str| b.xs.get(&format!("{dir}/{k}")).and_then(|v| v.parse::<u64>().ok());
+        assert_eq!(n("cpu_bytes"), Some(0), "the CPU copied data");
+        assert!(n("nvme_dma_bytes").unwrap_or(0) >= 2 * data.len() as u64, "{:?}", n("nvme_dma_bytes"));
+        assert!(b.notes().iter().any(|n| matches!(n, Note::Info(s) if s.contains("NVMe controller 0 namespace 2"))));
+    }
+
+    #[test]
+    fn nvme_targets_the_domain_does_not_have_are_refused_with_the_reason() {
+        let (mut b, _) = bed(&[8192]);
+        for (i, (params, why)) in [
+            ("nvme:1", "no NVMe controller 1: the driver domain owns 1 (numbered from 0)"),
+            ("nvme:0/3", "NVMe controller 0 has no namespace 3"),
+            ("nvme:0/0", "bad NVMe target `0/0`"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let fe = b.attach(5, 51712 + i as u32, params, "w");
+            assert_eq!(b.state(&fe.be), Some("6"), "{params}");
+            let err = b.xs.get(&format!("{}/hotplug-error", fe.be)).unwrap_or_default().to_string();
+            assert!(err.contains(why), "{params}: {err}");
+        }
+        // A driver domain without controllers (PVH) says so.
+        let mut b = Bed::new(vec![]);
+        let fe = b.attach(5, 51712, "nvme:0", "w");
+        let err = b.xs.get(&format!("{}/hotplug-error", fe.be)).unwrap_or_default().to_string();
+        assert!(err.contains("no NVMe controller 0: the driver domain owns none"), "{err}");
+    }
+}

@@ -12,7 +12,7 @@ use crate::hv::{EventChannel, Frames, Grants, Region, XenStore};
 use crate::store::any::{self, AnyStore, Resources};
 use crate::store::nbd::Connector;
 use crate::store::BlockStore;
-use crate::target;
+use crate::target::{self, TargetKind};
 
 impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
     pub(super) fn rescan<X: XenStore, E: EventChannel>(&mut self, xs: &mut X, g: &mut G, ev: &mut E, now: u64) {
@@ -83,6 +83,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
                 frames: &mut self.frames,
                 modules: &mut self.modules,
                 net: &mut self.net,
+                local: &mut *self.local,
                 spare_heap,
                 nbd_window_ns: self.defaults.nbd_window_ns,
             };
@@ -93,7 +94,11 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
         let dev = match built {
             Ok((t, store)) => {
                 cfg.path = t.effective_path(self.defaults.path);
-                cfg.adv.persistent = t.persistent.unwrap_or(self.defaults.persistent);
+                // A controller DMAs straight into the frontend's pages: persistent grants
+                // would only add blkfront's copy into them (not offered unless asked).
+                let persistent =
+                    if matches!(t.kind, TargetKind::Nvme { .. }) { false } else { self.defaults.persistent };
+                cfg.adv.persistent = t.persistent.unwrap_or(persistent);
                 cfg.pool_max = t.pool;
                 let dev = Device::new(xs, &be, Backing::Store(store), cfg);
                 self.info(format!(

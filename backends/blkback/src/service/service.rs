@@ -9,6 +9,7 @@
 //!
 //! Sans-I/O: the caller owns the loop, the clock (`now` in ns) and the sleeping; the service
 //! says which ports to sleep on and until when (`ports`, `next_deadline`).
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::rc::Rc;
@@ -23,6 +24,7 @@ use crate::engine::DataPath;
 use crate::hv::{DomId, EventChannel, EvtchnPort, Frames, Grants, Region, StoreErr, XenStore};
 use crate::quote::quote;
 use crate::store::any::AnyStore;
+use crate::store::local::{LocalDisks, NoLocalDisks};
 use crate::store::nbd::Connector;
 use crate::store::BlockStore;
 
@@ -79,6 +81,8 @@ pub struct Service<G: Grants, F: Frames, R: Region, C: Connector> {
     pub(super) frames: F,
     /// Opens connections to NBD servers.
     pub(super) net: C,
+    /// The driver domain's own controllers (`nvme:` targets).
+    pub(super) local: Box<dyn LocalDisks<Rc<G::Mapping>>>,
     /// Boot modules; `None` while a device serves it.
     pub(super) modules: Vec<Option<R>>,
     /// Log lines since the caller last took them.
@@ -111,6 +115,7 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             devices: BTreeMap::new(),
             frames,
             net,
+            local: Box::new(NoLocalDisks),
             modules: modules.into_iter().map(Some).collect(),
             notes: Vec::new(),
             foreign: Vec::new(),
@@ -119,6 +124,11 @@ impl<G: Grants, F: Frames, R: Region, C: Connector> Service<G, F, R, C> {
             heap_retry: None,
             stats: StatsPublisher::new(),
         }
+    }
+
+    /// The driver domain's own controllers, for `nvme:` targets (none by default).
+    pub fn set_local_disks(&mut self, local: Box<dyn LocalDisks<Rc<G::Mapping>>>) {
+        self.local = local;
     }
 
     /// How to read the free heap (the driver domain's allocator). Connections and passes

@@ -3,6 +3,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use super::local::{LocalDisks, LocalStore};
 use super::nbd::{Connector, NbdStore, Transport};
 use super::{
     BlockStore, Completion, DiskInfo, FrameBacked, FrameDisk, NullStore, RamStore, RegionDisk, ScratchFrames,
@@ -27,6 +28,8 @@ pub enum AnyStore<F, R, T, B> {
     Null(NullStore<B>),
     /// Boxed: its buffers and client state are large next to the others.
     Nbd(Box<NbdStore<T, B>>),
+    /// A namespace on one of the driver domain's own controllers.
+    Local(LocalStore<B>),
 }
 
 /// Calls `$e` on whichever store `$s` is.
@@ -37,6 +40,7 @@ macro_rules! each {
             AnyStore::Module($x, _) => $e,
             AnyStore::Null($x) => $e,
             AnyStore::Nbd($x) => $e,
+            AnyStore::Local($x) => $e,
         }
     };
 }
@@ -76,7 +80,7 @@ impl<F: Frame, R: Region, T, B> FrameBacked for AnyStore<F, R, T, B> {
         match self {
             AnyStore::Ram(s) => s.frames(off, len, out),
             AnyStore::Module(s, _) => s.frames(off, len, out),
-            AnyStore::Null(_) | AnyStore::Nbd(_) => false,
+            AnyStore::Null(_) | AnyStore::Nbd(_) | AnyStore::Local(_) => false,
         }
     }
 }
@@ -86,7 +90,7 @@ impl<F: Frame, R: Region, T, B> ScratchFrames for AnyStore<F, R, T, B> {
         match self {
             AnyStore::Ram(s) => s.scratch(),
             AnyStore::Module(s, _) => s.scratch(),
-            AnyStore::Null(_) | AnyStore::Nbd(_) => None,
+            AnyStore::Null(_) | AnyStore::Nbd(_) | AnyStore::Local(_) => None,
         }
     }
 }
@@ -94,13 +98,15 @@ impl<F: Frame, R: Region, T, B> ScratchFrames for AnyStore<F, R, T, B> {
 /// What building a store may take: the driver domain's frames, its boot modules, its
 /// network, and the heap the budget can spare.
 #[derive(Debug)]
-pub struct Resources<'a, F, R, C> {
+pub struct Resources<'a, F, R, C, B> {
     /// Frames for RAM disks.
     pub frames: &'a mut F,
     /// Boot modules; `None` while a device serves one.
     pub modules: &'a mut [Option<R>],
     /// Opens connections to NBD servers.
     pub net: &'a mut C,
+    /// The driver domain's own controllers.
+    pub local: &'a mut dyn LocalDisks<B>,
     /// Heap a RAM disk's frame list may take (`Budget::spare`).
     pub spare_heap: usize,
     /// How long I/O of an NBD disk waits for a lost server.
@@ -112,7 +118,7 @@ pub struct Resources<'a, F, R, C> {
 pub fn open<F: Frames, R: Region, C: Connector, B: Page>(
     t: &Target,
     read_only: bool,
-    res: &mut Resources<'_, F, R, C>,
+    res: &mut Resources<'_, F, R, C, B>,
 ) -> Result<AnyStore<F::Frame, R, C::T, B>, OpenError> {
     match &t.kind {
         &TargetKind::Ram(bytes) => {
@@ -148,6 +154,7 @@ pub fn open<F: Frames, R: Region, C: Connector, B: Page>(
             let region = slot.take().ok_or(OpenError::ModuleBusy(n))?;
             Ok(AnyStore::Module(RamStore::new(RegionDisk::new(region), read_only), n))
         }
+        &TargetKind::Nvme { ctl, nsid } => Ok(AnyStore::Local(res.local.open(ctl, nsid, read_only)?)),
     }
 }
 
@@ -163,15 +170,16 @@ fn alloc_frames<F: Frames>(f: &mut F, n: usize, what: &'static str) -> Result<Ve
 }
 
 impl Target {
-    /// The data path this target is served on, given the command line's `default`: a null
-    /// or NBD disk has no frames of ours to copy to (map instead), and only a RAM disk has
-    /// scratch frames for the swap path (a module copies, the others map).
+    /// The data path this target is served on, given the command line's `default`: a null,
+    /// NBD or NVMe disk has no frames of ours to copy to (map instead: an NVMe controller
+    /// DMAs into the mapped pages), and only a RAM disk has scratch frames for the swap
+    /// path (a module copies, the others map).
     pub fn effective_path(&self, default: DataPath) -> DataPath {
         let path = self.path.unwrap_or(default);
         match (&self.kind, path) {
-            (TargetKind::Null(_) | TargetKind::Nbd(_), DataPath::Copy) => DataPath::Map,
+            (TargetKind::Null(_) | TargetKind::Nbd(_) | TargetKind::Nvme { .. }, DataPath::Copy) => DataPath::Map,
             (TargetKind::Module(_), DataPath::Swap) => DataPath::Copy,
-            (TargetKind::Null(_) | TargetKind::Nbd(_), DataPath::Swap) => DataPath::Map,
+            (TargetKind::Null(_) | TargetKind::Nbd(_) | TargetKind::Nvme { .. }, DataPath::Swap) => DataPath::Map,
             (_, p) => p,
         }
     }
@@ -193,5 +201,7 @@ mod tests {
         assert_eq!(p("module", DataPath::Copy), DataPath::Copy);
         assert_eq!(p("nbd://192.0.2.1/x", DataPath::Copy), DataPath::Map);
         assert_eq!(p("ram:4M:copy", DataPath::Map), DataPath::Copy);
+        assert_eq!(p("nvme:0", DataPath::Copy), DataPath::Map);
+        assert_eq!(p("nvme:0:copy", DataPath::Swap), DataPath::Map);
     }
 }

@@ -4,9 +4,11 @@
 //! with no intermediate buffer.
 //!
 //! - `traits`: the contract ([`BlockStore`], [`FrameBacked`], [`ScratchFrames`], [`Store`]);
-//! - `ram`, `module`, `null`, [`nbd`]: the stores;
+//! - `ram`, `module`, `null`, [`nbd`], [`nvme`]: the stores; [`local`]: the driver domain's
+//!   own controllers, as the service opens them;
 //! - [`any`]: every kind as one type, and building one from a `target=`.
 pub mod any;
+pub mod local;
 mod module;
 pub mod nbd;
 mod null;
