@@ -84,11 +84,14 @@ impl<B: Page> BlockStore<B> for LocalStore<B> {
     }
 }
 
+/// A segment buffer's bus address, shared by the stores of every namespace.
+type SharedBusAddr<B> = Rc<dyn Fn(&B) -> Option<u64>>;
+
 /// The driver domain's NVMe controllers, in the order its PCI scan found them.
 pub struct NvmeDisks<M, A: DmaAlloc, B> {
     ctls: Vec<Rc<RefCell<NvmeDevice<M, A>>>>,
     /// A segment buffer's bus address (where its grant is mapped).
-    dma: Rc<dyn Fn(&B) -> Option<u64>>,
+    dma: SharedBusAddr<B>,
 }
 
 impl<M, A: DmaAlloc, B> core::fmt::Debug for NvmeDisks<M, A, B> {
