@@ -7,7 +7,7 @@ use xen_sys_mini::hvm::params::{
 };
 use xen_sys_mini::DomId;
 
-use crate::{arch, console, gnttab, hvm, hypercall, mem, sched, shared, time, xenstore};
+use crate::{arch, console, gnttab, hvm, hypercall, mem, pci, sched, shared, time, xenstore};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -136,6 +136,7 @@ pub fn boot(start_info: u64) -> Runtime {
     if let Err(e) = mem::init(&boot) {
         fatal(e);
     }
+    pci::init(&boot.memmap);
     let entry_ns = time::system_time_ns().saturating_sub(time::tsc_to_ns(arch::rdtsc().wrapping_sub(tsc0)));
     time::mark_boot(entry_ns);
     match (hvm::get_param(HVM_PARAM_CONSOLE_PFN), hvm::get_param(HVM_PARAM_CONSOLE_EVTCHN)) {

@@ -193,6 +193,13 @@ pub struct ForeignMap {
 }
 
 impl ForeignMap {
+    /// Where the page is mapped in our guest-physical space: also its bus address for a
+    /// device passed through to us, since Xen mirrors our p2m's grant entries
+    /// (`p2m_grant_map_rw/ro`) into the IOMMU's tables for our devices.
+    pub fn bus_addr(&self) -> u64 {
+        self.paddr
+    }
+
     /// The mapped page. Only through volatile accessors: the other domain can write it.
     pub fn mem(&self) -> SharedMem {
         // SAFETY: the slot is mapped (a successful GNTTABOP_map_grant_ref) until this value

@@ -8,7 +8,7 @@
 //!
 //! `arch` (entry, page tables, exceptions, instructions), `shared` (memory others write) →
 //! `hypercall` → `hvm` → `mem` (boot info, frames, heap, `shared_info`, the grant region) →
-//! `evtchn` → `time` → `sched` → `console` → `gnttab` → `xenstore` → `selftest` and `boot`
+//! `pci` (config space and BARs of a passed-through device) → `evtchn` → `time` → `sched` → `console` → `gnttab` → `xenstore` → `selftest` and `boot`
 //! (the boot sequence, panic and exception reports); this file only wires. The one call
 //! the other way is the CPU's: the entry code calls `kernel_main`, and exceptions reach the
 //! console through the report hook the boot sequence installs.
@@ -36,6 +36,7 @@ pub mod gnttab;
 pub mod hvm;
 pub mod hypercall;
 pub mod mem;
+pub mod pci;
 pub mod sched;
 pub mod selftest;
 pub mod shared;

@@ -155,6 +155,17 @@ pub const SCENARIOS: &[Scenario] = &[
         hypervisor: Hypervisor::Stock,
         nvme: true,
     },
+    Scenario {
+        name: "nvme-dd",
+        about: "the unikernel as an HVM driver domain owns the NVMe controller: dom0 (512 B to 4 MiB, ext4 + fsck) and a Linux PVH domU (a 4 KiB-block namespace) use its namespaces, DMA'd straight into their granted pages (0 bytes copied by the CPU); the IOMMU stops a DMA to an unmapped address; the driver domain re-created with the data there; the bytes checked in the backing files from the host",
+        timeout_s: 600,
+        expect: Expect::Success,
+        unikernel: true,
+        blkload: true,
+        nonet: false,
+        hypervisor: Hypervisor::Stock,
+        nvme: true,
+    },
 ];
 
 /// What `nvme-pt` writes at the controller's first 4 MiB (the host checks its backing
@@ -255,12 +266,15 @@ fn hvm_tools() -> Result<Vec<(String, crate::cpio::Entry)>> {
     Ok(v)
 }
 
-/// A fresh 64 MiB backing file for the emulated NVMe controller (zeroes), under
+/// Fresh backing files for the emulated NVMe controller's namespaces (64 MiB and 32 MiB of
+/// zeroes), under
 /// `target/testbed/`: a real disk image that outlives the run.
 fn nvme_backing_file() -> Result<std::path::PathBuf> {
     let p = images::cache_dir().join("nvme0.img");
-    let f = std::fs::File::create(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-    f.set_len(64 << 20).map_err(|e| format!("{}: {e}", p.display()))?;
+    for (path, len) in [(p.clone(), 64u64 << 20), (p.with_file_name(testbed::NVME_NS2), 32 << 20)] {
+        let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        f.set_len(len).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     Ok(p)
 }
 
@@ -290,9 +304,38 @@ fn check_domu_region(data: &[u8]) -> std::result::Result<(), String> {
     }
 }
 
+/// What `nvme-dd` writes through the driver domain at 40 MiB of namespace 1, 4 MiB of it
+/// (the host checks the backing file after the run).
+pub const NVME_DD_PATTERN: &[u8] = b"nvme-dd: written by dom0 through the Rust driver domain\n";
+
+/// After `nvme-dd`: namespace 1's file holds at 40 MiB what dom0 wrote through the driver
+/// domain, and namespace 2's first 8 MiB are what the PVH domU wrote and read back through
+/// it (the md5 the scenario reported as `nvme.ns2_md5`).
+fn check_nvme_dd_files(report: &Report) -> std::result::Result<(), String> {
+    let p = images::cache_dir().join("nvme0.img");
+    let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let want: Vec<u8> = NVME_DD_PATTERN.iter().copied().cycle().take(4 << 20).collect();
+    if data.get(40 << 20..(40 << 20) + want.len()) != Some(want.as_slice()) {
+        return Err(String::from("namespace 1's backing file does not hold dom0's write at 40 MiB"));
+    }
+    let ns2 = p.with_file_name(testbed::NVME_NS2);
+    let out = sh::cmd("sh")
+        .arg("-c")
+        .arg(format!("head -c 8388608 '{}' | md5sum", ns2.display()))
+        .output()
+        .map_err(|e| format!("md5sum: {e}"))?;
+    let got = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string();
+    match report.metric("nvme.ns2_md5") {
+        Some(want) if want == got => Ok(()),
+        Some(want) => Err(format!("namespace 2's backing file has md5 {got}, the domU read back {want}")),
+        None => Err(String::from("the scenario reported no nvme.ns2_md5")),
+    }
+}
+
 /// Whether a report is what the scenario expects.
 pub fn judge(sc: &Scenario, report: &Report) -> std::result::Result<(), String> {
     match (sc.expect, &report.outcome) {
+        (Expect::Success, Outcome::Success) if sc.name == "nvme-dd" => check_nvme_dd_files(report),
         (Expect::Success, Outcome::Success) if sc.nvme => check_nvme_backing_file(),
         (Expect::Success, Outcome::Success) => Ok(()),
         (Expect::FailureContaining(t), Outcome::Failure(m)) if m.contains(t) => Ok(()),

@@ -77,6 +77,9 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The backing file of the NVMe controller's second namespace, next to the first's.
+pub const NVME_NS2: &str = "nvme0n2.img";
+
 const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all \
     dom0_mem=1024M,max:1024M dom0_max_vcpus=1 dom0_vcpus_pin noreboot console_timestamps=boot \
     spec-ctrl=eager-fpu";
@@ -127,10 +130,17 @@ pub fn boot(images: &Images, run: &Run<'_>) -> Result<Report> {
         // Intel VT-d with interrupt remapping (Xen 4.17 accepts QEMU's DMAR table) and an
         // NVMe controller at 00:04.0: QEMU's xen-pt keeps a guest's slot 2 for graphics,
         // so the controller stays off it (docs/testbed.md, "PCI passthrough").
+        // Two namespaces: 1 on `nvme0.img` (512-byte blocks), 2 on `nvme0n2.img` with 4 KiB
+        // blocks (a 4Kn namespace: blkif sectors stay 512-byte units, `sector-size` says 4096).
+        let ns2 = img.with_file_name(NVME_NS2);
         qemu.args(["-device", "intel-iommu,intremap=on"])
+            .args(["-device", "nvme,id=nvc0,serial=nv0,addr=04.0"])
             .arg("-drive")
             .arg(format!("file={},if=none,id=nv0,format=raw", img.display()))
-            .args(["-device", "nvme,drive=nv0,serial=nv0,addr=04.0"]);
+            .args(["-device", "nvme-ns,drive=nv0,bus=nvc0,nsid=1"])
+            .arg("-drive")
+            .arg(format!("file={},if=none,id=nv1,format=raw", ns2.display()))
+            .args(["-device", "nvme-ns,drive=nv1,bus=nvc0,nsid=2,logical_block_size=4096,physical_block_size=4096"]);
     }
     qemu.arg("-kernel")
         .arg(&images.xen)

@@ -6,7 +6,9 @@
 //! lines: every watch event the service handles), `selftest` (run the runtime's self tests
 //! against Xen and power off), `crashtest=ud2|panic` (prove the crash paths),
 //! `ip=<a.b.c.d>/<prefix>` and `gw=<a.b.c.d>` (the vif's static IPv4 address, for `nbd://` disks; DHCPv4 without),
-//! `nbd-timeout=<seconds>` (how long I/O waits for a lost NBD server, 60 by default). A word that
+//! `nbd-timeout=<seconds>` (how long I/O waits for a lost NBD server, 60 by default),
+//! `iommu-probe` (after an NVMe controller's bring-up, have it DMA to a bus address nothing
+//! maps: the IOMMU must stop it, and the console says how the command ended). A word that
 //! is not one of these, or a value out of range, is reported on the console and ignored.
 use alloc::format;
 use alloc::string::String;
@@ -56,13 +58,22 @@ pub struct Config {
     pub blk: Defaults,
     /// `ip=<a.b.c.d>/<prefix>` and `gw=<a.b.c.d>`: the vif's IPv4 configuration.
     pub ip: Option<Ipv4Config>,
+    /// `iommu-probe`: prove the IOMMU stops a DMA to an unmapped address (test beds).
+    pub iommu_probe: bool,
     /// Words that were not understood, as sentences for the console.
     pub ignored: Vec<String>,
 }
 
 impl Config {
     pub fn parse(cmdline: &str) -> Self {
-        let mut c = Config { mode: Mode::Serve, debug: false, blk: Defaults::default(), ip: None, ignored: Vec::new() };
+        let mut c = Config {
+            mode: Mode::Serve,
+            debug: false,
+            blk: Defaults::default(),
+            ip: None,
+            iommu_probe: false,
+            ignored: Vec::new(),
+        };
         let mut gw = None;
         for w in cmdline.split_whitespace() {
             let ok = match w.split_once('=') {
@@ -73,6 +84,10 @@ impl Config {
                     }
                     "selftest" => {
                         c.mode = Mode::Selftest;
+                        true
+                    }
+                    "iommu-probe" => {
+                        c.iommu_probe = true;
                         true
                     }
                     _ => false,
@@ -160,7 +175,14 @@ mod tests {
         let c = Config::parse("");
         assert_eq!(
             c,
-            Config { mode: Mode::Serve, debug: false, blk: Defaults::default(), ip: None, ignored: Vec::new() }
+            Config {
+                mode: Mode::Serve,
+                debug: false,
+                blk: Defaults::default(),
+                ip: None,
+                iommu_probe: false,
+                ignored: Vec::new()
+            }
         );
         assert_eq!(
             c.blk,
@@ -186,6 +208,7 @@ mod tests {
         assert_eq!(c.mode, Mode::Serve);
         assert!(c.ignored.is_empty(), "{:?}", c.ignored);
         assert_eq!(Config::parse("selftest").mode, Mode::Selftest);
+        assert!(Config::parse("iommu-probe").iommu_probe);
         assert_eq!(Config::parse("crashtest=ud2").mode, Mode::CrashUd2);
         assert_eq!(Config::parse("crashtest=panic").mode, Mode::CrashPanic);
         assert_eq!(Config::parse("indirect=12").blk.max_indirect_segments, 12);

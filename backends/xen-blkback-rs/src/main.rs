@@ -24,6 +24,7 @@ use kernel::mem::{BootModule, FrameAllocator};
 use kernel::{arch, evtchn, gnttab, hypercall, mem, sched, time, Runtime};
 use xen_blkback_rs::{Config, Mode};
 
+mod local;
 #[cfg(feature = "net")]
 mod network;
 
@@ -67,7 +68,19 @@ kernel::entry!(run);
 fn run(rt: Runtime) -> ! {
     let Runtime { cmdline, domid, mut xenstore, modules } = rt;
     kernel::info!("xen-blkback-rs {}: Rust PVH driver domain", env!("CARGO_PKG_VERSION"));
-    let cfg = Config::parse(&cmdline);
+    // An HVM driver domain started in hvmloader's place has no command line (libxl passes
+    // `cmdline=` only with `kernel=`): the toolstack may put its words at `data/cmdline`
+    // while the domain is paused (`xl create -p`, `xenstore-write`, `xl unpause`).
+    let from_store = if cmdline.is_empty() {
+        let key = alloc::format!("/local/domain/{domid}/data/cmdline");
+        kernel::hv::XenStore::read(&mut xenstore, &key).ok().flatten().filter(|s| s.len() <= 1024)
+    } else {
+        None
+    };
+    if let Some(words) = &from_store {
+        kernel::info!("cmdline from xenstore data/cmdline: '{words}'");
+    }
+    let cfg = Config::parse(from_store.as_deref().unwrap_or(&cmdline));
     for w in &cfg.ignored {
         kernel::warn!("{w}");
     }
@@ -98,6 +111,12 @@ fn run(rt: Runtime) -> ! {
     let mut svc: Service<Gnttab, FrameAllocator, BootModule, network::Connector> =
         Service::new(domid, defaults, FrameAllocator, modules, net.connector());
     svc.set_debug(cfg.debug);
+    if let Some(disks) = local::bring_up() {
+        if cfg.iommu_probe {
+            local::probe_iommu(&disks);
+        }
+        svc.set_local_disks(alloc::boxed::Box::new(disks));
+    }
     // Connections, devices and passes size themselves to the free heap: a frontend past
     // it is refused or waits, the domain never runs out.
     svc.set_heap_gauge(|| mem::heap::usage().1);

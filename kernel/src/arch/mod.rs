@@ -25,6 +25,28 @@ pub fn outb(port: u16, v: u8) {
     unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
 }
 
+/// Reads a 32-bit I/O port.
+///
+/// # Safety
+/// Reading `port` must have no effect the caller has not accounted for: here only PCI
+/// configuration mechanism #1's data port (0xcfc), which the device model emulates for an
+/// HVM guest (and Xen answers with all ones for a PVH guest, which has none).
+pub unsafe fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes a 32-bit I/O port.
+///
+/// # Safety
+/// As for [`inl`]: here only ports 0xcf8 (the configuration address) and 0xcfc.
+pub unsafe fn outl(port: u16, v: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) };
+}
+
 /// CPUID leaf `leaf`, subleaf 0: (eax, ebx, ecx, edx).
 pub fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
     // CPUID is unprivileged and has no side effects (safe since Rust 1.87).

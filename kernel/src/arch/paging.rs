@@ -1,4 +1,5 @@
-//! Page tables after boot: identity mappings above 4 GiB for the grant region.
+//! Page tables after boot: identity mappings above 4 GiB for the grant region, and
+//! uncached device registers below it.
 use core::arch::asm;
 
 /// Identity-maps `[start, end)` (2 MiB aligned, above 4 GiB) with 2 MiB pages, allocating
@@ -53,6 +54,52 @@ pub unsafe fn map_identity_2m(
         let e2p = pd.wrapping_add(i2);
         // SAFETY: `pd` is a page-directory page, i2 < 512.
         unsafe { e2p.write_volatile(va | P | RW | PS) };
+        va += TWO_MB;
+    }
+    flush_tlb();
+    Ok(())
+}
+
+/// Makes the boot identity map of `[start, end)` (inside the first 4 GiB, which the boot
+/// page tables map with 2 MiB pages) uncached: PCD and PWT select PAT entry 3, UC, which
+/// device registers need (a write-back mapping could merge, reorder or defer doorbell
+/// writes; Xen maps a passed-through BAR UC in the p2m too, but the guest's own attribute
+/// is what it combines with). Whole 2 MiB pages: the caller puts nothing else in them.
+///
+/// # Safety
+/// `pml4` must be the active page-table root built by the boot code, and no memory the
+/// program uses as RAM may sit in the 2 MiB pages touched (it would become uncached).
+pub unsafe fn set_uncached(pml4: *mut u64, start: u64, end: u64) -> Result<(), &'static str> {
+    const P: u64 = 1;
+    const PWT: u64 = 1 << 3;
+    const PCD: u64 = 1 << 4;
+    const PS: u64 = 1 << 7;
+    const TWO_MB: u64 = 2 << 20;
+    if end <= start || end > (4 << 30) {
+        return Err("uncached range outside the first 4 GiB");
+    }
+    let mut va = start & !(TWO_MB - 1);
+    while va < end {
+        // SAFETY: PML4[0] and PDPT[0..4] are the boot tables (identity-mapped pages).
+        let e4 = unsafe { pml4.read_volatile() };
+        if e4 & P == 0 {
+            return Err("no boot mapping of the first 4 GiB");
+        }
+        let pdpt = (e4 & 0x000f_ffff_ffff_f000) as *mut u64;
+        // SAFETY: va < 4 GiB, so the index is < 4, inside the PDPT page.
+        let e3 = unsafe { pdpt.wrapping_add(((va >> 30) & 511) as usize).read_volatile() };
+        if e3 & P == 0 || e3 & PS != 0 {
+            return Err("unexpected boot mapping of the first 4 GiB");
+        }
+        let pd = (e3 & 0x000f_ffff_ffff_f000) as *mut u64;
+        let e2p = pd.wrapping_add(((va >> 21) & 511) as usize);
+        // SAFETY: a boot page-directory page, index < 512; volatile because the MMU reads it.
+        let e2 = unsafe { e2p.read_volatile() };
+        if e2 & P == 0 || e2 & PS == 0 {
+            return Err("unexpected boot mapping of the first 4 GiB");
+        }
+        // SAFETY: as above; only the two cache-control bits change.
+        unsafe { e2p.write_volatile(e2 | PWT | PCD) };
         va += TWO_MB;
     }
     flush_tlb();

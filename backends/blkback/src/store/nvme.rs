@@ -73,6 +73,11 @@ impl<M: Mmio, A: DmaAlloc> NvmeDevice<M, A> {
         }
     }
 
+    /// The result of command `tag`, once the device has completed it.
+    pub fn take_result(&mut self, tag: u64) -> Option<Result<(), nvme::Error>> {
+        self.results.remove(&tag)
+    }
+
     /// The controller (its state, namespaces, counters).
     pub fn controller(&self) -> &Controller<M, A::Page> {
         &self.ctl
@@ -83,8 +88,10 @@ impl<M: Mmio, A: DmaAlloc> NvmeDevice<M, A> {
         &mut self.ctl
     }
 
-    /// Sends `cmd` under a tag of the device's; on failure the command comes back.
-    fn submit(&mut self, mut cmd: Cmd) -> Result<u64, (Cmd, nvme::Error)> {
+    /// Sends `cmd` under a tag of the device's (the tag it returns); on failure the command
+    /// comes back. Its result is for [`take_result`](Self::take_result) (the stores take
+    /// theirs by tag).
+    pub fn submit(&mut self, mut cmd: Cmd) -> Result<u64, (Cmd, nvme::Error)> {
         let tag = self.next;
         self.next = self.next.wrapping_add(1).max(1);
         cmd.tag = tag;
