@@ -26,9 +26,9 @@ create_dd() {
         fail "the HVM driver domain never served: $(tail -3 "$LOG" | tr '\n' ' ')"
     CREATE_MS=$(($(now_ms) - _t0))
 }
-# attach_dom0 [TARGET]: namespace 1 (or TARGET) as dom0's xvdb.
+# attach_dom0: namespace 1 as dom0's xvdb.
 attach_dom0() {
-    xl block-attach 0 "format=raw, vdev=xvdb, access=rw, backend=$UK, target=${1:-nvme:0}" || fail "xl block-attach"
+    xl block-attach 0 "format=raw, vdev=xvdb, access=rw, backend=$UK, target=nvme:0" || fail "xl block-attach"
     wait_for 60 xs_is /local/domain/0/device/vbd/51728/state 4 ||
         fail "dom0's disk not Connected: backend $(xenstore-read "$(be 0 51728)/state"), error $(xenstore-read "$(be 0 51728)/hotplug-error" 2>/dev/null)"
     wait_for 10 test -b /dev/xvdb || fail "/dev/xvdb did not appear"
