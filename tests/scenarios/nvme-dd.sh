@@ -64,11 +64,12 @@ grep -q "nvme0: namespace 2: 8192 blocks of 4096 bytes" "$LOG" || fail "namespac
 step "the IOMMU stopped a DMA to an address nothing maps, and Xen reported it"
 probe=$(grep "IOMMU probe" "$LOG" | tail -1)
 info "probe: ${probe#*IOMMU probe: }"
-case "$probe" in *"was stopped"*) ;; *) fail "IOMMU probe: ${probe:-no line}" ;; esac
-xl dmesg > /tmp/xen.log
-fault=$(grep -m1 -E "DMAR.*(fault addr|Request device)" /tmp/xen.log)
-info "xen: ${fault:-no fault line}"
-[ -n "$fault" ] || fail "Xen logged no IOMMU fault for the probe: $(grep -i -m3 -E 'dmar|vt-d' /tmp/xen.log | tail -3 | tr '\n' ' ')"
+addr=$(echo "$probe" | sed -n "s/.*DMA'd to 0x\([0-9a-f]*\),.*/\1/p")
+[ -n "$addr" ] || fail "IOMMU probe: ${probe:-no line}"
+# The proof is Xen's: the emulated controller is not told of the refusal (docs/testbed.md).
+wait_for 10 sh -c "xl dmesg | grep -q 'Request device \[0000:00:04.0\] fault addr $addr'" ||
+    fail "Xen logged no IOMMU fault at $addr for the device: $(xl dmesg | grep -i -m3 'DMAR' | tr '\n' ' ')"
+info "xen: $(xl dmesg | grep -m1 "fault addr $addr" | sed 's/.*\[VT-D\]//') / $(xl dmesg | grep -m1 -A1 "fault addr $addr" | tail -1 | sed 's/.*\[VT-D\]//')"
 xl list $UK >/dev/null || fail "the driver domain died after the probe"
 
 step "dom0's disk on namespace 1: the device's bytes, 512 B to 4 MiB, ext4 + fsck, flushes"
