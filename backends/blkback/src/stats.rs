@@ -110,6 +110,21 @@ impl Stats {
             ("heap_waits", v(self.heap_waits)),
             ("errors", v(self.errors())),
         ];
+        // Errors by cause, only the causes that happened (each key counts against the driver
+        // domain's xenstore quota).
+        for (k, n) in [
+            ("err_unsupported", self.err_unsupported),
+            ("err_segments", self.err_segments),
+            ("err_range", self.err_range),
+            ("err_read_only", self.err_read_only),
+            ("err_grant", self.err_grant),
+            ("err_io", self.err_io),
+            ("err_nomem", self.err_nomem),
+        ] {
+            if n != 0 {
+                out.push((k, v(n)));
+            }
+        }
         if self.swap_mode != 0 {
             out.extend([
                 ("swap_mode", v(self.swap_mode)),

@@ -222,3 +222,29 @@ fn a_frontend_gone_mid_dma_keeps_its_page_mapped_until_the_device_is_done() {
     assert!(out.is_empty(), "an orphan reached a later connection");
     clean(&mock);
 }
+
+#[test]
+fn flushes_as_linux_sends_them_reach_the_device_and_never_fail() {
+    let (dev, mock, bus) = device(|_| {});
+    let mut h = Harness::new();
+    let (mut d, mut fe) = attach(&mut h, store(&dev, &bus, 1), true, false);
+    // An empty flush carries `blk_rq_pos` of a flush request: (sector_t)-1.
+    fe.simple(BLKIF_OP_FLUSH_DISKCACHE, u64::MAX, 0, false);
+    let done = h.run(&mut d, &mut fe);
+    assert_eq!(done[0].status, BLKIF_RSP_OKAY, "an empty flush failed: Linux 6.11+ would drop flushes for good");
+    assert_eq!(mock.borrow().flushes, 1);
+    // A REQ_PREFLUSH | REQ_FUA write (direct: Linux never sends an indirect one): the flush
+    // goes with it, the data lands.
+    for (i, op) in [BLKIF_OP_WRITE_BARRIER, BLKIF_OP_FLUSH_DISKCACHE].into_iter().enumerate() {
+        for len in [512usize, 4096, 11 * 4096] {
+            let data = pattern(len as u64 + i as u64, len);
+            fe.write_as(&h.xs, &mut h.g, op, 64, &data);
+            let done = h.run(&mut d, &mut fe);
+            assert_eq!(done[0].status, BLKIF_RSP_OKAY, "op {op}, {len} B");
+            assert_eq!(mock.borrow().namespaces[0].data[64 * 512..64 * 512 + len], data[..]);
+        }
+    }
+    assert_eq!(mock.borrow().flushes, 7, "one flush per flushing request");
+    assert_eq!(d.connection().unwrap().stats.errors(), 0);
+    clean(&mock);
+}

@@ -74,7 +74,13 @@ pub fn bring_up() -> Option<Disks> {
                         ctls.len(),
                         waited / 1_000_000,
                         if c.has_cache() { "yes" } else { "no" },
-                        if dsm { "deallocate" } else if wz { "write zeroes" } else { "none" }
+                        if dsm {
+                            "deallocate"
+                        } else if wz {
+                            "write zeroes"
+                        } else {
+                            "none"
+                        }
                     );
                     for n in c.namespaces() {
                         kernel::info!(

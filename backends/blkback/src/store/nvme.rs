@@ -171,11 +171,16 @@ impl<M: Mmio, A: DmaAlloc, B: Page> NvmeStore<M, A, B> {
     fn plan(&self, io: &StoreIo<B>, key: u64) -> Result<Vec<Waiting>, StoreError> {
         let ns = self.namespace().ok_or(StoreError::Io)?;
         let bs = u64::from(ns.block_size);
-        let byte = io.sector.checked_mul(512).ok_or(StoreError::OutOfRange)?;
-        if !byte.is_multiple_of(bs) {
-            return Err(StoreError::Unsupported);
-        }
-        let lba = byte.checked_div(bs).ok_or(StoreError::Io)?;
+        // The first block, for the ops that have one: an empty flush's sector means nothing
+        // (Linux blkfront sends `blk_rq_pos` of a flush request, which is (sector_t)-1), and
+        // refusing it would make Linux 6.11+ blkfront drop flushes for good.
+        let lba = || {
+            let byte = io.sector.checked_mul(512).ok_or(StoreError::OutOfRange)?;
+            if !byte.is_multiple_of(bs) {
+                return Err(StoreError::Unsupported);
+            }
+            byte.checked_div(bs).ok_or(StoreError::Io)
+        };
         let cmd = |op: CmdOp, lba: u64, blocks: u32, data: Vec<Piece>| {
             Waiting::Cmd(key, Cmd { tag: 0, nsid: self.nsid, op, lba, blocks, data })
         };
@@ -204,7 +209,7 @@ impl<M: Mmio, A: DmaAlloc, B: Page> NvmeStore<M, A, B> {
                 if preflush && cache {
                     out.push(cmd(CmdOp::Flush, 0, 0, Vec::new()));
                 }
-                let mut at = lba;
+                let mut at = lba()?;
                 for r in runs {
                     let run = pieces.get(r).unwrap_or_default().to_vec();
                     let bytes: u64 = run.iter().map(|p| u64::from(p.len)).sum();
@@ -233,7 +238,7 @@ impl<M: Mmio, A: DmaAlloc, B: Page> NvmeStore<M, A, B> {
                     (false, false) => return Err(StoreError::Unsupported),
                 };
                 if blocks > 0 {
-                    out.push(Waiting::Discard { key, op, lba, blocks });
+                    out.push(Waiting::Discard { key, op, lba: lba()?, blocks });
                 }
             }
         }

@@ -272,6 +272,29 @@ impl MockFrontend {
         data: Option<&[u8]>,
         page_off: usize,
     ) -> u64 {
+        let op = if write { BLKIF_OP_WRITE } else { BLKIF_OP_READ };
+        self.request(xs, g, op, sector, len, data, page_off)
+    }
+
+    /// Queues a WRITE with flush semantics: `op` is `BLKIF_OP_WRITE_BARRIER` or
+    /// `BLKIF_OP_FLUSH_DISKCACHE` with data, as Linux blkfront sends a `REQ_PREFLUSH` /
+    /// `REQ_FUA` write (`blkif_queue_rw_req`).
+    pub fn write_as(&mut self, xs: &FakeXenStore, g: &mut FakeGrants, op: u8, sector: u64, data: &[u8]) -> u64 {
+        self.request(xs, g, op, sector, data.len(), Some(data), 0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &mut self,
+        xs: &FakeXenStore,
+        g: &mut FakeGrants,
+        op: u8,
+        sector: u64,
+        len: usize,
+        data: Option<&[u8]>,
+        page_off: usize,
+    ) -> u64 {
+        let write = op != BLKIF_OP_READ;
         let mut layout = Vec::new();
         let mut left = len;
         let mut off = page_off;
@@ -297,7 +320,6 @@ impl MockFrontend {
             });
             pages.push((p, r));
         }
-        let op = if write { BLKIF_OP_WRITE } else { BLKIF_OP_READ };
         let id = self.next_id;
         self.next_id += 1;
         let q = self.queue();
