@@ -115,23 +115,21 @@ fn address(bdf: Bdf, off: u16) -> u32 {
 /// A dword of `bdf`'s configuration space.
 pub fn read32(bdf: Bdf, off: u16) -> u32 {
     let _g = CONFIG.lock();
-    // SAFETY: mechanism #1: the address port selects a register, the data port reads it;
-    // config reads have no side effects on the devices a guest sees (PCI 3.0, 6.1).
-    unsafe {
-        arch::outl(CONFIG_ADDRESS, address(bdf, off));
-        arch::inl(CONFIG_DATA)
-    }
+    // SAFETY: mechanism #1: the address port selects a register (no effect by itself)...
+    unsafe { arch::outl(CONFIG_ADDRESS, address(bdf, off)) };
+    // SAFETY: ...and the data port reads it; config reads have no side effects on the
+    // devices a guest sees (PCI 3.0, 6.1).
+    unsafe { arch::inl(CONFIG_DATA) }
 }
 
 /// Writes a dword of `bdf`'s configuration space.
 pub fn write32(bdf: Bdf, off: u16, v: u32) {
     let _g = CONFIG.lock();
-    // SAFETY: as for `read32`; only this module writes config space, and only the command
-    // register and BARs of functions it enables.
-    unsafe {
-        arch::outl(CONFIG_ADDRESS, address(bdf, off));
-        arch::outl(CONFIG_DATA, v);
-    }
+    // SAFETY: as for `read32`: selects the register.
+    unsafe { arch::outl(CONFIG_ADDRESS, address(bdf, off)) };
+    // SAFETY: only this module writes config space, and only the command register and BARs
+    // of functions it enables.
+    unsafe { arch::outl(CONFIG_DATA, v) };
 }
 
 /// Narrows the MMIO hole to what the memory map leaves free: it ends at the first entry
