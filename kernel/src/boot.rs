@@ -153,6 +153,10 @@ pub fn boot(start_info: u64) -> Runtime {
         mem::grant_region_base() << 12
     );
     info!("cmdline: '{}'; {} module(s)", boot.cmdline, boot.modules.len());
+    for (i, (_, size, name)) in boot.modules.iter().enumerate() {
+        let note = if name.as_str() == mem::HVMLOADER_FIRMWARE { " (hvmloader's firmware: not served)" } else { "" };
+        info!("module {i}: {} KiB, '{name}'{note}", size >> 10);
+    }
     if let Some(base) = hypercall::xen_cpuid_base() {
         // Xen's CPUID leaf base+3: eax bit 0 = TSC emulated (every rdtsc traps).
         let (eax, ebx, _, _) = arch::cpuid(base + 3);

@@ -220,16 +220,21 @@ done
 
 if [ -n "$RAM" ]; then
     DOMS=
-    uk_disks=$(echo $RAM | tr ' ' '\n' | grep -c '^uk-' || true)
+    # Disks of the PVH unikernel, and RAM disks of each unikernel (each needs its memory).
+    uk_disks=0 uk_ram=0 hvm_ram=0
+    for b in $RAM; do
+        case $(dom_of "$b"):$(target_of "$b") in
+            uk-dd:ram:*) uk_disks=$((uk_disks + 1)) uk_ram=$((uk_ram + 1)) ;;
+            uk-dd:*) uk_disks=$((uk_disks + 1)) ;;
+            uk-hvm:ram:*) hvm_ram=$((hvm_ram + 1)) ;;
+        esac
+    done
     case " $RAM " in *" dom0-null "*)
         # The frontend alone: the same load on null_blk in dom0 (blk-mq, no memory behind
         # it, completions inline), no driver domain.
         load_mod null_blk queue_mode=2 irqmode=0 memory_backed=0 gb=1 nr_devices=1 || fail "null_blk"
         wait_for 10 test -b /dev/nullb0 || fail "/dev/nullb0 missing" ;;
     esac
-    # RAM disks of the unikernel (each needs its memory).
-    uk_ram=0
-    for b in $RAM; do case $(target_of "$b") in ram:*) uk_ram=$((uk_ram + 1)) ;; esac; done
     if [ "$uk_disks" -gt 0 ]; then
         # One unikernel, a disk per data path: memory for each RAM disk plus its own 96 MiB.
         render uk-dd /tmp/uk.cfg CMDLINE="path=map persistent=1 indirect=256" \
@@ -237,6 +242,14 @@ if [ -n "$RAM" ]; then
         with_tsc /tmp/uk.cfg > /tmp/uk-bench.cfg
         create_dd uk-dd /tmp/uk-bench.cfg "blkback: serving"
         DOMS="$DOMS uk-dd"
+    fi
+    if [ "$hvm_ram" -gt 0 ]; then
+        # The same image as an HVM driver domain, in hvmloader's place: no cmdline, and its
+        # defaults are the words uk-dd is given (path=map persistent=1 indirect=256).
+        render uk-hvm /tmp/ukh.cfg NAME=uk-hvm MEMORY=$((96 + hvm_ram * (SPAN_MIB + 32))) || fail "render uk-hvm"
+        with_tsc /tmp/ukh.cfg > /tmp/uk-hvm-bench.cfg
+        create_dd uk-hvm /tmp/uk-hvm-bench.cfg "blkback: serving"
+        DOMS="$DOMS uk-hvm"
     fi
     case " $RAM " in *" linux "*)
         with_tsc /etc/xen/testbed/linux-dd.cfg > /tmp/linux-bench.cfg

@@ -55,14 +55,7 @@ info "device $a, server file $b"
 [ "$a" = "$b" ] || fail "the server's file differs from what the guest reads"
 
 step "ext4 on the NBD disk, flush reaches the server"
-load_mod crc32c_generic || fail "crc32c module"
-load_mod ext4 || fail "ext4 module"
-mkfs.ext4 -q -F /dev/xvdb >/dev/null 2>&1 || fail "mkfs.ext4"
-mkdir -p /mnt/x && mount /dev/xvdb /mnt/x || fail "mount"
-cp -r /usr/lib/xen-4.17/bin /mnt/x/bin && sync || fail "copy"
-( cd /usr/lib/xen-4.17/bin && md5sum * ) > /tmp/sums
-umount /mnt/x || fail "umount"
-e2fsck -fn /dev/xvdb >/dev/null 2>&1 || fail "e2fsck found errors"
+ext4_fill /dev/xvdb
 grep -q "Flush" /tmp/nbdkit.log || fail "no FLUSH reached the server (log: $(tail -3 /tmp/nbdkit.log))"
 
 step "destroy and re-create the driver domain (addressed by DHCP now): the data is still there"
@@ -87,10 +80,7 @@ lease=$(grep "network: address" "$LOG" | tail -1)
 info "lease: ${lease#*network: address }"
 case "$lease" in *"192.0.2.1"[01][0-9]"/24 via 192.0.2.1"*) ;; *) fail "not the server's lease: $lease" ;; esac
 attach_nbd
-mount /dev/xvdb /mnt/x || fail "mount after re-create"
-( cd /mnt/x/bin && md5sum -c /tmp/sums >/dev/null ) || fail "files differ after the driver domain was re-created"
-umount /mnt/x
-e2fsck -fn /dev/xvdb >/dev/null 2>&1 || fail "e2fsck after re-create"
+ext4_intact /dev/xvdb "after the driver domain was re-created"
 
 step "nbdkit killed mid-I/O and restarted: I/O resumes, nothing lost"
 blkload --verify --dev /dev/xvdb --span-mib 16 --ops 150 --seed 12 >/tmp/v1.out 2>&1 &

@@ -75,3 +75,24 @@ stat() { xenstore-read "/local/domain/$DD/data/blkback/vbd/$1/$2/$3" 2>/dev/null
 global() { xenstore-read "/local/domain/$DD/data/blkback/$1" 2>/dev/null || echo -1; }
 # stats_settle: long enough for the next publish (once a second, a few writes a turn).
 stats_settle() { sleep 1.3; }
+
+# ext4_fill DEV: mkfs.ext4 on DEV, Xen's tools copied onto it (their sums in /tmp/sums),
+# unmounted, fsck clean.
+ext4_fill() {
+    load_mod crc32c_generic || fail "crc32c module"
+    load_mod ext4 || fail "ext4 module"
+    mkfs.ext4 -q -F "$1" >/dev/null 2>&1 || fail "mkfs.ext4"
+    mkdir -p /mnt/x && mount "$1" /mnt/x || fail "mount"
+    cp -r /usr/lib/xen-4.17/bin /mnt/x/bin && sync || fail "copy"
+    ( cd /usr/lib/xen-4.17/bin && md5sum ./* ) > /tmp/sums
+    umount /mnt/x || fail "umount"
+    e2fsck -fn "$1" >/dev/null 2>&1 || fail "e2fsck found errors"
+}
+
+# ext4_intact DEV WHEN: what ext4_fill copied is still there, and fsck is clean.
+ext4_intact() {
+    mount "$1" /mnt/x || fail "mount $2"
+    ( cd /mnt/x/bin && md5sum -c /tmp/sums >/dev/null ) || fail "files differ $2"
+    umount /mnt/x
+    e2fsck -fn "$1" >/dev/null 2>&1 || fail "e2fsck $2"
+}

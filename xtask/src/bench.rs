@@ -24,7 +24,8 @@ use crate::testbed::{self, Outcome, Run};
 /// their vif. `*-nbd` rows are compared with `linux-nbd`.
 ///
 /// `uk-pool1056` is `uk-persistent` with its pool held to Linux's per-queue default (the
-/// pool-sizing lever, A/B in one run).
+/// pool-sizing lever, A/B in one run). `uk-hvm-*` are the same image run as an HVM driver
+/// domain (the mode a driver domain owning a PCI device needs), for HVM against PVH.
 ///
 /// The ceilings, measured in the same run: `dom0-null` (the frontend alone: the load on
 /// `null_blk` in dom0, no driver domain), `uk-noop` and `uk-noop-np` (frontend and
@@ -41,6 +42,10 @@ const BACKENDS: &[Backend] = &[
     Backend { name: "uk-null", server: Server::Unikernel("uk-dd"), target: Target::Null("") },
     Backend { name: "uk-noop", server: Server::Unikernel("uk-dd"), target: Target::Null(":noop") },
     Backend { name: "uk-noop-np", server: Server::Unikernel("uk-dd"), target: Target::Null(":noop:nopersist") },
+    // The same image as an HVM driver domain (in hvmloader's place, the mode that owns a
+    // PCI device): what HVM costs against PVH on the same RAM-disk paths.
+    Backend { name: "uk-hvm-persistent", server: Server::Unikernel("uk-hvm"), target: Target::Ram("") },
+    Backend { name: "uk-hvm-map", server: Server::Unikernel("uk-hvm"), target: Target::Ram(":nopersist") },
     Backend { name: "dom0-null", server: Server::Dom0, target: Target::None },
     // Both export the same file in dom0 (one nbdkit): one disk at a time.
     Backend { name: "linux-nbd", server: Server::Linux("linux-nbd"), target: Target::Fixed("/dev/nbd0") },
@@ -314,6 +319,10 @@ pub fn cmd_bench(args: &[String]) -> Result<i32> {
         std::fs::create_dir_all(sh::root().join("target/bench")).map_err(|e| e.to_string())?;
         images::write_archive(&a, &p)?;
         extra.push(("boot/fe-extra.cpio".into(), Entry::File { src: p, mode: 0o644 }));
+    }
+    if backends.iter().any(|b| backend(b).is_some_and(|b| b.server == Server::Unikernel("uk-hvm"))) {
+        // The HVM driver domain's device model, hvmloader's firmware, option ROMs.
+        extra.extend(crate::scenarios::hvm_tools()?);
     }
     if fio {
         // Debian 12's fio with every library it links (about 80 MiB: ceph, gluster, rdma

@@ -240,7 +240,7 @@ pub fn run(
 /// the host and carried with its libraries), `hvmloader` from the hypervisor's tools
 /// package, SeaBIOS (which hvmloader hands control to), and QEMU's option ROMs for direct
 /// kernel boot.
-fn hvm_tools() -> Result<Vec<(String, crate::cpio::Entry)>> {
+pub fn hvm_tools() -> Result<Vec<(String, crate::cpio::Entry)>> {
     crate::host::ensure_packages(&["qemu-system-xen", "seabios"])?;
     let mut v = crate::bench::host_elf("/usr/libexec/xen-qemu-system-i386")?;
     let hvmloader = images::cache_dir().join("root/usr/lib/xen-4.17/boot/hvmloader");

@@ -231,8 +231,13 @@ pub struct BootModule {
 
 static MODULES_TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// The boot modules as owned regions; `None` after the first call (each is handed out
-/// once, so no two owners can alias it).
+/// The module libxl hands an HVM guest's firmware for hvmloader (SeaBIOS, named
+/// `firmware`: hvmloader's `get_module_entry(hvm_start_info, "firmware")`). An HVM driver
+/// domain runs in hvmloader's place and has no use for it: it is not a disk.
+pub const HVMLOADER_FIRMWARE: &str = "firmware";
+
+/// The boot modules as owned regions, without hvmloader's firmware; `None` after the first
+/// call (each is handed out once, so no two owners can alias it).
 pub fn take_modules(boot: &super::BootInfo) -> Option<alloc::vec::Vec<BootModule>> {
     if MODULES_TAKEN.swap(true, Ordering::AcqRel) {
         return None;
@@ -240,6 +245,7 @@ pub fn take_modules(boot: &super::BootInfo) -> Option<alloc::vec::Vec<BootModule
     Some(
         boot.modules
             .iter()
+            .filter(|(_, _, name)| name.as_str() != HVMLOADER_FIRMWARE)
             .map(|&(paddr, size, _)| {
                 // SAFETY: the module Xen loaded, in our identity-mapped RAM, excluded from
                 // the frame allocator and the heap by mem::init, and handed out only here,

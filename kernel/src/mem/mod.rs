@@ -21,5 +21,6 @@ mod region;
 pub use bootinfo::{read_boot_info, read_multiboot_info, BootInfo, MemRange};
 pub use frames::{
     alloc_frame, free_bytes, free_frame, ram_bytes, take_modules, BootModule, FrameAllocator, Page, SharedPage,
+    HVMLOADER_FIRMWARE,
 };
 pub use region::{add_to_physmap, grant_region_base, init, shared_info, GRANT_REGION_PAGES, PAGE_SIZE};
