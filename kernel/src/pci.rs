@@ -271,3 +271,43 @@ fn map_uncached(base: u64, size: u64) -> Result<(), &'static str> {
 fn map_uncached(_: u64, _: u64) -> Result<(), &'static str> {
     Err("no page tables of ours on the host")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn config_addresses_follow_mechanism_one() {
+        let bdf = Bdf { bus: 0, dev: 4, func: 0 };
+        assert_eq!(address(bdf, 0x10), 0x8000_2010);
+        // The low two bits are the dword's, not the address's.
+        assert_eq!(address(Bdf { bus: 1, dev: 31, func: 7 }, 0x0e), 0x8001_ff0c);
+        assert_eq!(bdf.to_string(), "00:04.0");
+    }
+
+    #[test]
+    fn a_bar_access_outside_the_bar_never_reaches_memory() {
+        // Never dereferenced: every offset here is refused before an access.
+        let bar = Bar { base: 0xf000_0000, len: 0x4000 };
+        assert_eq!(bar.ptr(0x3ffc), Some(0xf000_3ffc as *mut u32));
+        for off in [0x4000usize, 0x3ffd, 0x2, usize::MAX, 0x1_0000_0000] {
+            assert_eq!(bar.ptr(off), None, "{off:#x}");
+        }
+        assert_eq!(bar.read32(0x4000), u32::MAX);
+        bar.write32(0x4000, 1);
+    }
+
+    #[test]
+    fn the_mmio_hole_ends_where_the_memory_map_has_something() {
+        let e = |start: u64, end: u64| MemRange { start, end, kind: 2 };
+        init(&[e(0, 0x0400_0000), e(0xfc00_0000, 0x1_0000_0000)]);
+        assert_eq!(*HOLE.lock(), (HOLE_START, HOLE_END));
+        init(&[e(0xf800_0000, 0xf800_1000)]);
+        assert_eq!(*HOLE.lock(), (HOLE_START, 0xf800_0000));
+        // RAM running into the hole leaves none.
+        init(&[e(0, 0xf100_0000)]);
+        assert_eq!(*HOLE.lock(), (HOLE_START, HOLE_START));
+        init(&[]);
+    }
+}
